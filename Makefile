@@ -1,0 +1,48 @@
+# Two commands set up and test everything: `make install`, then `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config.toml
+
+.PHONY: install test lint format typecheck run demo devserver soak bench bench-memory clean
+
+install: $(BIN)/mchat-bot
+
+$(BIN)/mchat-bot: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check mchat_bot tests bench
+	$(BIN)/ruff format --check mchat_bot tests bench
+	$(BIN)/mypy mchat_bot
+
+format: install
+	$(BIN)/ruff format mchat_bot tests bench
+	$(BIN)/ruff check --fix mchat_bot tests bench
+
+run: install
+	$(BIN)/mchat-bot run --config $(CONFIG)
+
+devserver: install
+	$(BIN)/mchat-bot devserver --port 8065 --bot-token devbot-token-not-secret --seed-file data/devserver-seed.json
+
+demo: install
+	$(BIN)/mchat-bot demo
+
+soak: install
+	MCHAT_SOAK=1 $(BIN)/pytest -q -m soak tests
+
+bench: bench-memory
+
+bench-memory: install
+	$(BIN)/python bench/memory_quality.py
+	$(BIN)/python bench/memory_latency.py --n 10000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data

@@ -1,0 +1,313 @@
+"""One Settings object: config.toml first, then systemd credentials, then MCHAT_<SECTION>_<KEY>.
+
+Every error names the key it is about, so an operator can fix it from the message alone, and
+secrets are wrapped so that no repr, log line or traceback ever shows them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or of the wrong type; the message names the key."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str, so it cannot leak through logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(slots=True)
+class MattermostSettings:
+    url: str = ""
+    token: Secret = field(default_factory=Secret)
+    aliases: list[str] = field(default_factory=lambda: ["@ai"])
+    request_timeout: float = 10.0
+    rate_per_sec: float = 10.0
+    ws_ping_interval: float = 10.0
+    ws_silence_timeout: float = 30.0
+    ws_max_backoff: float = 30.0
+
+
+@dataclass(slots=True)
+class LLMSettings:
+    model: str = ""
+    api_base: str = ""
+    api_key: Secret = field(default_factory=Secret)
+    timeout: float = 60.0
+
+
+@dataclass(slots=True)
+class MemorySettings:
+    path: Path = Path("data/qdrant")
+    url: str = ""
+    api_key: Secret = field(default_factory=Secret)
+    embedder: str = "default"
+    top_k: int = 5
+
+
+@dataclass(slots=True)
+class StorageSettings:
+    path: Path = Path("data/mchat_bot.sqlite3")
+
+
+@dataclass(slots=True)
+class HTTPSettings:
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass(slots=True)
+class WebhookSettings:
+    outgoing_tokens: list[Secret] = field(default_factory=list)
+    slash_tokens: list[Secret] = field(default_factory=list)
+    incoming_url: Secret = field(default_factory=Secret)
+
+
+@dataclass(slots=True)
+class BotSettings:
+    workers: int = 4
+    shutdown_grace: float = 10.0
+    max_attempts: int = 5
+
+
+@dataclass(slots=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(slots=True)
+class Settings:
+    mattermost: MattermostSettings = field(default_factory=MattermostSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    http: HTTPSettings = field(default_factory=HTTPSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redaction processor."""
+        found: list[str] = []
+        for section in dataclasses.fields(self):
+            obj = getattr(self, section.name)
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                items = value if isinstance(value, list) else [value]
+                found.extend(v.get() for v in items if isinstance(v, Secret) and v)
+        return found
+
+
+# systemd LoadCredential= names mapped to keys: the token never has to sit in a file we read.
+CREDENTIALS = {
+    "mattermost_token": ("mattermost", "token"),
+    "llm_api_key": ("llm", "api_key"),
+    "memory_api_key": ("memory", "api_key"),
+}
+
+ENV_PREFIX = "MCHAT_"
+
+
+def _type_name(tp: Any) -> str:
+    if tp is Secret:
+        return "string"
+    if tp is Path:
+        return "path (string)"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "list of strings"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _coerce(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
+    """Check one TOML value against the field type; the error names the key and what was expected."""
+    want = _type_name(tp)
+    if tp is Secret:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
+        return Secret(value)
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base_dir / path)
+    if typing.get_origin(tp) is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a {want}, got {value!r:.60}")
+        return [Secret(v) if inner is Secret else v for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an {want}, got {type(value).__name__}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
+    return value
+
+
+def _parse_env(key: str, env_name: str, tp: Any, raw: str) -> Any:
+    """Turn an environment string into the TOML-like value the field expects."""
+    if typing.get_origin(tp) is list:
+        raw = raw.strip()
+        if raw.startswith("["):
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{key} (from {env_name}): not a JSON list: {exc.msg}") from None
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if tp is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{key} (from {env_name}): expected a boolean, got {raw!r:.40}")
+    if tp in (int, float):
+        try:
+            return tp(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{key} (from {env_name}): expected {_type_name(tp)}, got {raw!r:.40}"
+            ) from None
+    return raw
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, globalns=vars(typing) | globals(), localns=vars(types))
+
+
+def load_settings(path: Path | None, env: typing.Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `path` (may be None), the credentials directory and the environment."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        base_dir = path.resolve().parent
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+
+    settings = Settings()
+    section_types = _hints(Settings)
+    for section_name, section_value in raw.items():
+        if section_name not in section_types:
+            known = ", ".join(section_types)
+            raise ConfigError(f"[{section_name}]: unknown section (known: {known})")
+        if not isinstance(section_value, dict):
+            raise ConfigError(f"{section_name}: expected a [{section_name}] table")
+        section_obj = getattr(settings, section_name)
+        field_types = _hints(type(section_obj))
+        for key, value in section_value.items():
+            full = f"{section_name}.{key}"
+            if key not in field_types:
+                raise ConfigError(f"{full}: unknown key (known: {', '.join(field_types)})")
+            setattr(section_obj, key, _coerce(full, field_types[key], value, base_dir))
+
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        for name, (section_name, key) in CREDENTIALS.items():
+            cred = Path(cred_dir) / name
+            if cred.is_file():
+                setattr(getattr(settings, section_name), key, Secret(cred.read_text().strip()))
+
+    for section_name in section_types:
+        section_obj = getattr(settings, section_name)
+        for key, tp in _hints(type(section_obj)).items():
+            env_name = f"{ENV_PREFIX}{section_name.upper()}_{key.upper()}"
+            if env_name in env:
+                full = f"{section_name}.{key}"
+                value = _parse_env(full, env_name, tp, env[env_name])
+                setattr(section_obj, key, _coerce(full, tp, value, Path.cwd()))
+
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    mm = settings.mattermost
+    if not mm.url:
+        raise ConfigError("mattermost.url: missing (set it in the config file or MCHAT_MATTERMOST_URL)")
+    parts = urlsplit(mm.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"mattermost.url: expected scheme://host[:port], got {mm.url!r}")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"mattermost.url: give the server root without a path, got {mm.url!r}")
+    mm.url = mm.url.rstrip("/")
+    if not mm.token:
+        raise ConfigError(
+            "mattermost.token: missing (set MCHAT_MATTERMOST_TOKEN, or a systemd credential "
+            "'mattermost_token'; avoid writing it into the file)"
+        )
+    for alias in mm.aliases:
+        if not alias.startswith("@") or len(alias) < 2 or any(c.isspace() for c in alias):
+            raise ConfigError(f"mattermost.aliases: each alias is '@word', got {alias!r}")
+    positive = {
+        "mattermost.request_timeout": mm.request_timeout,
+        "mattermost.rate_per_sec": mm.rate_per_sec,
+        "mattermost.ws_ping_interval": mm.ws_ping_interval,
+        "mattermost.ws_silence_timeout": mm.ws_silence_timeout,
+        "mattermost.ws_max_backoff": mm.ws_max_backoff,
+        "llm.timeout": settings.llm.timeout,
+        "bot.workers": settings.bot.workers,
+        "bot.max_attempts": settings.bot.max_attempts,
+        "memory.top_k": settings.memory.top_k,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    if settings.bot.shutdown_grace < 0:
+        raise ConfigError(f"bot.shutdown_grace: must be 0 or more, got {settings.bot.shutdown_grace}")
+    if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"log.level: one of debug, info, warning, error; got {settings.log.level!r}")
+    host, sep, port = settings.http.listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"http.listen: expected host:port, got {settings.http.listen!r}")
+    if settings.memory.url:
+        u = urlsplit(settings.memory.url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ConfigError(f"memory.url: expected http(s)://host:port, got {settings.memory.url!r}")
