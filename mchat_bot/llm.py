@@ -1,0 +1,161 @@
+"""The chat-completion client: litellm behind a timeout and our own small retry policy.
+
+litellm takes seconds to import, so it is imported lazily in a thread (``warm_up`` starts that in
+the background at boot). Retries are ours, not litellm's or the OpenAI SDK's, so one policy holds:
+429, 5xx and connection errors are retried (``max_tries`` in all, waits growing by a factor 2);
+anything else, and a try that runs past ``timeout``, ends the call with :class:`LLMError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+_litellm: ModuleType | None = None
+_import_lock = threading.Lock()
+
+
+class LLMError(Exception):
+    """The model gave no usable answer (after retries, on timeout, or on a non-retryable error)."""
+
+
+def _import_litellm() -> ModuleType:
+    global _litellm
+    with _import_lock:
+        if _litellm is None:
+            # The bundled cost map: no network fetch at import (servers here have no internet).
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
+
+            litellm.suppress_debug_info = True
+            litellm.telemetry = False
+            _litellm = litellm
+        return _litellm
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _retryable(exc: BaseException) -> bool:
+    status = _status_of(exc)
+    if status is not None:
+        return status == 429 or 500 <= status <= 599
+    name = type(exc).__name__
+    return name in {"APIConnectionError", "ServiceUnavailableError", "InternalServerError"} or isinstance(
+        exc, (ConnectionError, OSError)
+    )
+
+
+class LLM:
+    """One configured model; ``await llm.complete(messages)`` returns the answer text."""
+
+    def __init__(
+        self,
+        model: str,
+        api_base: str = "",
+        api_key: str = "",
+        timeout: float = 60.0,
+        max_tries: int = 3,
+        *,
+        retry_base: float = 1.0,
+        temperature: float | None = 0.2,
+        max_tokens: int | None = 1024,
+    ) -> None:
+        if not model:
+            raise ValueError("LLM model name is empty")
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key  # never logged, never in repr
+        self.timeout = timeout
+        self.max_tries = max(1, max_tries)
+        self.retry_base = retry_base
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self._warm: asyncio.Task[ModuleType] | None = None
+
+    def __repr__(self) -> str:
+        return f"LLM(model={self.model!r}, api_base={self.api_base!r})"
+
+    async def warm_up(self) -> None:
+        """Import litellm in a worker thread so the first question does not pay for it."""
+        await self._module()
+
+    async def _module(self) -> ModuleType:
+        if _litellm is not None:
+            return _litellm
+        if self._warm is None:
+            self._warm = asyncio.create_task(asyncio.to_thread(_import_litellm))
+        return await asyncio.shield(self._warm)
+
+    async def complete(self, messages: list[dict[str, str]]) -> str:
+        """The assistant's reply to ``messages`` (OpenAI chat format); raises LLMError."""
+        litellm = await self._module()
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "timeout": self.timeout,
+            "num_retries": 0,
+            "max_retries": 0,  # the OpenAI SDK would retry on its own otherwise
+        }
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+
+        last = "no attempt"
+        for attempt in range(1, self.max_tries + 1):
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await litellm.acompletion(**kwargs)
+            except TimeoutError as exc:
+                log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
+                raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
+            except Exception as exc:
+                status = _status_of(exc)
+                last = f"{type(exc).__name__} (status {status})" if status else type(exc).__name__
+                if "Timeout" in type(exc).__name__:
+                    log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
+                    raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
+                if not _retryable(exc) or attempt == self.max_tries:
+                    log.warning("llm.failed", model=self.model, attempt=attempt, error=last)
+                    raise LLMError(f"LLM call failed: {last}") from exc
+                wait = self.retry_base * (2 ** (attempt - 1))
+                log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=wait)
+                await asyncio.sleep(wait)
+                continue
+            text = _content(response)
+            log.info(
+                "llm.completed",
+                model=self.model,
+                attempt=attempt,
+                seconds=round(time.monotonic() - started, 3),
+                chars=len(text),
+            )
+            return text
+        raise LLMError(f"LLM call failed: {last}")  # unreachable: the loop returns or raises
+
+
+def _content(response: Any) -> str:
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise LLMError("LLM returned no choices") from exc
+    if not isinstance(content, str) or not content.strip():
+        raise LLMError("LLM returned an empty answer")
+    return content.strip()

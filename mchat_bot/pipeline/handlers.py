@@ -1,0 +1,275 @@
+"""remember / search / forget / memories / help / answer: one routed message in, one reply text out.
+
+A handler always returns something to post: a failing store or LLM becomes a short apology in the
+asker's language, never silence. Only programming errors escape :meth:`Handlers.handle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterable, Sequence
+from datetime import tzinfo
+from typing import Protocol
+
+import structlog
+
+from mchat_bot.llm import LLMError
+from mchat_bot.memory.store import Hit, Memory, MemoryStore, Viewer, is_visible, new_memory_id
+from mchat_bot.pipeline import replies
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, route
+
+log = structlog.get_logger(__name__)
+
+ANSWER_MEMORIES = 5
+THREAD_CONTEXT_POSTS = 20
+THREAD_CONTEXT_CHARS = 6000
+
+
+class Completer(Protocol):
+    """What handlers need of :class:`mchat_bot.llm.LLM`."""
+
+    async def complete(self, messages: list[dict[str, str]]) -> str: ...
+
+
+class ThreadReader(Protocol):
+    """Earlier posts of a thread, oldest first, as (user_name, message)."""
+
+    async def thread_context(self, root_id: str, before_post_id: str) -> list[tuple[str, str]]: ...
+
+
+_CATEGORY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("decision", re.compile(r"결정|합의|확정|하기로|decid|agreed|approved|we will go with", re.I)),
+    ("task", re.compile(r"해야|할 일|마감|까지 제출|todo|to-do|deadline|must |need to|action item", re.I)),
+    ("preference", re.compile(r"선호|좋아하|싫어하|원함|prefer|likes? |dislikes? |favou?rite", re.I)),
+    ("event", re.compile(r"회의|미팅|일정|행사|출장|meeting|scheduled|conference|launch on|event", re.I)),
+)
+
+
+def guess_category(text: str) -> str:
+    """A cheap rule, good enough for a label; ``fact`` when nothing else fits."""
+    for category, pattern in _CATEGORY_RULES:
+        if pattern.search(text):
+            return category
+    return "fact"
+
+
+_ID_LIKE = re.compile(r"^`?([0-9A-Za-z-]{6,36})`?$")
+
+
+class Handlers:
+    def __init__(
+        self,
+        store: MemoryStore,
+        llm: Completer | None,
+        bot: BotIdentity,
+        site_url: str,
+        thread_reader: ThreadReader | None = None,
+        *,
+        tz: tzinfo | None = None,
+        thread_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self.bot = bot
+        self.site_url = site_url.rstrip("/")
+        self.thread_reader = thread_reader
+        self.tz = tz
+        self.thread_timeout = thread_timeout
+        self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
+        if not self.mention.startswith("@"):
+            self.mention = "@" + self.mention
+
+    async def handle_message(self, msg: IncomingMessage) -> str:
+        """Route and handle; what the worker pool calls. Empty string = nothing to post."""
+        return await self.handle(msg, route(msg, self.bot))
+
+    async def handle(self, msg: IncomingMessage, routed: Routed) -> str:
+        if isinstance(routed, Ignore):
+            return ""
+        lang = routed.lang
+        try:
+            if isinstance(routed, Question):
+                return await self._answer(msg, routed.text, lang)
+            return await self._command(msg, routed)
+        except LLMError:
+            return replies.llm_error(lang)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, NameError, AssertionError):
+            raise  # programming errors: let them show
+        except Exception as exc:
+            # the store (or another I/O part) failed: tell the user instead of going silent
+            log.error("handler.io_failed", post_id=msg.post_id, error=type(exc).__name__, exc_info=True)
+            return replies.internal_error(lang)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def _command(self, msg: IncomingMessage, cmd: Command) -> str:
+        viewer = self.viewer(msg)
+        lang = cmd.lang
+        if cmd.name == "help":
+            return replies.format_help(lang, self.mention)
+        if cmd.name == "memories":
+            return replies.format_memories(await self.store.recent(viewer, limit=10), lang, self.tz)
+        if cmd.name == "remember":
+            if not cmd.arg:
+                return replies.format_usage("remember", lang)
+            return await self._remember(msg, cmd.arg, lang)
+        if cmd.name == "search":
+            if not cmd.arg:
+                return replies.format_usage("search", lang)
+            hits = await self.store.search(cmd.arg, viewer, limit=5)
+            return replies.format_search(cmd.arg, hits, lang, self.tz)
+        if cmd.name == "forget":
+            if not cmd.arg:
+                return replies.format_usage("forget", lang)
+            return await self._forget(viewer, cmd.arg, lang)
+        return replies.format_help(lang, self.mention)
+
+    async def _remember(self, msg: IncomingMessage, text: str, lang: str) -> str:
+        now = time.time()
+        memory = Memory(
+            id=new_memory_id(),
+            text=text,
+            category=guess_category(text),
+            scope="channel",
+            team_id=msg.team_id,
+            channel_id=msg.channel_id,
+            user_id=msg.user_id,
+            user_name=msg.user_name,
+            source_post_id=msg.post_id,
+            permalink=self.permalink(msg.post_id),
+            created_at=now,
+        )
+        await self.store.add(memory)
+        log.info(
+            "memory.remembered", memory_id=memory.id, channel_id=msg.channel_id, category=memory.category
+        )
+        return replies.format_remembered(memory, lang)
+
+    async def _forget(self, viewer: Viewer, arg: str, lang: str) -> str:
+        m = _ID_LIKE.match(arg.strip())
+        if m:
+            ref = m.group(1)
+            found = await self._resolve_id(ref, viewer)
+            if isinstance(found, Memory):
+                if await self.store.delete(found.id):
+                    log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
+                    return replies.format_forgotten(found, lang)
+                return replies.format_forget_not_found(ref, lang)
+            if found == "ambiguous":
+                return replies.format_forget_ambiguous(ref, lang)
+            if " " not in arg and _looks_like_id(ref):
+                return replies.format_forget_not_found(ref, lang)
+        hits = await self.store.search(arg, viewer, limit=5)
+        return replies.format_forget_candidates(arg, hits, lang, self.tz)
+
+    async def _resolve_id(self, ref: str, viewer: Viewer) -> Memory | str | None:
+        """A full id, or the short id shown in lists (its last 8 characters); only visible ones."""
+        memory = await self.store.get(ref)
+        if memory is not None:
+            return memory if is_visible(memory, viewer) else None
+        if len(ref) > 12:
+            return None
+        want = ref.replace("-", "").upper()
+        matches = [
+            mem
+            for mem in await self.store.recent(viewer, limit=1000)
+            if replies.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
+        ]
+        if len(matches) > 1:
+            return "ambiguous"
+        return matches[0] if matches else None
+
+    # --- questions --------------------------------------------------------------------------
+
+    async def _answer(self, msg: IncomingMessage, question: str, lang: str) -> str:
+        hits = await self.store.search(question, self.viewer(msg), limit=ANSWER_MEMORIES)
+        if self.llm is None:
+            text = replies.format_retrieval_only(hits, lang)
+            return replies.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
+        thread = await self._thread(msg)
+        messages = build_prompt(question, hits, thread, lang, tz=self.tz)
+        answer = await self.llm.complete(messages)
+        cited = replies.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+        return replies.join_sources(answer, self._sources(msg, hits, cited, lang))
+
+    async def _thread(self, msg: IncomingMessage) -> list[tuple[str, str]]:
+        if not msg.root_id or self.thread_reader is None:
+            return []
+        try:
+            async with asyncio.timeout(self.thread_timeout):
+                posts = await self.thread_reader.thread_context(msg.root_id, msg.post_id)
+        except Exception as exc:  # context is a bonus: answer without it
+            log.warning("handler.thread_context_failed", post_id=msg.post_id, error=type(exc).__name__)
+            return []
+        return posts[-THREAD_CONTEXT_POSTS:]
+
+    def _sources(
+        self, msg: IncomingMessage, hits: Sequence[Hit], numbers: Iterable[int], lang: str
+    ) -> list[str]:
+        lines = []
+        for n in numbers:
+            memory = hits[n - 1].memory
+            channel = (
+                msg.channel_name if memory.channel_id == msg.channel_id and msg.channel_type in "OP" else ""
+            )
+            lines.append(replies.format_source(n, memory, lang, channel_name=channel, tz=self.tz))
+        return lines
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def viewer(msg: IncomingMessage) -> Viewer:
+        return Viewer(team_id=msg.team_id, channel_id=msg.channel_id, user_id=msg.user_id)
+
+    def permalink(self, post_id: str) -> str:
+        return f"{self.site_url}/_redirect/pl/{post_id}"
+
+
+def _looks_like_id(ref: str) -> bool:
+    """Ids mix digits and letters (or are upper-case, as lists show them); "meeting" is a query."""
+    if any(c.isdigit() for c in ref) and any(c.isalpha() for c in ref):
+        return True
+    return ref.isupper() and len(ref.replace("-", "")) in (8, 26, 32)
+
+
+def build_prompt(
+    question: str,
+    hits: Sequence[Hit],
+    thread: Sequence[tuple[str, str]],
+    lang: str,
+    *,
+    tz: tzinfo | None = None,
+) -> list[dict[str, str]]:
+    """System prompt with memories numbered [1]..[n] (one per line), the thread, then the question."""
+    language = "Korean" if lang == "ko" else "English"
+    lines = [
+        "You are AI Memory Bot, the team's assistant in a company messenger.",
+        "Answer the user's question using the memories below. Cite every memory you use with its "
+        "number in square brackets, like [1]. If the memories do not contain the answer, say so "
+        "briefly instead of guessing.",
+        f"Answer in the user's language ({language}), concisely, in Markdown.",
+        "",
+        "Memories:",
+    ]
+    if hits:
+        for i, hit in enumerate(hits, 1):
+            m = hit.memory
+            lines.append(f"[{i}] {' '.join(m.text.split())}")
+            lines.append(f"    (by {m.user_name or '?'}, {replies.format_date(m.created_at, tz)})")
+    else:
+        lines.append("(none)")
+    if thread:
+        lines += ["", "Earlier messages in this thread (oldest first):"]
+        budget = THREAD_CONTEXT_CHARS
+        kept: list[str] = []
+        for user, text in reversed(thread):
+            entry = f"{user}: {' '.join(text.split())}"
+            if len(entry) > budget:
+                break
+            kept.append(entry)
+            budget -= len(entry)
+        lines += list(reversed(kept))
+    return [{"role": "system", "content": "\n".join(lines)}, {"role": "user", "content": question}]

@@ -1,0 +1,360 @@
+"""Every text the bot posts, in Korean and English, and the splitting of long replies.
+
+One formatter for all doors. Memories are read by attribute (``memory.store.Memory``/``Hit``), so
+this module needs nothing from the store at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mchat_bot.memory.store import Hit, Memory
+
+MAX_POST_CHARS = 16383  # Mattermost's limit in code points (runes)
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+
+
+def detect_lang(text: str) -> str:
+    """Return "ko" if the text has any Hangul, else "en": the reply follows the asker."""
+    return "ko" if _HANGUL.search(text or "") else "en"
+
+
+def _t(lang: str, ko: str, en: str) -> str:
+    return ko if lang == "ko" else en
+
+
+def short_id(memory_id: str) -> str:
+    """The last 8 characters: the random end of a ULID (its start is a timestamp shared by neighbours)."""
+    return memory_id.replace("-", "")[-8:]
+
+
+def format_date(ts: float, tz: tzinfo | None = None) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d") if tz else _local_date(ts)
+
+
+def _local_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+SCOPE_LABELS = {
+    "channel": ("이 채팅방", "this channel"),
+    "user": ("개인 (나만 보기)", "personal (only you)"),
+    "team": ("팀 전체", "the whole team"),
+}
+
+
+def scope_label(scope: str, lang: str) -> str:
+    ko, en = SCOPE_LABELS.get(scope, (scope, scope))
+    return _t(lang, ko, en)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def format_remembered(memory: Memory, lang: str) -> str:
+    if lang == "ko":
+        return (
+            "#### 🧠 메모리 저장됨\n"
+            f"- **내용:** {memory.text}\n"
+            f"- **범위:** {scope_label(memory.scope, lang)}\n"
+            f"- **카테고리:** {memory.category}"
+        )
+    return (
+        "#### 🧠 Memory saved\n"
+        f"- **Content:** {memory.text}\n"
+        f"- **Scope:** {scope_label(memory.scope, lang)}\n"
+        f"- **Category:** {memory.category}"
+    )
+
+
+def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None) -> str:
+    score_txt = f" ({score:.2f})" if score is not None else ""
+    return (
+        f"{i}. `{short_id(memory.id)}`{score_txt} {_one_line(memory.text)}"
+        f" — {memory.user_name or '?'}, {format_date(memory.created_at, tz)}"
+    )
+
+
+def format_search(query: str, hits: Sequence[Hit], lang: str, tz: tzinfo | None = None) -> str:
+    if not hits:
+        q = _one_line(query, 80)
+        return _t(lang, f"🔎 `{q}`와(과) 맞는 메모리가 없습니다.", f"🔎 No memories match `{q}`.")
+    q = _one_line(query, 80)
+    head = _t(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
+    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    tail = _t(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
+    return "\n".join([head, *lines, tail])
+
+
+def format_memories(memories: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
+    if not memories:
+        return _t(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
+    head = _t(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
+    return "\n".join([head, *(_memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
+
+
+def format_forgotten(memory: Memory, lang: str) -> str:
+    text, sid = _one_line(memory.text), short_id(memory.id)
+    if lang == "ko":
+        return f"#### 🗑️ 메모리 삭제됨\n- **내용:** {text}\n- **ID:** `{sid}`"
+    return f"#### 🗑️ Memory forgotten\n- **Content:** {text}\n- **ID:** `{sid}`"
+
+
+def format_forget_not_found(ref: str, lang: str) -> str:
+    # One message for "no such id" and "not yours to see": existence of a hidden memory must not leak.
+    return _t(
+        lang,
+        f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 삭제할 수 없는 메모리입니다.",
+        f"No memory with id `{ref}` that you can delete here.",
+    )
+
+
+def format_forget_ambiguous(ref: str, lang: str) -> str:
+    return _t(
+        lang,
+        f"ID `{ref}`로 시작하는 메모리가 여러 개입니다. 더 긴 ID를 입력해 주세요.",
+        f"Several memories start with `{ref}`; please give a longer id.",
+    )
+
+
+def format_forget_candidates(query: str, hits: Sequence[Hit], lang: str, tz: tzinfo | None = None) -> str:
+    if not hits:
+        q = _one_line(query, 80)
+        return _t(
+            lang,
+            f"🗑️ `{q}`와(과) 맞는 메모리가 없어 아무것도 삭제하지 않았습니다.",
+            f"🗑️ Nothing matches `{q}`; nothing was deleted.",
+        )
+    head = _t(
+        lang,
+        "#### 🗑️ 삭제할 메모리의 ID를 골라 주세요 (아직 아무것도 삭제하지 않았습니다)",
+        "#### 🗑️ Which memory should I forget? (nothing deleted yet)",
+    )
+    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    tail = _t(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
+    return "\n".join([head, *lines, "", tail])
+
+
+def format_usage(command: str, lang: str) -> str:
+    ko = {
+        "remember": "사용법: `@ai remember 기억할 내용`",
+        "search": "사용법: `@ai search 검색어`",
+        "forget": "사용법: `@ai forget <ID>` 또는 `@ai forget 검색어` (후보를 보여 드립니다)",
+    }
+    en = {
+        "remember": "Usage: `@ai remember TEXT`",
+        "search": "Usage: `@ai search QUERY`",
+        "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
+    }
+    return _t(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
+
+
+def format_help(lang: str, mention: str = "@ai") -> str:
+    if lang == "ko":
+        return (
+            "#### 🤖 AI 메모리 봇 사용법\n"
+            f"채널에서는 `{mention}`으로 불러 주세요 (DM에서는 필요 없습니다).\n"
+            f"- `{mention} remember 내용` (기억, 기억해): 이 채팅방에 기억합니다\n"
+            f"- `{mention} search 검색어` (검색, 찾아): 기억한 내용을 ID와 점수와 함께 찾습니다\n"
+            f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
+            f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
+            f"- `{mention} help` (도움말): 이 안내\n"
+            f"- 그 밖의 말은 질문으로 보고, 기억한 내용을 근거로 출처와 함께 답합니다"
+        )
+    return (
+        "#### 🤖 AI Memory Bot help\n"
+        f"In a channel, mention me with `{mention}` (not needed in a DM).\n"
+        f"- `{mention} remember TEXT`: remember TEXT in this channel\n"
+        f"- `{mention} search QUERY`: find memories, with ids and scores\n"
+        f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
+        f"- `{mention} memories`: list recent memories\n"
+        f"- `{mention} help`: this text\n"
+        f"- anything else is a question: I answer from what I remember and cite the sources"
+    )
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def format_source(
+    n: int, memory: Memory, lang: str, *, channel_name: str = "", tz: tzinfo | None = None
+) -> str:
+    """``[1] 김과장, 2026-11-25, #품질검사 (permalink)``."""
+    bits = [memory.user_name or "?", format_date(memory.created_at, tz)]
+    if channel_name:
+        bits.append(f"#{channel_name}")
+    line = f"[{n}] " + ", ".join(bits)
+    if memory.permalink:
+        line += f" ({memory.permalink})"
+    return line
+
+
+def format_retrieval_only(hits: Sequence[Hit], lang: str) -> str:
+    """The answer when no LLM is configured: quote the best memories."""
+    if not hits:
+        return no_memories_found(lang)
+    head = _t(
+        lang,
+        "LLM이 설정되어 있지 않아, 관련된 메모리를 그대로 보여 드립니다:",
+        "No LLM is configured, so here are the most relevant memories:",
+    )
+    return "\n".join([head, *(f"> [{i}] {_one_line(h.memory.text, 1000)}" for i, h in enumerate(hits, 1))])
+
+
+def no_memories_found(lang: str) -> str:
+    return _t(
+        lang,
+        "관련된 메모리를 찾지 못했습니다. `@ai remember 내용`으로 알려 주세요.",
+        "I found nothing about that in my memories. Teach me with `@ai remember TEXT`.",
+    )
+
+
+def llm_error(lang: str) -> str:
+    return _t(
+        lang,
+        "죄송합니다. 지금은 답변을 만들 수 없습니다 (LLM 응답 오류). 잠시 후 다시 시도해 주세요.",
+        "Sorry, I can't answer right now (the language model did not respond). Please try again later.",
+    )
+
+
+def internal_error(lang: str) -> str:
+    return _t(
+        lang,
+        "죄송합니다. 요청을 처리하는 중 오류가 발생했습니다. 잠시 후 다시 시도해 주세요.",
+        "Sorry, something went wrong while handling that. Please try again later.",
+    )
+
+
+def delivery_failed(lang: str) -> str:
+    return _t(
+        lang,
+        "죄송합니다. 답변을 보내지 못했습니다. 다시 요청해 주세요.",
+        "Sorry, I could not deliver my answer. Please ask again.",
+    )
+
+
+def cited_numbers(answer: str, n: int) -> list[int]:
+    """[k] markers in the answer that refer to one of the n memories, in order of first use."""
+    seen: list[int] = []
+    for m in re.finditer(r"\[(\d{1,3})\]", answer):
+        k = int(m.group(1))
+        if 1 <= k <= n and k not in seen:
+            seen.append(k)
+    return sorted(seen)
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def split_message(text: str, limit: int = MAX_POST_CHARS) -> list[str]:
+    """Split into posts of at most ``limit`` code points.
+
+    Breaks at a paragraph (blank line) when one is in the second half of a part, else at a line
+    end, else inside a long line (at a space if possible). A code fence cut in two is closed at
+    the end of one part and reopened, with its info string, at the start of the next.
+    """
+    if limit < 32:
+        raise ValueError("limit too small")
+    if len(text) <= limit:
+        return [text]
+    lines = text.splitlines(keepends=True)
+    parts: list[str] = []
+    fence: str | None = None  # the opener line of the fence open at the current position
+    i = 0
+    while i < len(lines):
+        if fence is not None and len(_reopen(fence)) + _close_len(fence) > limit // 4:
+            fence = None  # an absurd fence line: give up keeping it balanced rather than loop
+        prefix = _reopen(fence)
+        body: list[str] = []
+        length = len(prefix)
+        f = fence
+        states: list[str | None] = []
+        last_para: int | None = None  # number of body lines up to a blank line outside code
+        j = i
+        while j < len(lines):
+            line = lines[j]
+            nf = _fence_after(f, line)
+            if nf is not None and len(_reopen(nf)) + _close_len(nf) > limit // 4:
+                nf = None
+            if length + len(line) + _close_len(nf) > limit:
+                break
+            body.append(line)
+            states.append(nf)
+            length += len(line)
+            f = nf
+            j += 1
+            if nf is None and not line.strip():
+                last_para = len(body)
+        if j == i:
+            # one line longer than the room left: cut it
+            room = limit - length - _close_len(fence)
+            line = lines[i]
+            cut = _cut_point(line, room)
+            body, states = [line[:cut]], [fence]
+            lines[i] = line[cut:]
+            f = fence
+        elif j < len(lines) and last_para is not None and sum(map(len, body[:last_para])) >= limit // 2:
+            body, states = body[:last_para], states[:last_para]
+            j = i + last_para
+            f = states[-1]
+            i = j
+        else:
+            i = j
+        part = prefix + "".join(body)
+        if f is not None:
+            part = part.rstrip("\n") + "\n" + _marker(f)
+        if part.strip():
+            parts.append(part.rstrip())
+        fence = f
+    return parts
+
+
+def _cut_point(line: str, room: int) -> int:
+    room = max(1, room)
+    space = line.rfind(" ", room // 2, room)
+    return space + 1 if space > 0 else room
+
+
+def _fence_after(fence: str | None, line: str) -> str | None:
+    m = _FENCE.match(line)
+    if fence is None:
+        return line if m else None
+    if m:
+        marker = _marker(fence)
+        run = m.group(1)
+        if run[0] == marker[0] and len(run) >= len(marker) and not line.strip()[len(run) :].strip():
+            return None
+    return fence
+
+
+def _marker(opener: str) -> str:
+    m = _FENCE.match(opener)
+    return m.group(1) if m else "```"
+
+
+def _reopen(fence: str | None) -> str:
+    if fence is None:
+        return ""
+    marker = _marker(fence)
+    info = fence.strip()[len(marker) :].strip()[:40]
+    return marker + info + "\n"
+
+
+def _close_len(fence: str | None) -> int:
+    return 0 if fence is None else len(_marker(fence)) + 1
+
+
+def join_sources(answer: str, sources: Iterable[str]) -> str:
+    lines = list(sources)
+    return answer.rstrip() + ("\n\n" + "\n".join(lines) if lines else "")

@@ -1,0 +1,154 @@
+"""The bot's SQLite database: one aiosqlite connection, WAL, migrations by ``PRAGMA user_version``.
+
+One connection is enough for one process, and it keeps SQLite's locking simple: every write goes
+through :meth:`Storage.transaction`, which serialises writers with an asyncio lock so a
+read-modify-write (such as claiming inbox items) is atomic between coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosqlite
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Each entry moves the schema from version i to i + 1. Append only; never edit a released step.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: key/value, inbox, sent-log
+    """
+    CREATE TABLE kv (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE inbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        post_id     TEXT NOT NULL UNIQUE,
+        thread_key  TEXT NOT NULL,
+        create_at   INTEGER NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        not_before  REAL NOT NULL DEFAULT 0,
+        last_error  TEXT NOT NULL DEFAULT '',
+        reply       TEXT,
+        enqueued_at REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX inbox_state ON inbox (state, create_at);
+    CREATE INDEX inbox_thread ON inbox (thread_key, state);
+    CREATE TABLE sent_log (
+        source_post_id TEXT NOT NULL,
+        part           INTEGER NOT NULL,
+        reply_post_id  TEXT NOT NULL,
+        sent_at        REAL NOT NULL,
+        PRIMARY KEY (source_post_id, part)
+    );
+    """,
+)
+
+
+class Storage:
+    """Owns the single connection; use ``async with Storage(path) as st`` or ``open()``/``close()``."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = str(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("Storage is not open")
+        return self._db
+
+    async def open(self) -> Storage:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE) below.
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=NORMAL")
+        await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        await self._db.execute("PRAGMA foreign_keys=ON")
+        await self._migrate()
+        return self
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def __aenter__(self) -> Storage:
+        return await self.open()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        current = await self.schema_version()
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database {self.path} has schema version {current}, newer than this code "
+                f"({len(MIGRATIONS)}); refusing to touch it"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            async with self.transaction() as db:
+                for stmt in _statements(MIGRATIONS[version]):
+                    await db.execute(stmt)
+                await db.execute(f"PRAGMA user_version={version + 1}")
+            log.info("storage.migrated", path=self.path, version=version + 1)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction; coroutines take turns, so read-then-write inside is atomic."""
+        async with self._lock:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            else:
+                await db.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self.db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def get_kv(self, key: str, default: str | None = None) -> str | None:
+        row = await self.fetchone("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(row[0]) if row else default
+
+    async def set_kv(self, key: str, value: str) -> None:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (no semicolons inside our DDL literals)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

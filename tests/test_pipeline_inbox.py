@@ -1,0 +1,167 @@
+"""The SQLite storage and the durable inbox, on a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.storage import MIGRATIONS, Storage
+
+
+def msg(
+    post_id: str, *, root: str = "", channel: str = "c1", at: int = 0, text: str = "@ai hi"
+) -> IncomingMessage:
+    return IncomingMessage(
+        post_id=post_id,
+        channel_id=channel,
+        channel_type="O",
+        channel_name="town-square",
+        team_id="t1",
+        user_id="u1",
+        user_name="kim",
+        message=text,
+        root_id=root,
+        create_at=at,
+    )
+
+
+@pytest.fixture
+async def storage(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with Storage(tmp_path / "db" / "bot.sqlite3") as st:
+        yield st
+
+
+async def test_storage_pragmas_migrations_and_kv(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    async with Storage(path) as st:
+        assert await st.schema_version() == len(MIGRATIONS)
+        row = await st.fetchone("PRAGMA journal_mode")
+        assert row is not None and row[0] == "wal"
+        assert await st.get_kv("cursor") is None
+        assert await st.get_kv("cursor", "0") == "0"
+        await st.set_kv("cursor", "1764057600000")
+        await st.set_kv("cursor", "1764057600001")
+    async with Storage(path) as st:  # reopened: no second migration, value kept
+        assert await st.get_kv("cursor") == "1764057600001"
+    con = sqlite3.connect(path)
+    con.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    con.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        await Storage(path).open()
+
+
+async def test_put_dedupes_by_post_id_even_after_done(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    assert await inbox.put(msg("p1")) is True
+    assert await inbox.put(msg("p1")) is False
+    [item] = await inbox.claim(10)
+    assert item.message == msg("p1")
+    await inbox.ack("p1")
+    assert await inbox.put(msg("p1")) is False
+    assert await inbox.state("p1") == "done"
+    assert await inbox.depth() == 0
+
+
+async def test_claim_keeps_thread_order_and_one_per_thread(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    # thread A: root a1, replies a2, a3 (put out of order); thread B: b1; another channel, same root id
+    await inbox.put(msg("a3", root="a1", at=30))
+    await inbox.put(msg("a1", at=10))
+    await inbox.put(msg("b1", at=15))
+    await inbox.put(msg("a2", root="a1", at=20))
+    await inbox.put(msg("a1x", root="a1", channel="c2", at=5))
+    first = await inbox.claim(10)
+    assert [i.post_id for i in first] == ["a1x", "a1", "b1"]
+    assert await inbox.claim(10) == []  # thread a1 in c1 is busy
+    await inbox.ack("a1")
+    assert [i.post_id for i in await inbox.claim(10)] == ["a2"]
+    await inbox.ack("a2")
+    assert [i.post_id for i in await inbox.claim(10)] == ["a3"]
+
+
+async def test_retry_later_counts_attempts_and_blocks_the_thread_until_due(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    await inbox.put(msg("a1", at=1))
+    await inbox.put(msg("a2", root="a1", at=2))
+    [item] = await inbox.claim(5)
+    assert await inbox.retry_later(item.post_id, "503", delay=0.3) == 1
+    assert await inbox.claim(5) == []  # a1 not due yet and a2 must not overtake it
+    await asyncio.sleep(0.35)
+    [again] = await inbox.claim(5)
+    assert again.post_id == "a1" and again.attempts == 1 and again.last_error == "503"
+    await inbox.fail("a1", "gave up")
+    assert await inbox.state("a1") == "failed"
+    assert [i.post_id for i in await inbox.claim(5)] == ["a2"]  # a failed item no longer blocks
+
+
+async def test_recover_after_a_crash_and_sent_log_survive_restart(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    async with Storage(path) as st:
+        inbox = Inbox(st)
+        await inbox.put(msg("p1"))
+        await inbox.claim(1)
+        await inbox.save_reply("p1", "the answer")
+        await inbox.record_sent("p1", 0, "reply-0")
+        # the process dies here: no ack
+    async with Storage(path) as st:
+        inbox = Inbox(st)
+        assert await inbox.claim(1) == []  # still claimed by the dead process
+        assert await inbox.recover() == 1
+        [item] = await inbox.claim(1)
+        assert item.reply == "the answer"
+        assert await inbox.sent_parts("p1") == {0: "reply-0"}
+        assert await inbox.depth() == 1
+        assert await inbox.oldest_age() >= 0.0
+
+
+async def test_depth_oldest_age_and_prune(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    assert await inbox.oldest_age() == 0.0
+    await inbox.put(msg("p1"))
+    await asyncio.sleep(0.05)
+    assert await inbox.depth() == 1
+    assert await inbox.oldest_age() >= 0.05
+    await inbox.claim(1)
+    await inbox.record_sent("p1", 0, "r0")
+    await inbox.ack("p1")
+    assert await inbox.prune(older_than=3600) == 0
+    assert await inbox.prune(older_than=0) == 1
+    assert await inbox.sent_parts("p1") == {}
+    assert await inbox.put(msg("p1")) is True  # forgotten after the dedupe window
+
+
+async def test_put_sets_the_wakeup_event(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    inbox.changed.clear()
+    await inbox.put(msg("p1"))
+    assert inbox.changed.is_set()
+
+
+async def test_concurrent_claims_never_hand_out_an_item_twice(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    for i in range(200):
+        await inbox.put(msg(f"p{i}", root=f"r{i % 20}", at=i))
+    seen: list[str] = []
+
+    async def worker() -> None:
+        while True:
+            items = await inbox.claim(1)
+            if not items:
+                if await inbox.depth() == 0:
+                    return
+                await asyncio.sleep(0.001)
+                continue
+            seen.append(items[0].post_id)
+            await inbox.ack(items[0].post_id)
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(8))), 30)
+    assert sorted(seen) == sorted(f"p{i}" for i in range(200))
+    # per thread, in create_at order
+    for r in range(20):
+        thread = [p for p in seen if int(p[1:]) % 20 == r]
+        assert thread == sorted(thread, key=lambda p: int(p[1:]))

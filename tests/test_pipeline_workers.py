@@ -1,0 +1,323 @@
+"""The worker pool and reply sender: every answer posted once, in its thread, in order.
+
+The Mattermost side is an in-file recording PostCreator (the REST client has its own tests, and the
+lead's end-to-end tests use the devserver); the inbox is the real one on a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.storage import Storage
+
+
+class HttpError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class Poster:
+    """Records posts like the server would; ``fail`` holds statuses for the next calls."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.fail: list[int] = []
+        self.calls = 0
+
+    async def create_post(
+        self,
+        channel_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
+        pending_post_id: str | None = None,
+    ) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.fail:
+            raise HttpError(self.fail.pop(0))
+        post = {
+            "id": f"r{len(self.posts)}",
+            "channel_id": channel_id,
+            "message": message,
+            "root_id": root_id,
+            "props": props or {},
+            "pending_post_id": pending_post_id,
+        }
+        self.posts.append(post)
+        return post
+
+
+def msg(post_id: str, *, root: str = "", at: int = 0, text: str = "@ai hello") -> IncomingMessage:
+    return IncomingMessage(
+        post_id=post_id,
+        channel_id="c1",
+        channel_type="O",
+        channel_name="town-square",
+        team_id="t1",
+        user_id="u1",
+        user_name="kim",
+        message=text,
+        root_id=root,
+        create_at=at,
+    )
+
+
+async def until(cond: Callable[[], Any], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await _value(cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def _value(v: Any) -> Any:
+    return await v if asyncio.iscoroutine(v) else v
+
+
+@pytest.fixture
+async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
+    async with Storage(tmp_path / "bot.sqlite3") as st:
+        yield Inbox(st)
+
+
+def pool_for(inbox: Inbox, poster: Poster, handle: Any, **kw: Any) -> WorkerPool:
+    sender = ReplySender(poster, inbox, limit=kw.pop("limit", 16383))
+    opts: dict[str, Any] = {
+        "workers": 4,
+        "poll_interval": 0.05,
+        "retry_base": 0.02,
+        "failure_fn": sender.send_failure,
+    }
+    opts.update(kw)
+    return WorkerPool(inbox, handle, sender.send, **opts)
+
+
+async def echo(m: IncomingMessage) -> str:
+    return f"answer to {m.post_id}"
+
+
+async def test_reply_is_posted_in_thread_with_dedupe_keys_then_acked(inbox: Inbox) -> None:
+    poster = Poster()
+    async with pool_for(inbox, poster, echo):
+        await inbox.put(msg("p1"))
+        await inbox.put(msg("p2", root="p1", at=1))
+        await until(lambda: len(poster.posts) == 2)
+        await until(lambda: _depth_zero(inbox))
+    first, second = poster.posts
+    assert first["message"] == "answer to p1" and first["root_id"] == "p1"
+    assert second["root_id"] == "p1"  # a reply to a reply goes to the thread root
+    assert first["props"] == {"mchat_reply_to": "p1", "mchat_part": 0}
+    assert first["pending_post_id"] == "mchat-p1-0"
+    assert await inbox.state("p1") == "done"
+    assert await inbox.sent_parts("p1") == {0: "r0"}
+
+
+async def _depth_zero(inbox: Inbox) -> bool:
+    return await inbox.depth() == 0
+
+
+async def test_long_reply_is_split_into_parts(inbox: Inbox) -> None:
+    poster = Poster()
+
+    async def long(m: IncomingMessage) -> str:
+        return "\n\n".join(f"paragraph {i} " + "x" * 60 for i in range(10))
+
+    async with pool_for(inbox, poster, long, limit=200):
+        await inbox.put(msg("p1"))
+        await until(lambda: _depth_zero(inbox))
+    assert len(poster.posts) > 3
+    assert all(len(p["message"]) <= 200 for p in poster.posts)
+    assert [p["props"]["mchat_part"] for p in poster.posts] == list(range(len(poster.posts)))
+
+
+async def test_threads_run_concurrently_but_each_thread_in_order(inbox: Inbox) -> None:
+    poster = Poster()
+    running = 0
+    peak = 0
+
+    async def slow(m: IncomingMessage) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return m.post_id
+
+    for t in range(4):
+        for k in range(5):
+            await inbox.put(msg(f"t{t}-{k}", root=f"t{t}-0" if k else "", at=k * 10 + t))
+    started = time.monotonic()
+    async with pool_for(inbox, poster, slow, workers=4):
+        await until(lambda: len(poster.posts) == 20)
+    elapsed = time.monotonic() - started
+    assert peak == 4  # four threads at once
+    assert elapsed < 20 * 0.05  # faster than one at a time
+    for t in range(4):
+        order = [p["message"] for p in poster.posts if p["message"].startswith(f"t{t}-")]
+        assert order == [f"t{t}-{k}" for k in range(5)]
+
+
+async def test_transient_send_failures_are_retried_without_asking_again(inbox: Inbox) -> None:
+    poster = Poster()
+    poster.fail = [503, 429]
+    handled = 0
+
+    async def once(m: IncomingMessage) -> str:
+        nonlocal handled
+        handled += 1
+        return f"answer {handled}"
+
+    async with pool_for(inbox, poster, once) as pool:
+        await inbox.put(msg("p1"))
+        await until(lambda: _depth_zero(inbox))
+    assert [p["message"] for p in poster.posts] == ["answer 1"]
+    assert handled == 1
+    assert pool.stats.retried == 2 and pool.stats.sent == 1
+
+
+async def test_a_part_already_sent_is_never_sent_again(inbox: Inbox) -> None:
+    poster = Poster()
+
+    async def two_parts(m: IncomingMessage) -> str:
+        return "A" * 150 + "\n\n" + "B" * 150
+
+    class FailSecond(Poster):
+        async def create_post(self, channel_id: str, message: str, **kw: Any) -> dict[str, Any]:
+            if message.startswith("B") and self.calls == 1:
+                self.calls += 1
+                raise HttpError(502)
+            return await super().create_post(channel_id, message, **kw)
+
+    poster = FailSecond()
+    async with pool_for(inbox, poster, two_parts, limit=200):
+        await inbox.put(msg("p1"))
+        await until(lambda: _depth_zero(inbox))
+    assert [p["message"][0] for p in poster.posts] == ["A", "B"]
+
+
+async def test_restart_after_crash_sends_only_missing_parts(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    reply = "A" * 150 + "\n\n" + "B" * 150
+    async with Storage(path) as st:  # the first process posted part 0 and died
+        inbox = Inbox(st)
+        await inbox.put(msg("p1"))
+        await inbox.claim(1)
+        await inbox.save_reply("p1", reply)
+        await inbox.record_sent("p1", 0, "old-0")
+    poster = Poster()
+
+    async def must_not_run(m: IncomingMessage) -> str:
+        raise AssertionError("the saved reply must be reused")
+
+    async with Storage(path) as st:
+        inbox = Inbox(st)
+        assert await inbox.recover() == 1
+        async with pool_for(inbox, poster, must_not_run, limit=200):
+            await until(lambda: _depth_zero(inbox))
+        assert [p["message"][0] for p in poster.posts] == ["B"]
+        assert await inbox.sent_parts("p1") == {0: "old-0", 1: "r0"}
+
+
+async def test_gives_up_after_max_attempts_and_tells_the_user(inbox: Inbox) -> None:
+    poster = Poster()
+    poster.fail = [500, 500, 500]
+    async with pool_for(inbox, poster, echo, max_attempts=3) as pool:
+        await inbox.put(msg("p1", text="@ai 불량률?"))
+        await until(lambda: _depth_zero(inbox))
+        await until(lambda: len(poster.posts) == 1)
+    assert await inbox.state("p1") == "failed"
+    assert pool.stats.failed == 1
+    [notice] = poster.posts
+    assert "답변을 보내지 못했습니다" in notice["message"]
+    assert notice["root_id"] == "p1" and notice["pending_post_id"] == "mchat-p1-fail"
+
+
+async def test_permanent_error_is_not_retried(inbox: Inbox) -> None:
+    poster = Poster()
+    poster.fail = [403, 403]
+    async with pool_for(inbox, poster, echo):
+        await inbox.put(msg("p1"))
+        await until(lambda: _depth_zero(inbox))
+        await until(lambda: poster.calls == 2)  # one send + one best-effort notice
+    assert await inbox.state("p1") == "failed"
+    assert poster.posts == []
+
+
+async def test_handler_crash_fails_the_item_with_a_notice(inbox: Inbox) -> None:
+    poster = Poster()
+
+    async def broken(m: IncomingMessage) -> str:
+        raise RuntimeError("bug")
+
+    async with pool_for(inbox, poster, broken):
+        await inbox.put(msg("p1"))
+        await inbox.put(msg("p2", root="p1", at=1))
+        await until(lambda: len(poster.posts) == 2)
+    assert all("Sorry" in p["message"] for p in poster.posts)
+    assert await inbox.state("p2") == "failed"
+
+
+async def test_put_wakes_an_idle_pool_at_once(inbox: Inbox) -> None:
+    poster = Poster()
+    async with pool_for(inbox, poster, echo, poll_interval=5.0):
+        await asyncio.sleep(0.05)  # workers are idle, waiting up to 5 s
+        started = time.monotonic()
+        await inbox.put(msg("p1"))
+        await until(lambda: len(poster.posts) == 1, within=2.0)
+        latency = time.monotonic() - started
+    assert latency < 0.5
+
+
+async def test_stop_lets_short_work_finish_and_leaves_long_work_pending(inbox: Inbox) -> None:
+    poster = Poster()
+    gate = asyncio.Event()
+
+    async def handle(m: IncomingMessage) -> str:
+        if m.post_id == "slow":
+            await asyncio.sleep(30)
+        else:
+            gate.set()
+            await asyncio.sleep(0.1)
+        return m.post_id
+
+    pool = pool_for(inbox, poster, handle)
+    pool.start()
+    await inbox.put(msg("slow", at=1))
+    await inbox.put(msg("quick", root="other", at=2))
+    await asyncio.wait_for(gate.wait(), 2)
+    started = time.monotonic()
+    await pool.stop(grace=0.5)
+    assert time.monotonic() - started < 2.0
+    assert [p["message"] for p in poster.posts] == ["quick"]
+    assert await inbox.state("slow") == "pending"  # picked up again by the next start
+
+    async def fast(m: IncomingMessage) -> str:
+        return m.post_id
+
+    async with pool_for(inbox, poster, fast):
+        await until(lambda: _depth_zero(inbox))
+    assert [p["message"] for p in poster.posts] == ["quick", "slow"]
+
+
+async def test_empty_reply_is_acked_without_posting(inbox: Inbox) -> None:
+    poster = Poster()
+
+    async def nothing(m: IncomingMessage) -> str:
+        return ""
+
+    async with pool_for(inbox, poster, nothing):
+        await inbox.put(msg("p1"))
+        await until(lambda: _depth_zero(inbox))
+    assert poster.posts == [] and await inbox.state("p1") == "done"
