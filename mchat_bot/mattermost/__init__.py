@@ -1,0 +1,36 @@
+"""Speaks Mattermost and nothing else: typed events, a REST client and the WebSocket gateway."""
+
+from mchat_bot.mattermost.events import (
+    ActionReply,
+    Event,
+    Frame,
+    FrameError,
+    Hello,
+    OtherEvent,
+    Post,
+    Posted,
+    parse_frame,
+    post_to_message,
+)
+from mchat_bot.mattermost.gateway import Decision, Gateway, GatewaySession, GatewayStats
+from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
+
+__all__ = [
+    "ActionReply",
+    "Decision",
+    "Event",
+    "Frame",
+    "FrameError",
+    "Gateway",
+    "GatewaySession",
+    "GatewayStats",
+    "Hello",
+    "MattermostError",
+    "MattermostUnavailable",
+    "OtherEvent",
+    "Post",
+    "Posted",
+    "RestClient",
+    "parse_frame",
+    "post_to_message",
+]

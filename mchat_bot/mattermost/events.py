@@ -1,0 +1,374 @@
+"""Typed Mattermost WebSocket frames.
+
+Every frame from the server goes through :func:`parse_frame`, which either returns a typed, frozen
+object or raises :class:`FrameError`. Nothing else escapes, so the gateway can skip a bad frame and
+keep the socket. Payload values that are JSON inside a string (``data.post``, ``data.mentions``) are
+decoded a second time here, so no other module ever sees the double encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from mchat_bot.pipeline.message import ChannelType, IncomingMessage
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "ActionReply",
+    "Event",
+    "Frame",
+    "FrameError",
+    "Hello",
+    "OtherEvent",
+    "Post",
+    "Posted",
+    "parse_frame",
+    "post_to_message",
+]
+
+DEFAULT_MAX_FRAME_BYTES = 1_048_576
+_CHANNEL_TYPES = frozenset({"O", "P", "D", "G"})
+
+
+class FrameError(ValueError):
+    """A frame (or a post inside one) that is not what the protocol promises."""
+
+
+# --- small typed accessors: each raises FrameError, never KeyError/TypeError ----------------------
+
+
+def _obj(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FrameError(f"{what} must be an object, got {type(value).__name__}")
+    return cast(dict[str, Any], value)
+
+
+def _req_str(d: Mapping[str, Any], key: str, what: str, *, non_empty: bool = False) -> str:
+    if key not in d:
+        raise FrameError(f"{what}.{key} is missing")
+    value = d[key]
+    if not isinstance(value, str):
+        raise FrameError(f"{what}.{key} must be a string")
+    if non_empty and not value:
+        raise FrameError(f"{what}.{key} must not be empty")
+    return value
+
+
+def _opt_str(d: Mapping[str, Any], key: str, what: str) -> str:
+    """Optional string; absent or null means "" (servers omit empty fields)."""
+    value = d.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise FrameError(f"{what}.{key} must be a string")
+    return value
+
+
+def _as_int(value: object, name: str) -> int:
+    # bool is an int subclass in Python but never a valid number on the wire.
+    if isinstance(value, bool):
+        raise FrameError(f"{name} must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # some encoders write 1.7e12 for large ints
+    raise FrameError(f"{name} must be an integer")
+
+
+def _req_int(d: Mapping[str, Any], key: str, what: str) -> int:
+    if key not in d:
+        raise FrameError(f"{what}.{key} is missing")
+    return _as_int(d[key], f"{what}.{key}")
+
+
+def _opt_int(d: Mapping[str, Any], key: str, what: str) -> int:
+    value = d.get(key)
+    if value is None:
+        return 0
+    return _as_int(value, f"{what}.{key}")
+
+
+def _loads(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise FrameError(f"{what} is not valid JSON: {exc.__class__.__name__}") from None
+
+
+def _maybe_json(value: object, what: str) -> Any:
+    """A value the server sends as a JSON string; tolerate an already-decoded one."""
+    if isinstance(value, str):
+        return _loads(value, what)
+    return value
+
+
+# --- the typed objects ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """The fields of a Mattermost Post the bot uses; the rest of the post is ignored."""
+
+    id: str
+    create_at: int
+    update_at: int
+    edit_at: int
+    delete_at: int
+    user_id: str
+    channel_id: str
+    root_id: str
+    original_id: str
+    message: str
+    type: str
+    props: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    file_ids: tuple[str, ...] = ()
+    pending_post_id: str = ""
+
+    @classmethod
+    def from_dict(cls, value: object) -> Post:
+        """Build a Post from decoded JSON (a frame's ``data.post`` or a REST response)."""
+        d = _obj(value, "post")
+        props = d.get("props")
+        if props is None:
+            props = {}
+        props = _obj(props, "post.props")
+        file_ids_raw = d.get("file_ids")
+        if file_ids_raw is None:
+            file_ids_raw = []
+        if not isinstance(file_ids_raw, list) or not all(isinstance(f, str) for f in file_ids_raw):
+            raise FrameError("post.file_ids must be a list of strings")
+        create_at = _req_int(d, "create_at", "post")
+        return cls(
+            id=_req_str(d, "id", "post", non_empty=True),
+            create_at=create_at,
+            update_at=_opt_int(d, "update_at", "post") or create_at,
+            edit_at=_opt_int(d, "edit_at", "post"),
+            delete_at=_opt_int(d, "delete_at", "post"),
+            user_id=_req_str(d, "user_id", "post"),
+            channel_id=_req_str(d, "channel_id", "post", non_empty=True),
+            root_id=_opt_str(d, "root_id", "post"),
+            original_id=_opt_str(d, "original_id", "post"),
+            message=_opt_str(d, "message", "post"),
+            type=_opt_str(d, "type", "post"),
+            props=props,
+            file_ids=tuple(file_ids_raw),
+            pending_post_id=_opt_str(d, "pending_post_id", "post"),
+        )
+
+    @property
+    def from_bot(self) -> bool:
+        return self.props.get("from_bot") == "true"
+
+    @property
+    def from_webhook(self) -> bool:
+        return self.props.get("from_webhook") == "true"
+
+    @property
+    def changed_at(self) -> int:
+        """The newest time the server touched this post (what ``?since=`` compares against)."""
+        return max(self.create_at, self.update_at, self.edit_at, self.delete_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First event of a fresh connection; a new ``connection_id`` after a reconnect means loss."""
+
+    seq: int
+    connection_id: str
+    server_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """A new post in a channel the bot belongs to (including the bot's own posts)."""
+
+    seq: int
+    post: Post
+    channel_type: ChannelType
+    channel_name: str
+    channel_display_name: str
+    sender_name: str  # "@kim", or a webhook override name without "@"
+    team_id: str  # "" for DM/GM
+    mentions: tuple[str, ...] = ()  # only a hint: the recipient's own id or empty
+
+    def to_message(self) -> IncomingMessage:
+        """The door-independent message the pipeline consumes."""
+        return post_to_message(
+            self.post,
+            channel_type=self.channel_type,
+            channel_name=self.channel_name,
+            team_id=self.team_id,
+            user_name=self.sender_name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEvent:
+    """Any other event (post_edited, reaction_added, typing, ...), with its raw ``data``."""
+
+    seq: int
+    event: str
+    data: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    broadcast: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def post(self) -> Post | None:
+        """The decoded ``data.post`` of post_edited/post_deleted/ephemeral_message, else None."""
+        if "post" not in self.data:
+            return None
+        return Post.from_dict(_maybe_json(self.data["post"], f"{self.event}.data.post"))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionReply:
+    """The server's answer to one of our actions (ping, user_typing); not an event, no seq."""
+
+    seq_reply: int
+    status: str
+    data: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    error: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    @property
+    def is_pong(self) -> bool:
+        return self.ok and self.data.get("text") == "pong"
+
+
+Event = Hello | Posted | OtherEvent
+Frame = Hello | Posted | OtherEvent | ActionReply
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def parse_frame(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
+    """Parse one server frame; raise :class:`FrameError` on anything malformed.
+
+    Events are told from action replies by the presence of ``"event"`` (protocol 3.4). Unknown
+    extra fields are ignored; formatting (spaces, trailing newline, key order) does not matter.
+    """
+    try:
+        if isinstance(raw, bytes | bytearray | memoryview):
+            data = bytes(raw)
+            if len(data) > max_bytes:
+                raise FrameError(f"frame of {len(data)} bytes exceeds {max_bytes}")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise FrameError("frame is not valid UTF-8") from None
+        elif isinstance(raw, str):
+            # Cheap bound first: UTF-8 never has fewer bytes than code points.
+            if len(raw) > max_bytes:
+                raise FrameError(f"frame exceeds {max_bytes} bytes")
+            try:
+                size = len(raw.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise FrameError("frame is not valid UTF-8 (lone surrogate)") from None
+            if size > max_bytes:
+                raise FrameError(f"frame of {size} bytes exceeds {max_bytes}")
+            text = raw
+        else:
+            raise FrameError(f"frame must be str or bytes, got {type(raw).__name__}")
+        return _parse_object(_obj(_loads(text, "frame"), "frame"))
+    except FrameError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as exc:
+        # Belt and braces: whatever slipped past the checks above is still a bad frame.
+        raise FrameError(f"malformed frame: {exc.__class__.__name__}") from None
+
+
+def _parse_object(d: dict[str, Any]) -> Frame:
+    if "event" not in d:
+        return _parse_reply(d)
+    event = _req_str(d, "event", "frame", non_empty=True)
+    seq = _req_int(d, "seq", "frame")
+    if seq < 0:
+        raise FrameError("frame.seq must not be negative")
+    data_raw = d.get("data")
+    data = {} if data_raw is None else _obj(data_raw, "frame.data")
+    broadcast_raw = d.get("broadcast")
+    broadcast = {} if broadcast_raw is None else _obj(broadcast_raw, "frame.broadcast")
+    if event == "hello":
+        return Hello(
+            seq=seq,
+            connection_id=_req_str(data, "connection_id", "hello.data", non_empty=True),
+            server_version=_opt_str(data, "server_version", "hello.data"),
+        )
+    if event == "posted":
+        return _parse_posted(seq, data)
+    return OtherEvent(seq=seq, event=event, data=data, broadcast=broadcast)
+
+
+def _parse_posted(seq: int, data: dict[str, Any]) -> Posted:
+    if "post" not in data:
+        raise FrameError("posted.data.post is missing")
+    post = Post.from_dict(_maybe_json(data["post"], "posted.data.post"))
+    channel_type = _req_str(data, "channel_type", "posted.data")
+    if channel_type not in _CHANNEL_TYPES:
+        raise FrameError("posted.data.channel_type must be one of O, P, D, G")
+    mentions_raw = _maybe_json(data.get("mentions"), "posted.data.mentions")
+    if mentions_raw is None:
+        mentions_raw = []
+    if not isinstance(mentions_raw, list) or not all(isinstance(m, str) for m in mentions_raw):
+        raise FrameError("posted.data.mentions must be a list of strings")
+    return Posted(
+        seq=seq,
+        post=post,
+        channel_type=cast(ChannelType, channel_type),
+        channel_name=_opt_str(data, "channel_name", "posted.data"),
+        channel_display_name=_opt_str(data, "channel_display_name", "posted.data"),
+        sender_name=_opt_str(data, "sender_name", "posted.data"),
+        team_id=_opt_str(data, "team_id", "posted.data"),
+        mentions=tuple(mentions_raw),
+    )
+
+
+def _parse_reply(d: dict[str, Any]) -> ActionReply:
+    status = _req_str(d, "status", "reply", non_empty=True)
+    seq_reply = _opt_int(d, "seq_reply", "reply")  # omitted when 0
+    data_raw = d.get("data")
+    error_raw = d.get("error")
+    return ActionReply(
+        seq_reply=seq_reply,
+        status=status,
+        data={} if data_raw is None else _obj(data_raw, "reply.data"),
+        error={} if error_raw is None else _obj(error_raw, "reply.error"),
+    )
+
+
+def post_to_message(
+    post: Post,
+    *,
+    channel_type: ChannelType,
+    channel_name: str,
+    team_id: str,
+    user_name: str,
+    door: str = "websocket",
+) -> IncomingMessage:
+    """Turn a Post (from an event or a REST catch-up) into the pipeline's message.
+
+    ``user_name`` may be given as ``sender_name`` ("@kim"): one leading "@" is dropped.
+    """
+    if channel_type not in _CHANNEL_TYPES:
+        raise ValueError(f"channel_type must be one of O, P, D, G, got {channel_type!r}")
+    return IncomingMessage(
+        post_id=post.id,
+        channel_id=post.channel_id,
+        channel_type=channel_type,
+        channel_name=channel_name,
+        team_id=team_id,
+        user_id=post.user_id,
+        user_name=user_name.removeprefix("@"),
+        message=post.message,
+        root_id=post.root_id,
+        create_at=post.create_at,
+        door=door,
+        from_bot=post.from_bot,
+        from_webhook=post.from_webhook,
+        post_type=post.type,
+    )

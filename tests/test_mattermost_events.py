@@ -1,0 +1,356 @@
+"""parse_frame: real frames from the protocol page, format variations, and a fuzz run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mchat_bot.mattermost.events import (
+    ActionReply,
+    FrameError,
+    Hello,
+    OtherEvent,
+    Post,
+    Posted,
+    parse_frame,
+    post_to_message,
+)
+
+BOT = "b" * 26
+KIM = "k" * 26
+CH = "c" * 26
+TEAM = "t" * 26
+POST_ID = "p" * 26
+
+POST = {
+    "id": POST_ID,
+    "create_at": 1764057600000,
+    "update_at": 1764057600000,
+    "edit_at": 0,
+    "delete_at": 0,
+    "is_pinned": False,
+    "user_id": KIM,
+    "channel_id": CH,
+    "root_id": "",
+    "original_id": "",
+    "message": "@ai remember X부품 불량률 12%",
+    "type": "",
+    "props": {},
+    "hashtags": "",
+    "file_ids": [],
+    "pending_post_id": "",
+    "reply_count": 0,
+    "last_reply_at": 0,
+    "participants": None,
+    "metadata": {},
+}
+
+BROADCAST = {
+    "omit_users": None,
+    "user_id": "",
+    "channel_id": CH,
+    "team_id": "",
+    "connection_id": "",
+    "omit_connection_id": "",
+}
+
+
+def posted_frame(post: dict[str, Any] | None = None, **data: Any) -> dict[str, Any]:
+    d = {
+        "channel_type": "O",
+        "channel_name": "qa",
+        "channel_display_name": "품질검사",
+        "sender_name": "@kim",
+        "team_id": TEAM,
+        "set_online": True,
+        "mentions": json.dumps([BOT]),
+        "post": json.dumps(post or POST, ensure_ascii=False),
+    }
+    d.update(data)
+    return {"event": "posted", "seq": 7, "broadcast": BROADCAST, "data": d}
+
+
+HELLO: dict[str, Any] = {
+    "event": "hello",
+    "data": {"connection_id": "k3i8fz1ud7bfmm1wq5cbx9qx3o", "server_hostname": "mm-app-1",
+             "server_version": "10.5.0.12345.3c1f9e7a.true"},
+    "broadcast": {**BROADCAST, "user_id": BOT, "channel_id": ""},
+    "seq": 0,
+}  # fmt: skip
+PONG = {
+    "status": "OK",
+    "seq_reply": 3,
+    "data": {"text": "pong", "version": "10.5.0", "server_time": 1, "node_id": ""},
+}
+FAIL = {"status": "FAIL", "error": {"id": "api.web_socket_router.bad_action.app_error", "status_code": 500}}
+REACTION = {
+    "event": "reaction_added",
+    "seq": 9,
+    "broadcast": BROADCAST,
+    "data": {"reaction": json.dumps({"user_id": KIM, "post_id": POST_ID, "emoji_name": "+1"})},
+}
+EDITED = {"event": "post_edited", "seq": 8, "broadcast": BROADCAST, "data": {"post": json.dumps(POST)}}
+TYPING = {"event": "typing", "seq": 10, "broadcast": {**BROADCAST, "omit_users": {KIM: True}},
+          "data": {"parent_id": "", "user_id": KIM}}  # fmt: skip
+REAL_FRAMES: list[dict[str, Any]] = [
+    HELLO,
+    posted_frame(),
+    posted_frame(channel_type="D", channel_name=f"{BOT}__{KIM}", team_id=""),
+    PONG,
+    FAIL,
+    REACTION,
+    EDITED,
+    TYPING,
+]
+
+
+def test_posted_decodes_post_and_mentions_twice() -> None:
+    frame = parse_frame(json.dumps(posted_frame(), ensure_ascii=False))
+    assert isinstance(frame, Posted)
+    assert frame.seq == 7
+    assert frame.post.id == POST_ID
+    assert frame.post.message == "@ai remember X부품 불량률 12%"
+    assert frame.mentions == (BOT,)
+    assert frame.channel_type == "O" and frame.team_id == TEAM
+
+
+def test_to_message_maps_every_field() -> None:
+    post = {**POST, "root_id": "r" * 26, "type": "", "props": {"from_bot": "true", "from_webhook": "true"}}
+    frame = parse_frame(json.dumps(posted_frame(post)))
+    assert isinstance(frame, Posted)
+    msg = frame.to_message()
+    assert msg.user_name == "kim"
+    assert msg.user_id == KIM and msg.channel_id == CH and msg.post_id == POST_ID
+    assert msg.channel_name == "qa" and msg.channel_type == "O" and msg.team_id == TEAM
+    assert msg.root_id == "r" * 26 and msg.thread_root == "r" * 26
+    assert msg.create_at == 1764057600000
+    assert msg.from_bot is True and msg.from_webhook is True
+    assert msg.door == "websocket"
+
+
+def test_flags_need_the_string_true_and_system_type_passes_through() -> None:
+    post = {**POST, "type": "system_join_channel", "props": {"from_bot": True, "from_webhook": "false"}}
+    frame = parse_frame(json.dumps(posted_frame(post, sender_name="webhook")))
+    assert isinstance(frame, Posted)
+    msg = frame.to_message()
+    assert (msg.from_bot, msg.from_webhook, msg.post_type, msg.user_name) == (
+        False,
+        False,
+        "system_join_channel",
+        "webhook",
+    )
+
+
+def test_post_to_message_for_rest_catch_up() -> None:
+    msg = post_to_message(Post.from_dict(POST), channel_type="P", channel_name="secret", team_id=TEAM,
+                          user_name="@kim", door="catchup")  # fmt: skip
+    assert (msg.post_id, msg.channel_type, msg.user_name, msg.door) == (POST_ID, "P", "kim", "catchup")
+    with pytest.raises(ValueError):
+        post_to_message(Post.from_dict(POST), channel_type="X", channel_name="", team_id="", user_name="")  # type: ignore[arg-type]
+
+
+def test_hello_reply_and_other_events() -> None:
+    hello = parse_frame(json.dumps(HELLO).encode())
+    assert hello == Hello(
+        seq=0, connection_id="k3i8fz1ud7bfmm1wq5cbx9qx3o", server_version="10.5.0.12345.3c1f9e7a.true"
+    )
+    pong = parse_frame(json.dumps(PONG))
+    assert isinstance(pong, ActionReply) and pong.is_pong and pong.seq_reply == 3
+    fail = parse_frame(json.dumps(FAIL))
+    assert isinstance(fail, ActionReply) and not fail.ok and fail.seq_reply == 0
+    assert fail.error["id"] == "api.web_socket_router.bad_action.app_error"
+    edited = parse_frame(json.dumps(EDITED))
+    assert isinstance(edited, OtherEvent) and edited.event == "post_edited"
+    post = edited.post()
+    assert post is not None and post.id == POST_ID
+    typing = parse_frame(json.dumps(TYPING))
+    assert (
+        isinstance(typing, OtherEvent)
+        and typing.post() is None
+        and typing.broadcast["omit_users"] == {KIM: True}
+    )
+
+
+def test_format_variations_are_tolerated() -> None:
+    # spaces, trailing newline, extra fields, absent mentions, null props/file_ids, int-valued floats
+    post = {**POST, "props": None, "file_ids": None, "create_at": 1.7e12, "new_field": {"x": 1}}
+    del post["update_at"]
+    data = posted_frame(post)
+    del data["data"]["mentions"]
+    data["extra"] = [1, 2]
+    raw = json.dumps(data, indent=2) + "\n"
+    frame = parse_frame(raw)
+    assert isinstance(frame, Posted)
+    assert frame.mentions == () and frame.post.props == {} and frame.post.file_ids == ()
+    assert frame.post.create_at == 1_700_000_000_000 == frame.post.update_at
+    # a server that sends post/mentions already decoded
+    frame2 = parse_frame(
+        json.dumps(posted_frame(mentions=[BOT]) | {"data": {**posted_frame()["data"], "post": POST}})
+    )
+    assert isinstance(frame2, Posted) and frame2.post.id == POST_ID
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xff\xfe{}",  # invalid UTF-8
+        "{not json",
+        "[]",
+        "null",
+        '"hello"',
+        "{}",  # neither event nor reply
+        json.dumps({"event": "posted", "seq": "7", "data": {}}),  # seq wrong type
+        json.dumps({"event": "posted", "seq": True, "data": {}}),  # bool is not an int
+        json.dumps({"event": "posted", "data": {}}),  # seq missing
+        json.dumps({"event": "posted", "seq": -1, "data": {}}),
+        json.dumps({"event": "hello", "seq": 0, "data": {}}),  # no connection_id
+        json.dumps(posted_frame(post={**POST, "id": 5})),
+        json.dumps(posted_frame(channel_type="Z")),
+        json.dumps(posted_frame(mentions="[1, 2]")),
+        json.dumps(posted_frame(mentions="not json")),
+        json.dumps({**posted_frame(), "data": {**posted_frame()["data"], "post": "{bad"}}),
+        json.dumps({"event": "typing", "seq": 1, "data": []}),
+        json.dumps({"status": 1}),
+        "[" * 100_000,  # deep nesting: RecursionError must become FrameError
+        "\ud800",  # lone surrogate
+    ],
+)
+def test_malformed_frames_raise_frame_error(raw: str | bytes) -> None:
+    with pytest.raises(FrameError):
+        parse_frame(raw)
+
+
+def test_oversized_frames_are_rejected() -> None:
+    raw = json.dumps(posted_frame(post={**POST, "message": "가" * 400_000}), ensure_ascii=False)
+    assert len(raw) < 1_048_576 < len(raw.encode())  # fewer chars than the limit, more bytes
+    with pytest.raises(FrameError, match="exceeds"):
+        parse_frame(raw)
+    with pytest.raises(FrameError, match="exceeds"):
+        parse_frame(raw.encode())
+    assert isinstance(parse_frame(raw, max_bytes=16 * 1024 * 1024), Posted)
+
+
+# --- fuzz: >= 10,000 frames, nothing but FrameError may escape ------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+INTERESTING_KEYS = [
+    "event",
+    "seq",
+    "data",
+    "post",
+    "status",
+    "seq_reply",
+    "connection_id",
+    "channel_type",
+    "mentions",
+    "id",
+    "create_at",
+    "channel_id",
+    "user_id",
+    "props",
+    "file_ids",
+    "error",
+]
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+def _decoded(frame: dict[str, Any]) -> dict[str, Any]:
+    """Decode the string-encoded payloads so mutations can reach inside them too."""
+    frame = json.loads(json.dumps(frame))
+    data = frame.get("data")
+    if isinstance(data, dict):
+        for key in ("post", "mentions", "reaction"):
+            if isinstance(data.get(key), str):
+                data[key] = json.loads(data[key])
+    return frame
+
+
+@st.composite
+def mutated_frames(draw: st.DrawFn) -> str | bytes:
+    base = _decoded(draw(st.sampled_from(REAL_FRAMES)))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(base) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = base
+        for step in path[:-1]:
+            parent = parent[step]
+        op = draw(st.sampled_from(["delete", "replace", "add"]))
+        if op == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif op == "add" and isinstance(parent, dict):
+            parent[draw(st.sampled_from(INTERESTING_KEYS))] = draw(json_values)
+        else:
+            parent[path[-1]] = draw(json_values)
+    data = base.get("data")
+    if isinstance(data, dict) and draw(st.booleans()):  # re-encode the inner JSON, as the server does
+        for key in ("post", "mentions", "reaction"):
+            if key in data and not isinstance(data[key], str):
+                data[key] = json.dumps(data[key])
+    text = json.dumps(base, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(0, 3)) == 0:  # byte-level damage
+        raw = bytearray(text.encode())
+        if raw:
+            i = draw(st.integers(0, len(raw) - 1))
+            kind = draw(st.sampled_from(["flip", "cut", "insert"]))
+            if kind == "flip":
+                raw[i] ^= draw(st.integers(1, 255))
+            elif kind == "cut":
+                del raw[i:]
+            else:
+                raw[i:i] = draw(st.binary(min_size=1, max_size=4))
+        return bytes(raw)
+    return text
+
+
+any_frame = st.one_of(
+    json_values.map(json.dumps),
+    st.dictionaries(st.sampled_from(INTERESTING_KEYS), json_values, max_size=6).map(json.dumps),
+    mutated_frames(),
+    st.binary(max_size=64),
+    st.text(max_size=64),
+)
+
+
+def test_fuzz_only_frame_error_escapes() -> None:
+    """>= 10,000 generated frames (random JSON, mutated real frames, random bytes/text)."""
+    seen = 0
+
+    @settings(max_examples=420, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(any_frame, min_size=25, max_size=25))
+    def run(frames: list[str | bytes]) -> None:
+        nonlocal seen
+        for raw in frames:
+            seen += 1
+            try:
+                result = parse_frame(raw)
+            except FrameError:
+                continue
+            assert isinstance(result, Hello | Posted | OtherEvent | ActionReply)
+            if isinstance(result, Posted):
+                result.to_message()  # a parsed Posted is always convertible
+
+    run()
+    assert seen >= 10_000, seen

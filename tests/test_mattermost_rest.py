@@ -1,0 +1,210 @@
+"""RestClient against a tiny scripted HTTP server on 127.0.0.1 (edge cases the devserver can't script).
+
+The devserver integration tests cover the real endpoints; here each handler answers what a test
+scripts (plain-text 429 with lower/odd-cased headers, AppErrors, hangs) and records what it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RateLimiter, RestClient
+
+TOKEN = "sekrit-token-1234567890"
+
+
+@dataclass
+class Scripted:
+    """Answers queued per request; records (method, path, query, json body, auth header, time)."""
+
+    answers: list[Callable[[], web.StreamResponse]] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.text()
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "json": json.loads(body) if body else None,
+                "auth": request.headers.get("Authorization"),
+                "t": time.monotonic(),
+            }
+        )
+        if self.answers:
+            return self.answers.pop(0)()
+        return web.json_response({"ok": True})
+
+
+def app_error(status: int, error_id: str) -> Callable[[], web.Response]:
+    body = {"id": error_id, "message": "m", "detailed_error": "", "status_code": status}
+    return lambda: web.json_response(body, status=status)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Scripted]:
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    scripted.url = f"http://127.0.0.1:{port}"
+    yield scripted
+    await runner.cleanup()
+
+
+def client(url: str, **kw: Any) -> RestClient:
+    kw.setdefault("backoff_factor", 0.05)
+    return RestClient(url, TOKEN, **kw)
+
+
+async def test_sends_bearer_and_decodes_json(server: Scripted) -> None:
+    async with client(server.url) as rc:
+        assert await rc.get_me() == {"ok": True}
+        await rc.get_channel_posts("c1", since=123, per_page=None)
+    assert server.seen[0]["path"] == "/api/v4/users/me"
+    assert server.seen[0]["auth"] == f"Bearer {TOKEN}"
+    assert server.seen[1]["query"] == {"since": "123"}  # None params are not sent
+
+
+async def test_429_plain_text_waits_retry_after(server: Scripted) -> None:
+    def limited() -> web.Response:
+        return web.Response(status=429, text="limit exceeded\n",
+                            headers={"retry-after": "1", "X-Ratelimit-Reset": "5"})  # fmt: skip
+
+    server.answers = [limited]
+    async with client(server.url) as rc:
+        assert await rc.get_user("u1") == {"ok": True}
+    gap = server.seen[1]["t"] - server.seen[0]["t"]
+    assert 0.95 <= gap < 2.0  # Retry-After (1 s), not Reset (5 s) nor the tiny backoff
+
+
+async def test_429_falls_back_to_ratelimit_reset(server: Scripted) -> None:
+    server.answers = [
+        lambda: web.Response(status=429, text="limit exceeded\n", headers={"X-Ratelimit-Reset": "1"})
+    ]
+    async with client(server.url) as rc:
+        await rc.get_user("u1")
+    assert 0.95 <= server.seen[1]["t"] - server.seen[0]["t"] < 2.0
+
+
+async def test_429_on_every_try_surfaces_as_error(server: Scripted) -> None:
+    server.answers = [
+        lambda: web.Response(status=429, text="limit exceeded\n", headers={"Retry-After": "0"})
+    ] * 3
+    async with client(server.url) as rc:
+        with pytest.raises(MattermostError) as info:
+            await rc.get_user("u1")
+    assert info.value.status == 429 and info.value.message == "limit exceeded"
+    assert len(server.seen) == 3
+
+
+async def test_app_error_is_not_retried_and_keeps_the_id(server: Scripted) -> None:
+    server.answers = [app_error(400, "api.post.create_post.root_id.app_error")]
+    async with client(server.url) as rc:
+        with pytest.raises(MattermostError) as info:
+            await rc.create_post("c1", "hi", root_id="r1")
+    assert (info.value.status, info.value.error_id) == (400, "api.post.create_post.root_id.app_error")
+    assert len(server.seen) == 1
+
+
+async def test_create_post_retry_keeps_pending_post_id(server: Scripted) -> None:
+    server.answers = [app_error(500, "api.post.deduplicate_create_post.pending"), app_error(503, "x")]
+    async with client(server.url) as rc:
+        await rc.create_post("c1", "hi", props={"a": "b"})
+    bodies = [s["json"] for s in server.seen]
+    assert len(bodies) == 3
+    assert bodies[0]["pending_post_id"] and all(b == bodies[0] for b in bodies)
+    assert bodies[0]["props"] == {"a": "b"} and bodies[0]["root_id"] == ""
+
+
+async def test_5xx_after_last_try_raises_mattermost_error(server: Scripted) -> None:
+    server.answers = [app_error(502, "bad.gateway")] * 3
+    async with client(server.url) as rc:
+        with pytest.raises(MattermostError) as info:
+            await rc.ping()
+    assert info.value.status == 502 and len(server.seen) == 3
+
+
+async def test_connection_refused_raises_unavailable_after_tries() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with client(f"http://127.0.0.1:{port}", max_tries=2) as rc:
+        with pytest.raises(MattermostUnavailable):
+            await rc.get_me()
+
+
+async def test_read_timeout_is_retried_then_unavailable(server: Scripted) -> None:
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await server.handle(request)  # records the attempt
+        await asyncio.sleep(1.0)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    t0 = time.monotonic()
+    try:
+        async with client(url, timeout=0.3) as rc:
+            with pytest.raises(MattermostUnavailable):
+                await rc.get_me()
+        elapsed = time.monotonic() - t0
+    finally:
+        await runner.cleanup()
+    assert len(server.seen) == 3
+    assert elapsed < 2.0  # 3 x 0.3 s timeouts + short backoff: the timeout is enforced
+
+
+async def test_token_bucket_limits_rate(server: Scripted) -> None:
+    async with client(server.url, rate_per_sec=20, burst=5) as rc:
+        t0 = time.monotonic()
+        await asyncio.gather(*(rc.ping() for _ in range(15)))
+        elapsed = time.monotonic() - t0
+    # 5 at once, then 10 more at 20/s => >= 0.5 s
+    assert elapsed >= 0.45
+    assert len(server.seen) == 15
+
+
+async def test_rate_limiter_alone() -> None:
+    lim = RateLimiter(rate_per_sec=100, burst=1)
+    t0 = time.monotonic()
+    for _ in range(11):
+        await lim.acquire()
+    assert time.monotonic() - t0 >= 0.09
+    with pytest.raises(ValueError):
+        RateLimiter(0, 1)
+
+
+async def test_token_never_logged(
+    server: Scripted, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.answers = [app_error(500, "boom"), lambda: web.Response(status=429, text="limit exceeded\n")]
+    async with client(server.url) as rc:
+        await rc.get_me()
+        with pytest.raises(MattermostError) as info:
+            server.answers = [app_error(403, "api.context.permissions.app_error")]
+            await rc.get_me()
+    out = capsys.readouterr()
+    assert TOKEN not in caplog.text + out.out + out.err
+    assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
