@@ -1,0 +1,197 @@
+"""The daemon: builds the parts, runs them under the supervisor, handles signals and systemd.
+
+Start-up order keeps the socket up early: storage and the inbox first (so nothing accepted is
+lost), then the REST identity check, the memory store, then the gateway and the workers. litellm
+is imported in a thread only after the socket is authenticated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from mchat_bot.config import Settings
+from mchat_bot.http.server import WebDoors
+from mchat_bot.intake import Intake
+from mchat_bot.llm import LLM
+from mchat_bot.mattermost.gateway import Gateway
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.memory.embedder import Embedder, load_embedder
+from mchat_bot.memory.store import MemoryStore, open_store
+from mchat_bot.pipeline.handlers import Handlers
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.storage import Storage
+from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
+
+log = structlog.get_logger(__name__)
+
+
+class RestThreadReader:
+    """Gives the handlers the earlier posts of a thread, read over REST."""
+
+    def __init__(self, rest: RestClient, names: dict[str, str]) -> None:
+        self._rest = rest
+        self._names = names
+
+    async def thread_context(self, root_id: str, before_post_id: str) -> list[tuple[str, str]]:
+        thread = await self._rest.get_thread(root_id)
+        posts = sorted(thread.get("posts", {}).values(), key=lambda p: p.get("create_at", 0))
+        out: list[tuple[str, str]] = []
+        for post in posts:
+            if post.get("id") == before_post_id:
+                break
+            if post.get("delete_at") or str(post.get("type", "")).startswith("system_"):
+                continue
+            user_id = post.get("user_id", "")
+            if user_id not in self._names:
+                with contextlib.suppress(Exception):
+                    self._names[user_id] = (await self._rest.get_user(user_id)).get("username", user_id)
+            out.append((self._names.get(user_id, user_id), str(post.get("message", ""))))
+        return out[-20:]
+
+
+@dataclass(slots=True)
+class Daemon:
+    settings: Settings
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def run(self) -> int:
+        s = self.settings
+        supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
+        storage = await Storage(s.storage.path).open()
+        rest = RestClient(
+            s.mattermost.url,
+            s.mattermost.token.get(),
+            timeout=s.mattermost.request_timeout,
+            rate_per_sec=s.mattermost.rate_per_sec,
+        )
+        store: MemoryStore | None = None
+        pool: WorkerPool | None = None
+        doors: WebDoors | None = None
+        try:
+            inbox = Inbox(storage)
+            recovered = await inbox.recover()
+            me = await rest.get_me()
+            bot = BotIdentity(user_id=me["id"], username=me["username"], aliases=tuple(s.mattermost.aliases))
+            log.info("identity", bot_user_id=bot.user_id, bot_username=bot.username, recovered=recovered)
+            embedder = load_embedder(s.memory.embedder)  # lazy: the model loads in _warm_up
+            store = open_store(
+                s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
+            )
+            llm = (
+                LLM(s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout) if s.llm.model else None
+            )
+            handlers = Handlers(
+                store,
+                llm,
+                bot,
+                site_url=s.mattermost.url,
+                thread_reader=RestThreadReader(rest, {bot.user_id: bot.username}),
+            )
+            sender = ReplySender(rest, inbox)
+            # issue 6: mapping tables for every door; webhook/slash answers wrap the sender
+            doors = WebDoors(s, storage, inbox, rest, bot, sender)
+            pool = WorkerPool(
+                inbox,
+                doors.wrap_handle(handlers.handle_message),
+                doors.send,
+                workers=s.bot.workers,
+                max_attempts=s.bot.max_attempts,
+                failure_fn=doors.send_failure,
+                reconcile_fn=doors.reconcile,
+            )
+            intake = Intake(rest, inbox, storage, bot, wake=pool.wake)
+            gateway = Gateway(
+                s.mattermost.url,
+                s.mattermost.token.get(),
+                intake.on_event,
+                intake.on_gap,
+                silence_timeout=s.mattermost.ws_silence_timeout,
+                ping_interval=s.mattermost.ws_ping_interval,
+                max_backoff=s.mattermost.ws_max_backoff,
+            )
+            supervisor.start("workers", pool.run)
+            supervisor.start("gateway", gateway.run)
+            if doors.enabled:  # issue 6: HTTP doors only when a webhook/slash token is configured
+                doors.bind()
+                supervisor.start("http", doors.run)
+            self._install_signals()
+            await self._until_ready(gateway, intake, llm, embedder)
+            await self._serve(supervisor)
+            log.info("stopping", grace_s=s.bot.shutdown_grace)
+            await supervisor.stop(["gateway", "http"])  # stop intake first
+            await pool.stop(s.bot.shutdown_grace)
+            await supervisor.stop()
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+        finally:
+            if store is not None:
+                await store.close()
+            if doors is not None:
+                await doors.aclose()
+            await rest.aclose()
+            await storage.close()
+        log.info("stopped")
+        return 0
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+
+    async def _until_ready(
+        self, gateway: Gateway, intake: Intake, llm: LLM | None, embedder: Embedder
+    ) -> None:
+        """Wait for the first authenticated socket, then tell systemd and warm up the slow parts."""
+        waiter = asyncio.create_task(gateway.authenticated.wait())
+        stopper = asyncio.create_task(self.stop_event.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (waiter, stopper):
+            t.cancel()
+        if self.stop_event.is_set():
+            return
+        sd_notify("READY=1")
+        log.info("ready", startup_s=round(time.monotonic() - _STARTED, 3))
+        self._background.append(asyncio.create_task(_warm_up(llm, embedder), name="warm-up"))
+        await intake.catch_up_after_restart()
+
+    async def _serve(self, supervisor: Supervisor) -> None:
+        """Feed the systemd watchdog only while every part runs (none is crashed or in backoff).
+
+        A Mattermost outage is not a reason for systemd to restart us: the gateway keeps
+        reconnecting with backoff, and its own silence watchdog catches a deaf socket.
+        """
+        interval = watchdog_interval()
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=interval or 3600)
+            if interval and supervisor.healthy():
+                sd_notify("WATCHDOG=1")
+        sd_notify("STOPPING=1")
+
+
+_STARTED = time.monotonic()
+
+
+async def _warm_up(llm: LLM | None, embedder: Embedder) -> None:
+    """Load the embedding model and import litellm off the loop, once the socket is up."""
+    try:
+        await asyncio.to_thread(embedder.embed_query, "warm up")
+        if llm is not None:
+            await llm.warm_up()
+    except Exception as exc:  # the first real request will load them (and report) again
+        log.warning("warm_up_failed", error=f"{type(exc).__name__}: {exc}")
+    log.info("warmed_up", since_start_s=round(time.monotonic() - _STARTED, 3))
+
+
+async def run_daemon(settings: Settings) -> int:
+    return await Daemon(settings).run()

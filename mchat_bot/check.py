@@ -1,0 +1,120 @@
+"""`mchat-bot check`: try every outside dependency once and say in plain words what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import websockets
+
+from mchat_bot.config import Settings
+from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
+
+CHECK_TIMEOUT_S = 10.0
+
+
+class Finding(Exception):
+    """A problem, in words an operator can act on."""
+
+
+async def _mattermost(settings: Settings) -> str:
+    rest = RestClient(settings.mattermost.url, settings.mattermost.token.get(), timeout=5.0, max_tries=1)
+    try:
+        me = await rest.get_me()
+    except MattermostError as exc:
+        if exc.status == 401:
+            raise Finding("the server refused the token (401): create a new bot access token") from None
+        raise Finding(f"users/me answered {exc.status} {exc.error_id}") from None
+    except MattermostUnavailable as exc:
+        raise Finding(f"cannot reach {settings.mattermost.url}: {exc}") from None
+    finally:
+        await rest.aclose()
+    kind = "a bot account" if me.get("is_bot") else "NOT a bot account (use a bot for production)"
+    return f"signed in as @{me.get('username')} ({kind})"
+
+
+async def _websocket(settings: Settings) -> str:
+    url = settings.mattermost.url.replace("http", "ws", 1) + "/api/v4/websocket"
+    headers = {"Authorization": f"Bearer {settings.mattermost.token.get()}"}
+    try:
+        async with websockets.connect(url, additional_headers=headers, open_timeout=5, max_size=2**24) as ws:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
+    except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+        raise Finding(f"the WebSocket at {url} failed: {type(exc).__name__}: {exc}") from None
+    if frame.get("event") != "hello":
+        raise Finding(f"the WebSocket answered {frame.get('event')!r} instead of hello: is the token valid?")
+    version = frame.get("data", {}).get("server_version", "?")
+    return f"WebSocket authenticated (server {'.'.join(version.split('.')[:3])})"
+
+
+async def _llm(settings: Settings) -> str:
+    if not settings.llm.model:
+        return "no LLM configured: questions are answered by quoting the best memories"
+    from mchat_bot.llm import LLM, LLMError
+
+    llm = LLM(
+        settings.llm.model,
+        settings.llm.api_base,
+        settings.llm.api_key.get(),
+        timeout=min(settings.llm.timeout, 30.0),
+        max_tries=1,
+    )
+    try:
+        answer = await llm.complete([{"role": "user", "content": "Reply with the word OK."}])
+    except LLMError as exc:
+        raise Finding(f"the LLM {settings.llm.model} failed: {exc}") from None
+    return f"LLM {settings.llm.model} answered ({len(answer)} characters)"
+
+
+async def _writable(path: Path, what: str) -> str:
+    target = path if path.suffix == "" else path.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Finding(f"{what} folder {target} cannot be created: {exc.strerror}") from None
+    if not os.access(target, os.W_OK):
+        raise Finding(f"{what} folder {target} is not writable by this user")
+    return f"{what} at {path} is writable"
+
+
+async def _memory(settings: Settings) -> str:
+    if not settings.memory.url:
+        return await _writable(settings.memory.path, "memory store")
+    headers = {"api-key": settings.memory.api_key.get()} if settings.memory.api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            resp = await client.get(settings.memory.url.rstrip("/") + "/collections", headers=headers)
+    except httpx.HTTPError as exc:
+        raise Finding(f"cannot reach the Qdrant server at {settings.memory.url}: {exc}") from None
+    if resp.status_code != 200:
+        raise Finding(f"the Qdrant server answered {resp.status_code}")
+    return f"Qdrant server at {settings.memory.url} answers"
+
+
+async def run_checks(settings: Settings) -> int:
+    checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
+        ("Mattermost REST", lambda: _mattermost(settings)),
+        ("Mattermost WebSocket", lambda: _websocket(settings)),
+        ("LLM", lambda: _llm(settings)),
+        ("memory", lambda: _memory(settings)),
+        ("storage", lambda: _writable(settings.storage.path, "storage")),
+    ]
+    problems = 0
+    print(f"✓ settings: valid (server {settings.mattermost.url})")
+    for name, check in checks:
+        try:
+            detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S * 3)
+        except Finding as exc:
+            problems += 1
+            print(f"✗ {name}: {exc}")
+        except TimeoutError:
+            problems += 1
+            print(f"✗ {name}: no answer within {CHECK_TIMEOUT_S * 3:.0f} s")
+        else:
+            print(f"✓ {name}: {detail}")
+    print("all good" if not problems else f"{problems} problem(s) found")
+    return 1 if problems else 0

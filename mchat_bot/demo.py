@@ -1,0 +1,138 @@
+"""`mchat-bot demo`: the dev server, the fake LLM and the real daemon, and a short conversation.
+
+The daemon runs as its own process with a temporary config, exactly as `mchat-bot run` would;
+the script posts as users through the dev server and prints each answer from the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.fake_llm import FakeLLM
+
+REPLY_TIMEOUT_S = 60.0
+SCRIPT: list[tuple[str, str, str]] = [
+    ("kim", "qa", "@ai remember X부품 불량률 12%"),
+    ("kim", "qa", "@ai remember The release freeze for line 3 starts on December 1."),
+    ("lee", "qa", "@ai search 불량률"),
+    ("kim", "qa", "@ai 오늘 X부품 불량률 어때?"),
+    ("lee", "qa", "@ai when does the release freeze start?"),
+    ("kim", "qa", "@ai forget X부품"),
+]
+
+
+def write_config(folder: Path, url: str, llm_url: str) -> Path:
+    """A config file for the demo and the tests: everything under `folder`, the token from the env."""
+    config = folder / "config.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            [mattermost]
+            url = "{url}"
+            aliases = ["@ai"]
+            [llm]
+            model = "openai/demo-model"
+            api_base = "{llm_url}/v1"
+            timeout = 10.0
+            [memory]
+            path = "qdrant"
+            [storage]
+            path = "mchat_bot.sqlite3"
+            """
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+async def start_daemon(
+    config: Path, token: str, log_path: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start `mchat-bot run` as a child process; `env` adds MCHAT_* overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCHAT_")} | (env or {})
+    env |= {"MCHAT_MATTERMOST_TOKEN": token, "MCHAT_LLM_API_KEY": "demo-key-not-secret"}
+    with log_path.open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mchat_bot",
+            "run",
+            "--config",
+            str(config),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+        )
+
+
+async def stop_daemon(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> int:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode if proc.returncode is not None else -1
+
+
+async def ask(dev: DevServer, user: str, channel_id: str, text: str) -> list[dict[str, Any]]:
+    post = await dev.user_post(user, channel_id, text)
+    bot_id = dev.seed.bot.id
+    replies = await dev.wait_for_posts(
+        lambda p: p.get("root_id") == post["id"] and p.get("user_id") == bot_id,
+        count=1,
+        timeout=REPLY_TIMEOUT_S,
+    )
+    return replies
+
+
+def _show(name: str, text: str, indent: str = "") -> None:
+    lines = text.splitlines() or [""]
+    print(f"{indent}{name}: {lines[0]}")
+    pad = indent + " " * (len(name) + 2)
+    for line in lines[1:]:
+        print(f"{pad}{line}")
+
+
+async def run_demo() -> int:
+    with tempfile.TemporaryDirectory(prefix="mchat-demo-") as tmp:
+        folder = Path(tmp)
+        async with DevServer() as dev, FakeLLM() as llm:
+            config = write_config(folder, dev.url, llm.url)
+            log_path = folder / "daemon.log"
+            proc = await start_daemon(config, dev.seed.bot.token, log_path)
+            try:
+                print(f"dev server {dev.url}, fake LLM {llm.url}, daemon pid {proc.pid}\n")
+                print("#품질검사 (qa)")
+                for user, channel, text in SCRIPT:
+                    if text.endswith("forget X부품"):
+                        replies = await ask(dev, user, dev.seed.channels[channel], text)
+                        _show(user, text)
+                        _show("AI Memory Bot", replies[0]["message"], "  └ ")
+                        ids = re.findall(r"`([0-9a-z]{6,})`", replies[0]["message"])
+                        if not ids:
+                            break
+                        text = f"@ai forget {ids[0]}"
+                    replies = await ask(dev, user, dev.seed.channels[channel], text)
+                    _show(user, text)
+                    _show("AI Memory Bot", replies[0]["message"], "  └ ")
+                    print()
+            except TimeoutError:
+                print("the daemon did not answer in time; its log:", file=sys.stderr)
+                print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
+                await stop_daemon(proc)
+                return 1
+            code = await stop_daemon(proc)
+            print(f"daemon stopped with exit code {code}")
+            return 0 if code == 0 else 1

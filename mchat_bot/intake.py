@@ -1,0 +1,158 @@
+"""The WebSocket door: gateway events and REST catch-up into the durable inbox.
+
+The gateway's reader calls `on_event` for every event in order; this only parses, routes and
+enqueues, so the socket is never held up by a slow reply. When the gateway reports a gap (a
+fresh `hello` after a lost connection, or missing `seq`), and once after a restart, the posts
+since the last event seen are read over REST and go through the same route and dedupe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from mchat_bot.mattermost.events import Post, Posted, post_to_message
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+CURSOR_KEY = "ws_cursor_ms"
+CURSOR_FLUSH_S = 1.0
+CATCH_UP_MARGIN_MS = 2_000  # clock skew and posts in flight around the gap; the inbox dedupes
+SINCE_CAP = 1000  # the server's hard cap on a `since` answer
+MAX_PAGES = 200  # 40,000 posts in one channel during one gap: beyond that, give up on that channel
+
+
+class Intake:
+    def __init__(
+        self,
+        rest: RestClient,
+        inbox: Inbox,
+        storage: Storage,
+        bot: BotIdentity,
+        *,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._rest = rest
+        self._inbox = inbox
+        self._storage = storage
+        self._bot = bot
+        self._wake = wake
+        self._cursor_ms = 0
+        self._flushed_at = 0.0
+        self._user_names: dict[str, str] = {bot.user_id: bot.username}
+        self.accepted = 0
+        self.ignored = 0
+
+    async def on_event(self, event: object) -> None:
+        if not isinstance(event, Posted):
+            return
+        await self._advance(event.post)
+        await self.accept(event.to_message())
+
+    async def accept(self, msg: IncomingMessage) -> bool:
+        """Route one message and put it into the inbox; True when it was new and addressed to us."""
+        routed = route(msg, self._bot)
+        if isinstance(routed, Ignore):
+            self.ignored += 1
+            return False
+        if not await self._inbox.put(msg):
+            return False
+        self.accepted += 1
+        log.info(
+            "accepted",
+            post_id=msg.post_id,
+            mchat_channel_id=msg.channel_id,
+            mchat_user_id=msg.user_id,
+            door=msg.door,
+            action=type(routed).__name__.lower(),
+        )
+        self._wake()
+        return True
+
+    async def _advance(self, post: Post) -> None:
+        """Remember the newest post time seen, flushed to SQLite at most once a second."""
+        stamp = max(post.create_at, post.update_at)
+        if stamp > self._cursor_ms:
+            self._cursor_ms = stamp
+        now = time.monotonic()
+        if now - self._flushed_at >= CURSOR_FLUSH_S:
+            self._flushed_at = now
+            await self._storage.set_kv(CURSOR_KEY, str(self._cursor_ms))
+
+    async def catch_up_after_restart(self) -> None:
+        """After a restart, read what was posted while we were down; on a first start, only note now."""
+        stored = await self._storage.get_kv(CURSOR_KEY)
+        if stored is None:
+            self._cursor_ms = int(time.time() * 1000)
+            await self._storage.set_kv(CURSOR_KEY, str(self._cursor_ms))
+            return
+        self._cursor_ms = max(self._cursor_ms, int(stored))
+        await self.on_gap(int(stored))
+
+    async def on_gap(self, since_ms: int | None = None) -> None:
+        """Read every channel's new posts since the last one seen and feed them to `accept`."""
+        since = (since_ms if since_ms is not None else self._cursor_ms) - CATCH_UP_MARGIN_MS
+        if since <= 0:
+            return
+        channels = await self._rest.get_my_channels(self._bot.user_id)
+        found = 0
+        for channel in channels:
+            try:
+                posts = await self._posts_since(channel["id"], since)
+            except Exception as exc:  # one unreadable channel must not stop the others
+                log.warning("catch_up_channel_failed", mchat_channel_id=channel.get("id"), error=str(exc))
+                continue
+            for post in posts:
+                msg = post_to_message(
+                    post,
+                    channel_type=channel.get("type", "O"),
+                    channel_name=channel.get("name", ""),
+                    team_id=channel.get("team_id", ""),
+                    user_name=await self._user_name(post.user_id),
+                )
+                await self._advance(post)
+                if await self.accept(msg):
+                    found += 1
+        log.info("caught_up", since_ms=since, channels=len(channels), accepted=found)
+
+    async def _posts_since(self, channel_id: str, since: int) -> list[Post]:
+        """New roots and replies created after `since`, oldest first; edits and deletions skipped."""
+        answer = await self._rest.get_channel_posts(channel_id, since=since)
+        rows: dict[str, Any] = dict(answer.get("posts", {}))
+        if len(answer.get("order", [])) >= SINCE_CAP:
+            # `since` stops at 1000 rows: walk the channel newest first until we are past `since`.
+            # Page numbers shift when posts arrive meanwhile; that only repeats rows, never skips.
+            for page_no in range(MAX_PAGES):
+                page = await self._rest.get_channel_posts(channel_id, page=page_no, per_page=200)
+                rows.update(page.get("posts", {}))
+                oldest = _oldest(page)
+                if oldest is None or oldest[1] <= since:
+                    break
+        posts = [Post.from_dict(p) for p in rows.values()]
+        fresh = [p for p in posts if p.create_at > since and not p.delete_at and not p.original_id]
+        return sorted(fresh, key=lambda p: p.create_at)
+
+    async def _user_name(self, user_id: str) -> str:
+        if user_id not in self._user_names:
+            try:
+                self._user_names[user_id] = (await self._rest.get_user(user_id)).get("username", "")
+            except Exception:
+                return ""
+        return self._user_names[user_id]
+
+
+def _oldest(answer: dict[str, Any]) -> tuple[str, int] | None:
+    """The oldest post of a PostList page (`order` is newest first), or None for an empty page."""
+    order = answer.get("order") or []
+    if not order:
+        return None
+    post = answer.get("posts", {}).get(order[-1], {})
+    return order[-1], int(post.get("create_at", 0))

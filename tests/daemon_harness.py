@@ -1,0 +1,87 @@
+"""Runs the real daemon as a child process against a DevServer and a FakeLLM, for the e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mchat_bot.demo import start_daemon, stop_daemon, write_config
+from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.fake_llm import FakeLLM
+
+READY_TIMEOUT_S = 90.0
+
+
+class DaemonProcess:
+    """One `mchat-bot run` process; `ask` posts as a user and returns the bot's replies in the thread."""
+
+    def __init__(self, dev: DevServer, llm: FakeLLM, folder: Path, env: dict[str, str] | None = None) -> None:
+        self.dev = dev
+        self.llm = llm
+        self.folder = folder
+        self.env = env or {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log_path = folder / "daemon.log"
+
+    async def start(self, *, wait_ready: bool = True) -> None:
+        config = write_config(self.folder, self.dev.url, self.llm.url)
+        self.proc = await start_daemon(config, self.dev.seed.bot.token, self.log_path, self.env)
+        if wait_ready:
+            await self.wait_ready()
+
+    async def wait_ready(self) -> None:
+        """Ready = it answers a DM. On a first start, posts made before its socket was up are
+        (rightly) never answered, so ask again every few seconds until one is."""
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+        while True:
+            post = await self.dev.user_post("kim", self.dev.seed.dm["kim"], f"help {uuid.uuid4().hex[:6]}")
+            try:
+                await self.replies_to(post, timeout=3.0)
+                return
+            except TimeoutError:
+                if self.proc is not None and self.proc.returncode is not None:
+                    raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log_tail()}") from None
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"daemon not ready; log:\n{self.log_tail()}") from None
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        return await stop_daemon(self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+    def bot_posts(self, predicate: Callable[[dict[str, Any]], bool] = lambda p: True) -> list[dict[str, Any]]:
+        return [p for p in self.dev.posts_by(self.dev.seed.bot.id) if predicate(p)]
+
+    async def replies_to(
+        self, post: dict[str, Any], *, count: int = 1, timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        root = post.get("root_id") or post["id"]
+        bot_id = self.dev.seed.bot.id
+        replies = await self.dev.wait_for_posts(
+            lambda p: (
+                p.get("user_id") == bot_id
+                and p.get("root_id") == root
+                and p.get("props", {}).get("mchat_reply_to") == post["id"]
+            ),
+            count=count,
+            timeout=timeout,
+        )
+        return sorted(replies, key=lambda p: p["create_at"])
+
+    async def ask(
+        self, user: str, channel: str, text: str, *, root_id: str = "", timeout: float = 30.0
+    ) -> tuple[dict[str, Any], str]:
+        """Post `text` as `user` in `channel` (a seed channel name or 'dm') and return (post, reply text)."""
+        channel_id = self.dev.seed.dm[user] if channel == "dm" else self.dev.seed.channels[channel]
+        post = await self.dev.user_post(user, channel_id, text, root_id=root_id)
+        replies = await self.replies_to(post, timeout=timeout)
+        return post, "".join(r["message"] for r in replies)
