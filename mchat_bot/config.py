@@ -75,6 +75,9 @@ class MemorySettings:
     api_key: Secret = field(default_factory=Secret)
     embedder: str = "default"
     top_k: int = 5
+    sensitive: str = "mask"  # what to do with sensitive data in a memory: "mask" or "refuse"
+    team_admins: list[str] = field(default_factory=list)  # usernames who may make team memories anywhere
+    extract_channels: list[str] = field(default_factory=list)  # channel ids with automatic extraction
 
 
 @dataclass(slots=True)
@@ -85,6 +88,9 @@ class StorageSettings:
 @dataclass(slots=True)
 class HTTPSettings:
     listen: str = "127.0.0.1:8080"
+    public_url: str = ""  # how Mattermost reaches this daemon, for register-commands
+    allow_from: list[str] = field(default_factory=list)  # CIDRs allowed to call the webhook endpoints
+    max_body_bytes: int = 65536
 
 
 @dataclass(slots=True)
@@ -92,6 +98,9 @@ class WebhookSettings:
     outgoing_tokens: list[Secret] = field(default_factory=list)
     slash_tokens: list[Secret] = field(default_factory=list)
     incoming_url: Secret = field(default_factory=Secret)
+    response_budget: float = 4.5  # seconds an outgoing webhook may wait for its answer inline
+    username: str = "AI Memory Bot"
+    icon_url: str = ""
 
 
 @dataclass(slots=True)
@@ -302,6 +311,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
     if settings.bot.shutdown_grace < 0:
         raise ConfigError(f"bot.shutdown_grace: must be 0 or more, got {settings.bot.shutdown_grace}")
+    if settings.memory.sensitive not in ("mask", "refuse"):
+        raise ConfigError(f"memory.sensitive: 'mask' or 'refuse', got {settings.memory.sensitive!r}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log.level: one of debug, info, warning, error; got {settings.log.level!r}")
     host, sep, port = settings.http.listen.rpartition(":")
