@@ -86,21 +86,47 @@ async def stop_daemon(proc: asyncio.subprocess.Process, timeout: float = 20.0) -
     return proc.returncode if proc.returncode is not None else -1
 
 
-async def ask(dev: DevServer, user: str, channel_id: str, text: str) -> list[dict[str, Any]]:
-    post = await dev.user_post(user, channel_id, text)
+async def replies_to(
+    dev: DevServer, post: dict[str, Any], *, count: int = 1, timeout: float = REPLY_TIMEOUT_S
+) -> list[dict[str, Any]]:
+    """The bot's replies to `post`, found by the marker it puts in props, oldest first."""
     bot_id = dev.seed.bot.id
     replies = await dev.wait_for_posts(
-        lambda p: p.get("root_id") == post["id"] and p.get("user_id") == bot_id,
-        count=1,
-        timeout=REPLY_TIMEOUT_S,
+        lambda p: (
+            p.get("user_id") == bot_id
+            and p.get("root_id") == (post.get("root_id") or post["id"])
+            and p.get("props", {}).get("mchat_reply_to") == post["id"]
+        ),
+        count=count,
+        timeout=timeout,
     )
-    return replies
+    return sorted(replies, key=lambda p: p["create_at"])
+
+
+async def wait_ready(dev: DevServer, proc: asyncio.subprocess.Process, timeout: float = 90.0) -> None:
+    """Ready = the bot answers a DM. On a first start, posts made before its socket was up are
+    (rightly) never answered, so ask again every few seconds until one is."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        post = await dev.user_post("kim", dev.seed.dm["kim"], "help")
+        try:
+            await replies_to(dev, post, timeout=3.0)
+            return
+        except TimeoutError:
+            if proc.returncode is not None:
+                raise RuntimeError(f"the daemon exited with {proc.returncode}") from None
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+
+
+async def ask(dev: DevServer, user: str, channel_id: str, text: str) -> list[dict[str, Any]]:
+    return await replies_to(dev, await dev.user_post(user, channel_id, text))
 
 
 def _show(name: str, text: str, indent: str = "") -> None:
     lines = text.splitlines() or [""]
     print(f"{indent}{name}: {lines[0]}")
-    pad = indent + " " * (len(name) + 2)
+    pad = " " * (len(indent) + len(name) + 2)
     for line in lines[1:]:
         print(f"{pad}{line}")
 
@@ -113,14 +139,16 @@ async def run_demo() -> int:
             log_path = folder / "daemon.log"
             proc = await start_daemon(config, dev.seed.bot.token, log_path)
             try:
-                print(f"dev server {dev.url}, fake LLM {llm.url}, daemon pid {proc.pid}\n")
+                print(f"dev server {dev.url}, fake LLM {llm.url}, daemon pid {proc.pid}")
+                await wait_ready(dev, proc)
+                print("the daemon is up and answering\n")
                 print("#품질검사 (qa)")
                 for user, channel, text in SCRIPT:
                     if text.endswith("forget X부품"):
                         replies = await ask(dev, user, dev.seed.channels[channel], text)
                         _show(user, text)
                         _show("AI Memory Bot", replies[0]["message"], "  └ ")
-                        ids = re.findall(r"`([0-9a-z]{6,})`", replies[0]["message"])
+                        ids = re.findall(r"`([0-9A-Za-z]{6,})`", replies[0]["message"])
                         if not ids:
                             break
                         text = f"@ai forget {ids[0]}"
@@ -128,7 +156,7 @@ async def run_demo() -> int:
                     _show(user, text)
                     _show("AI Memory Bot", replies[0]["message"], "  └ ")
                     print()
-            except TimeoutError:
+            except (TimeoutError, RuntimeError):
                 print("the daemon did not answer in time; its log:", file=sys.stderr)
                 print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
                 await stop_daemon(proc)

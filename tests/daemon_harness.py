@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mchat_bot.demo import start_daemon, stop_daemon, write_config
+from mchat_bot.demo import replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 
@@ -33,19 +32,11 @@ class DaemonProcess:
             await self.wait_ready()
 
     async def wait_ready(self) -> None:
-        """Ready = it answers a DM. On a first start, posts made before its socket was up are
-        (rightly) never answered, so ask again every few seconds until one is."""
-        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
-        while True:
-            post = await self.dev.user_post("kim", self.dev.seed.dm["kim"], f"help {uuid.uuid4().hex[:6]}")
-            try:
-                await self.replies_to(post, timeout=3.0)
-                return
-            except TimeoutError:
-                if self.proc is not None and self.proc.returncode is not None:
-                    raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log_tail()}") from None
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError(f"daemon not ready; log:\n{self.log_tail()}") from None
+        assert self.proc is not None
+        try:
+            await wait_ready(self.dev, self.proc, READY_TIMEOUT_S)
+        except (TimeoutError, RuntimeError) as exc:
+            raise AssertionError(f"daemon not ready ({exc}); log:\n{self.log_tail()}") from None
 
     async def stop(self) -> int:
         assert self.proc is not None
@@ -64,18 +55,7 @@ class DaemonProcess:
     async def replies_to(
         self, post: dict[str, Any], *, count: int = 1, timeout: float = 30.0
     ) -> list[dict[str, Any]]:
-        root = post.get("root_id") or post["id"]
-        bot_id = self.dev.seed.bot.id
-        replies = await self.dev.wait_for_posts(
-            lambda p: (
-                p.get("user_id") == bot_id
-                and p.get("root_id") == root
-                and p.get("props", {}).get("mchat_reply_to") == post["id"]
-            ),
-            count=count,
-            timeout=timeout,
-        )
-        return sorted(replies, key=lambda p: p["create_at"])
+        return await replies_to(self.dev, post, count=count, timeout=timeout)
 
     async def ask(
         self, user: str, channel: str, text: str, *, root_id: str = "", timeout: float = 30.0

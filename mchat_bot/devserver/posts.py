@@ -36,9 +36,17 @@ class PostService:
     def __init__(self, store: Store, hub: Hub) -> None:
         self.store, self.hub = store, hub
         self.post_delay = 0.0
+        # How long a pending_post_id is remembered (30 s on the real server); tests shorten it to
+        # prove the bot's own sent-log and thread check, which must hold beyond that window.
+        self.pending_ttl = PENDING_TTL
+        # Delay the 201 to a bot's post after the post is created: a client killed meanwhile
+        # never learns that its post landed (the crash window between posting and the sent-log).
+        self.bot_reply_delay = 0.0
         self.pending: dict[str, tuple[str | None, float]] = {}  # pending_post_id -> (post id | None, expiry)
         self.post_timestamps: dict[str, float] = {}
         self._changed = asyncio.Event()
+        # called after every created post (outgoing webhooks fire from here): (post, channel, sender)
+        self.after_create: list[Callable[[dict[str, Any], Channel, User], None]] = []
 
     # ---- helpers
     def channel_for(self, user: User, channel_id: str) -> Channel:
@@ -83,14 +91,26 @@ class PostService:
 
     # ---- create
     async def create(
-        self, user: User, body: dict[str, Any], *, set_online: bool = True, received_at: float | None = None
+        self,
+        user: User,
+        body: dict[str, Any],
+        *,
+        set_online: bool = True,
+        received_at: float | None = None,
+        integration: bool = False,
     ) -> dict[str, Any]:
-        """Create a post (POST /posts). Returns the post; a deduplicated repeat returns the first one."""
+        """Create a post (POST /posts). Returns the post; a deduplicated repeat returns the first one.
+
+        ``integration``: a webhook/command post, made without the poster being a channel member.
+        """
         received_at = time.monotonic() if received_at is None else received_at
         channel_id = body.get("channel_id")
         if not isinstance(channel_id, str) or not channel_id:
             raise invalid_param("channel_id")
-        channel = self.channel_for(user, channel_id)
+        if integration and channel_id in self.store.channels:
+            channel = self.store.channels[channel_id]
+        else:
+            channel = self.channel_for(user, channel_id)
         message = body.get("message", "")
         root_id = body.get("root_id", "") or ""
         props = body.get("props") or {}
@@ -112,7 +132,7 @@ class PostService:
                 existing = self.store.posts.get(hit[0])
                 if existing is not None:
                     return copy.deepcopy(existing)
-            self.pending[pending_id] = (None, time.monotonic() + PENDING_TTL)
+            self.pending[pending_id] = (None, time.monotonic() + self.pending_ttl)
         try:
             if self.post_delay > 0:
                 await asyncio.sleep(self.post_delay)
@@ -122,11 +142,15 @@ class PostService:
                 self.pending.pop(pending_id, None)
             raise
         if pending_id:
-            self.pending[pending_id] = (post["id"], time.monotonic() + PENDING_TTL)
+            self.pending[pending_id] = (post["id"], time.monotonic() + self.pending_ttl)
         self.post_timestamps[post["id"]] = received_at
         self._publish_posted(post, channel, user, set_online)
         self.hub.touch_user(user.id)
         self._notify()
+        for callback in self.after_create:
+            callback(copy.deepcopy(post), channel, user)
+        if self.bot_reply_delay > 0 and user.is_bot:
+            await asyncio.sleep(self.bot_reply_delay)  # the post exists; the answer is late
         return copy.deepcopy(post)
 
     def _insert(
