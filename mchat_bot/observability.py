@@ -2,7 +2,9 @@
 
 Redaction runs last before rendering, on every value of every event, so a secret that slips
 into an exception message or a URL is still masked: the known secret values from the settings,
-`Bearer <token>` forms, and `token=`/`api_key=` style assignments.
+`Bearer <token>` forms, `token=`/`api_key=` style assignments, and everything the memory filter
+(:mod:`mchat_bot.memory.redaction`) finds: phone numbers, e-mail addresses, card numbers, 주민등록번호,
+passwords and token shapes, as ``[REDACTED:<kind>]``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+
+from mchat_bot.memory.redaction import redact
 
 REDACTED = "[REDACTED]"
 _PATTERNS = [
@@ -43,7 +47,8 @@ class Redactor:
                 value = value.replace(secret, REDACTED)
         for pattern in _PATTERNS:
             value = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}" if m.lastindex else REDACTED, value)
-        return value
+        # personal data too (phone, e-mail, card, 주민등록번호, passwords, token shapes)
+        return redact(value).text
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 
 from mchat_bot.llm import LLMError
+from mchat_bot.memory.redaction import describe, redact
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Viewer, is_visible, new_memory_id
 from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.message import IncomingMessage
@@ -26,6 +27,7 @@ log = structlog.get_logger(__name__)
 ANSWER_MEMORIES = 5
 THREAD_CONTEXT_POSTS = 20
 THREAD_CONTEXT_CHARS = 6000
+REDACT_INLINE_CHARS = 4000  # longer texts are filtered in a thread (a few ms per 16k characters)
 
 
 class Completer(Protocol):
@@ -70,8 +72,12 @@ class Handlers:
         *,
         tz: tzinfo | None = None,
         thread_timeout: float = 10.0,
+        sensitive: str = "mask",
     ) -> None:
+        if sensitive not in ("mask", "refuse"):
+            raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
         self.store = store
+        self.sensitive = sensitive
         self.llm = llm
         self.bot = bot
         self.site_url = site_url.rstrip("/")
@@ -128,6 +134,22 @@ class Handlers:
         return replies.format_help(lang, self.mention)
 
     async def _remember(self, msg: IncomingMessage, text: str, lang: str) -> str:
+        # the sensitive-data filter runs before anything is stored (long texts off the event loop)
+        if len(text) > REDACT_INLINE_CHARS:
+            filtered = await asyncio.to_thread(redact, text, self.sensitive)
+        else:
+            filtered = redact(text, self.sensitive)
+        if filtered.found:
+            kinds = describe(filtered, lang)
+            log.info(
+                "memory.sensitive_found",
+                action=self.sensitive,
+                kinds=sorted(filtered.counts()),
+                channel_id=msg.channel_id,
+            )
+            if self.sensitive == "refuse":
+                return replies.format_sensitive_refused(kinds, lang)
+            text = filtered.text
         now = time.time()
         memory = Memory(
             id=new_memory_id(),
@@ -146,7 +168,10 @@ class Handlers:
         log.info(
             "memory.remembered", memory_id=memory.id, channel_id=msg.channel_id, category=memory.category
         )
-        return replies.format_remembered(memory, lang)
+        reply = replies.format_remembered(memory, lang)
+        if filtered.found:
+            reply += "\n\n" + replies.format_sensitive_masked(len(filtered.findings), kinds, lang)
+        return reply
 
     async def _forget(self, viewer: Viewer, arg: str, lang: str) -> str:
         m = _ID_LIKE.match(arg.strip())

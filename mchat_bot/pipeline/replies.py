@@ -78,6 +78,23 @@ def format_remembered(memory: Memory, lang: str) -> str:
     )
 
 
+def format_sensitive_masked(count: int, kinds: str, lang: str) -> str:
+    """Appended to the saved reply: what kinds were masked (``kinds`` names kinds, never values)."""
+    return _t(
+        lang,
+        f"🔒 민감정보 {count}건({kinds})을 가려서 저장했습니다.",
+        f"🔒 Masked {count} sensitive item{'s' if count != 1 else ''} ({kinds}) before saving.",
+    )
+
+
+def format_sensitive_refused(kinds: str, lang: str) -> str:
+    return _t(
+        lang,
+        f"🔒 민감정보({kinds})가 포함되어 있어 저장하지 않았습니다. 해당 부분을 빼고 다시 요청해 주세요.",
+        f"🔒 Not saved: the text contains sensitive data ({kinds}). Remove it and try again.",
+    )
+
+
 def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None) -> str:
     score_txt = f" ({score:.2f})" if score is not None else ""
     return (
