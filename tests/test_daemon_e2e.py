@@ -209,3 +209,16 @@ async def test_llm_failure_gives_an_apology(bot: DaemonProcess, llm: FakeLLM) ->
     assert "죄송" in reply
     _, later = await bot.ask("kim", "qa", "@ai help")  # and it still works
     assert later
+
+
+async def test_sensitive_data_is_masked_before_it_is_stored(bot: DaemonProcess) -> None:
+    marker = tag()
+    _, saved = await bot.ask(
+        "kim", "qa", f"@ai remember 협력사 담당자 {marker} 연락처 010-4821-7730, kim@example.com"
+    )
+    assert "010-4821-7730" not in saved and "kim@example.com" not in saved
+    assert "민감정보" in saved
+    _, found = await bot.ask("kim", "qa", f"@ai search 협력사 담당자 {marker}")
+    assert marker in found
+    assert "4821" not in found and "kim@example.com" not in found
+    assert "4821-7730" not in bot.log_tail(10**7)

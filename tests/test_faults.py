@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -202,5 +203,27 @@ async def test_reply_that_landed_before_a_crash_is_not_posted_again(
     await bot.wait_ready()
     await wait_all_answered(bot, posts, timeout=30)
     await asyncio.sleep(1.0)
+    assert_exactly_once(bot, posts)
+    assert await bot.stop() == 0
+
+
+async def test_sigterm_finishes_in_flight_replies_and_keeps_the_rest(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    bot = DaemonProcess(dev, llm, tmp_path, {"MCHAT_BOT_WORKERS": "1", "MCHAT_BOT_SHUTDOWN_GRACE": "6"})
+    await bot.start()
+    llm.delay(2.0)
+    qa = dev.seed.channels["qa"]
+    posts = [await dev.user_post("kim", qa, f"@ai 질문 {uuid.uuid4().hex[:6]} 일정은?") for _ in range(3)]
+    await asyncio.sleep(0.8)  # the first question is now with the (slow) LLM
+    assert bot.proc is not None
+    bot.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(bot.proc.wait(), timeout=15) == 0, bot.log_tail()
+    lost, _ = reply_counts(bot, posts)
+    assert posts[0]["id"] not in lost, "the in-flight reply was not finished within the grace period"
+    assert lost, "SIGTERM must stop intake: the queued questions wait for the next start"
+    llm.delay(0.0)
+    await bot.start(wait_ready=False)
+    await wait_all_answered(bot, posts, timeout=60)
     assert_exactly_once(bot, posts)
     assert await bot.stop() == 0

@@ -19,6 +19,7 @@ from mchat_bot.mattermost.events import (
     parse_frame,
     post_to_message,
 )
+from mchat_bot.pipeline.router import BotIdentity, route
 
 BOT = "b" * 26
 KIM = "k" * 26
@@ -325,6 +326,8 @@ def mutated_frames(draw: st.DrawFn) -> str | bytes:
     return text
 
 
+FUZZ_BOT = BotIdentity(user_id="b" * 26, username="memorybot", aliases=("@ai",))
+
 any_frame = st.one_of(
     json_values.map(json.dumps),
     st.dictionaries(st.sampled_from(INTERESTING_KEYS), json_values, max_size=6).map(json.dumps),
@@ -335,7 +338,8 @@ any_frame = st.one_of(
 
 
 def test_fuzz_only_frame_error_escapes() -> None:
-    """>= 10,000 generated frames (random JSON, mutated real frames, random bytes/text)."""
+    """>= 10,000 generated frames (random JSON, mutated real frames, random bytes/text) through the
+    parser and, for every frame that parses as `posted`, the router: nothing but FrameError escapes."""
     seen = 0
 
     @settings(max_examples=420, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -350,7 +354,7 @@ def test_fuzz_only_frame_error_escapes() -> None:
                 continue
             assert isinstance(result, Hello | Posted | OtherEvent | ActionReply)
             if isinstance(result, Posted):
-                result.to_message()  # a parsed Posted is always convertible
+                route(result.to_message(), FUZZ_BOT)  # a parsed Posted is always routable
 
     run()
     assert seen >= 10_000, seen
