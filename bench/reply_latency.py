@@ -19,7 +19,6 @@ from mchat_bot.demo import replies_to, start_daemon, stop_daemon, wait_ready, wr
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 
-
 GAP_S = 0.2
 
 
