@@ -36,7 +36,7 @@ demo: install
 	$(BIN)/mchat-bot demo
 
 soak: install
-	MCHAT_SOAK=1 $(BIN)/pytest -q -m soak tests
+	MCHAT_SOAK=1 $(BIN)/pytest -q tests/test_faults.py
 
 bench: bench-memory
 
