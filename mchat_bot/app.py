@@ -95,6 +95,7 @@ class Daemon:
                 bot,
                 site_url=s.mattermost.url,
                 thread_reader=RestThreadReader(rest, {bot.user_id: bot.username}),
+                sensitive=s.memory.sensitive,
             )
             sender = ReplySender(rest, inbox)
             # issue 6: mapping tables for every door; webhook/slash answers wrap the sender
@@ -118,10 +119,11 @@ class Daemon:
                 ping_interval=s.mattermost.ws_ping_interval,
                 max_backoff=s.mattermost.ws_max_backoff,
             )
+            if doors.enabled:  # issue 6: HTTP doors only when a webhook/slash token is configured
+                doors.bind()  # a busy port fails the start-up before any part runs
             supervisor.start("workers", pool.run)
             supervisor.start("gateway", gateway.run)
-            if doors.enabled:  # issue 6: HTTP doors only when a webhook/slash token is configured
-                doors.bind()
+            if doors.enabled:
                 supervisor.start("http", doors.run)
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)

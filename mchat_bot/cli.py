@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devserver", help="run the bundled dev Mattermost server (see: devserver --help)")
     demo = sub.add_parser("demo", help="play a short scripted conversation against the dev server")
     demo.set_defaults(func=_cmd_demo)
+    from mchat_bot.admin_cli import add_admin_commands  # register-commands, channels, users (issue 6)
+
+    add_admin_commands(sub)
     return parser
 
 

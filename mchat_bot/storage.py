@@ -51,6 +51,33 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source_post_id, part)
     );
     """,
+    # 2: channel/user mapping tables (the seed's section 7) and the context of web doors' requests
+    """
+    CREATE TABLE mchat_channel_mapping (
+        mchat_channel_id     TEXT PRIMARY KEY,
+        mchat_channel_name   TEXT NOT NULL DEFAULT '',
+        mchat_team_id        TEXT NOT NULL DEFAULT '',
+        agent_room_id        TEXT NOT NULL DEFAULT '',
+        incoming_webhook_url TEXT NOT NULL DEFAULT '',
+        is_active            INTEGER NOT NULL DEFAULT 1,
+        created_at           REAL NOT NULL,
+        updated_at           REAL NOT NULL
+    );
+    CREATE TABLE mchat_user_mapping (
+        mchat_user_id  TEXT PRIMARY KEY,
+        mchat_username TEXT NOT NULL DEFAULT '',
+        agent_user_id  TEXT NOT NULL DEFAULT '',
+        created_at     REAL NOT NULL
+    );
+    CREATE TABLE door_context (
+        post_id       TEXT PRIMARY KEY,
+        door          TEXT NOT NULL,
+        response_url  TEXT NOT NULL DEFAULT '',
+        response_type TEXT NOT NULL DEFAULT 'ephemeral',
+        uses          INTEGER NOT NULL DEFAULT 0,
+        created_at    REAL NOT NULL
+    );
+    """,
 )
 
 

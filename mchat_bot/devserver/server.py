@@ -15,6 +15,7 @@ from mchat_bot.devserver.control import control_routes
 from mchat_bot.devserver.errors import AppError, error_response, request_id
 from mchat_bot.devserver.faults import Faults, RateLimitState, limit_exceeded
 from mchat_bot.devserver.hub import Hub
+from mchat_bot.devserver.integrations import Integrations
 from mchat_bot.devserver.posts import PostService
 from mchat_bot.devserver.rest import RestApi, parse_token
 from mchat_bot.devserver.seed import Seed, build_seed
@@ -63,6 +64,7 @@ class DevServer:
         )
         self.rest = RestApi(self.store, self.hub, self.posts)
         self.rest.post_fault = self.faults.post_fault()
+        self.integrations = Integrations(self.store, self.hub, self.posts, self.rest, lambda: self.url)
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -84,6 +86,7 @@ class DevServer:
                 web.get("/api/v4/websocket", ws.handle),
                 web.get("/api/v4/websocket/", ws.handle),
                 *self.rest.routes(),
+                *self.integrations.routes(),
             ]
         )
         app.add_routes(control_routes(self))
@@ -103,6 +106,7 @@ class DevServer:
 
     async def stop(self) -> None:
         self.faults.close()
+        await self.integrations.close()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

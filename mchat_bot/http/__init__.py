@@ -1,0 +1,1 @@
+"""The daemon's HTTP doors: Mattermost outgoing webhooks and slash commands in, incoming webhooks out."""
