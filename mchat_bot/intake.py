@@ -8,10 +8,12 @@ since the last event seen are read over REST and go through the same route and d
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
 
+import backoff
 import structlog
 
 from mchat_bot.mattermost.events import Post, Posted, post_to_message
@@ -27,6 +29,8 @@ CURSOR_KEY = "ws_cursor_ms"
 CURSOR_FLUSH_S = 1.0
 CATCH_UP_MARGIN_MS = 2_000  # clock skew and posts in flight around the gap; the inbox dedupes
 SINCE_CAP = 1000  # the server's hard cap on a `since` answer
+CATCH_UP_TRIES = 20  # about ten minutes of retries with the delays below
+CATCH_UP_MAX_DELAY_S = 60.0
 MAX_PAGES = 200  # 40,000 posts in one channel during one gap: beyond that, give up on that channel
 
 
@@ -50,6 +54,8 @@ class Intake:
         self._user_names: dict[str, str] = {bot.user_id: bot.username}
         self.accepted = 0
         self.ignored = 0
+        self._gap_since: int | None = None
+        self._catch_up_task: asyncio.Task[None] | None = None
 
     async def on_event(self, event: object) -> None:
         if not isinstance(event, Posted):
@@ -85,7 +91,9 @@ class Intake:
         now = time.monotonic()
         if now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
-            await self._storage.set_kv(CURSOR_KEY, str(self._cursor_ms))
+            # While a gap is still being read, a restart must start from the gap, not from now.
+            durable = self._cursor_ms if self._gap_since is None else min(self._cursor_ms, self._gap_since)
+            await self._storage.set_kv(CURSOR_KEY, str(durable))
 
     async def catch_up_after_restart(self) -> None:
         """After a restart, read what was posted while we were down; on a first start, only note now."""
@@ -98,17 +106,51 @@ class Intake:
         await self.on_gap(int(stored))
 
     async def on_gap(self, since_ms: int | None = None) -> None:
-        """Read every channel's new posts since the last one seen and feed them to `accept`."""
+        """Events may have been missed since `since_ms`: catch up over REST, in the background.
+
+        It runs beside the socket reader (which must keep reading, or the server drops us once
+        256 events are queued), and it is retried until it succeeds: a gap that failed to be read
+        would otherwise be lost for good, since the next resume reports no gap.
+        """
         since = (since_ms if since_ms is not None else self._cursor_ms) - CATCH_UP_MARGIN_MS
         if since <= 0:
             return
+        self._gap_since = since if self._gap_since is None else min(self._gap_since, since)
+        if self._catch_up_task is None or self._catch_up_task.done():
+            self._catch_up_task = asyncio.create_task(self._catch_up_until_done(), name="catch-up")
+
+    async def _catch_up_until_done(self) -> None:
+        delays = backoff.expo(base=2, factor=0.5, max_value=CATCH_UP_MAX_DELAY_S)
+        for attempt in range(1, CATCH_UP_TRIES + 1):
+            since = self._gap_since
+            if since is None:
+                return
+            try:
+                await self._catch_up(since)
+            except Exception as exc:
+                delay = backoff.full_jitter(next(delays))
+                log.warning(
+                    "catch_up_failed", attempt=attempt, retry_in_s=round(delay, 2), error=str(exc)[:300]
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self._gap_since == since:  # no earlier gap arrived meanwhile
+                self._gap_since = None
+                return
+        log.error("catch_up_abandoned", since_ms=self._gap_since, tries=CATCH_UP_TRIES)
+
+    async def _catch_up(self, since: int) -> None:
+        """Read every channel's new posts since `since` and feed them to `accept`; raise if a
+        channel could not be read (after reading the others), so that the whole pass is retried."""
         channels = await self._rest.get_my_channels(self._bot.user_id)
         found = 0
+        failed = 0
         for channel in channels:
             try:
                 posts = await self._posts_since(channel["id"], since)
             except Exception as exc:  # one unreadable channel must not stop the others
                 log.warning("catch_up_channel_failed", mchat_channel_id=channel.get("id"), error=str(exc))
+                failed += 1
                 continue
             for post in posts:
                 msg = post_to_message(
@@ -121,7 +163,15 @@ class Intake:
                 await self._advance(post)
                 if await self.accept(msg):
                     found += 1
-        log.info("caught_up", since_ms=since, channels=len(channels), accepted=found)
+        log.info("caught_up", since_ms=since, channels=len(channels), accepted=found, failed=failed)
+        if failed:
+            raise RuntimeError(f"{failed} channel(s) could not be read")
+
+    async def close(self) -> None:
+        """Stop a catch-up in progress (shutdown); what it had not read is read after the restart."""
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            await asyncio.gather(self._catch_up_task, return_exceptions=True)
 
     async def _posts_since(self, channel_id: str, since: int) -> list[Post]:
         """New roots and replies created after `since`, oldest first; edits and deletions skipped."""
