@@ -1,11 +1,13 @@
 """Retrieval quality of the memory store on the Korean team-chat set and on LoCoMo.
 
-    python bench/memory_quality.py [--ko PATH] [--locomo PATH] [--embedder NAME] [--dup-threshold X]
+    python bench/memory_quality.py [--ko FILE]... [--locomo FILE]... [--embedder NAME] [--cache DIR]
 
-Runs through the real store (embedded engine on a temp dir, visibility filter inside the engine) and
-prints recall tables overall and per kind/category, plus the leak count (must be 0), for:
-the chosen retrieval (store defaults), dense-only, dense+recency, hybrid without recency, and a pure
-Python BM25 over character bigrams (k1=1.2, b=0.75, visibility-filtered) as the baseline.
+Runs through the real store (embedded engine on a temp dir, visibility filter inside the engine).
+Prints, in one run, recall tables overall and per kind/category, plus the leak count (must be 0), for
+this project's retrieval (the store's defaults, marked "default"), the two baselines (dense-only, and a
+pure-Python Okapi BM25 k1=1.2 b=0.75 over character bigrams and over kiwi morphemes, visibility-filtered),
+and the variants the default was chosen from. Ends with a verdict: project vs the best baseline on every
+figure. Embeddings are computed once per file; `--cache DIR` reuses them across runs.
 Scoring follows /work/shared/data/README.md.
 """
 
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mchat_bot.memory import sparse
 from mchat_bot.memory.embedder import load_embedder
-from mchat_bot.memory.store import EdgeMemoryStore, Memory, Viewer
+from mchat_bot.memory.store import DEFAULT_TOKENIZER, EdgeMemoryStore, Memory, Viewer
 
 DATA = Path("/work/shared/data")
 
@@ -168,12 +170,13 @@ def score_locomo(queries: list[Query], results: dict[str, list[str]]) -> dict[st
 # -- retrieval methods -------------------------------------------------------------------------------
 
 
-class Bm25Bigram:
-    """Okapi BM25 (k1=1.2, b=0.75) over `sparse.bigrams`, scored only over memories the viewer may see."""
+class Bm25:
+    """Okapi BM25 (k1=1.2, b=0.75) over `sparse.tokens`, scored only over memories the viewer may see."""
 
-    def __init__(self, mems: Sequence[Memory]) -> None:
+    def __init__(self, mems: Sequence[Memory], kind: sparse.Tokenizer = "bigram") -> None:
+        self.kind = kind
         self.mems = list(mems)
-        self.tfs = [Counter(sparse.bigrams(m.text)) for m in self.mems]
+        self.tfs = [Counter(sparse.tokens(m.text, kind)) for m in self.mems]
         self.lens = [sum(tf.values()) for tf in self.tfs]
         self.avg = sum(self.lens) / max(len(self.lens), 1)
         df: Counter[str] = Counter()
@@ -183,7 +186,7 @@ class Bm25Bigram:
         self.idf = {t: math.log((n - d + 0.5) / (d + 0.5) + 1.0) for t, d in df.items()}
 
     def search(self, text: str, viewer: Viewer, limit: int) -> list[str]:
-        qt = set(sparse.bigrams(text))
+        qt = set(sparse.tokens(text, self.kind))
         scored = []
         for m, tf, ln in zip(self.mems, self.tfs, self.lens, strict=True):
             if not is_visible(m, viewer):
@@ -203,9 +206,53 @@ class Bm25Bigram:
 class Timing:
     load_s: float = 0.0
     docs: int = 0
-    index_s: float = 0.0
+    embed_s: float = 0.0
+    upsert_s: float = 0.0
     queries: int = 0
-    query_s: float = 0.0
+    query_embed_s: float = 0.0
+    searches: int = 0
+    search_s: float = 0.0
+
+
+# The store's own defaults are "this project's retrieval"; the rest are measured beside it.
+CHOSEN = "project"
+VARIANTS: dict[str, dict[str, Any]] = {
+    CHOSEN: {},
+    "dense-only": {"mode": "dense", "rerank": "off"},
+    "hybrid-bigram (+values tie-break)": {"tokenizer": "bigram"},
+    "hybrid-kiwi, no tie-break": {"rerank": "off"},
+    "hybrid-kiwi, recency on all near-dups": {"rerank": "all"},
+    "hybrid-kiwi, tie-break over 3x candidates": {"candidates": 3},
+    "dense+recency (previous default)": {"mode": "dense", "rerank": "all", "candidates": 3},
+}
+BASELINES = ("dense-only", "bm25-bigram", "bm25-kiwi")
+
+
+def embed_all(
+    embedder: Any, texts: list[str], cache: Path | None, tag: str
+) -> tuple[list[list[float]], float]:
+    """Embed in batches; with --cache, reuse vectors from an earlier run (same embedder, same texts)."""
+    import hashlib
+
+    import numpy as np
+
+    key = hashlib.sha256(("\x00".join([embedder.name, tag, *texts])).encode()).hexdigest()[:16]
+    if cache is not None:
+        f = cache / f"{key}.npy"
+        if f.exists():
+            return np.load(f).tolist(), 0.0
+    t0 = time.perf_counter()
+    out: list[list[float]] = []
+    for i in range(0, len(texts), 64):
+        if tag == "query":
+            out.extend(embedder.embed_query(t) for t in texts[i : i + 64])
+        else:
+            out.extend(embedder.embed_documents(texts[i : i + 64]))
+    took = time.perf_counter() - t0
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / f"{key}.npy", np.asarray(out, dtype=np.float32))
+    return out, took
 
 
 async def run_store_variants(
@@ -213,44 +260,58 @@ async def run_store_variants(
     queries: list[Query],
     embedder: Any,
     variants: dict[str, dict[str, Any]],
-    dup_threshold: float | None,
     timing: Timing,
+    cache: Path | None,
 ) -> dict[str, dict[str, list[str]]]:
-    """Index once, then run every variant (store options) over all queries; check visibility of hits."""
+    """Embed once; one store per tokenizer; every variant (store options) over all queries."""
     by_id = {m.id: m for m in mems}
+    doc_vecs, took = embed_all(embedder, [m.text for m in mems], cache, "passage")
+    timing.embed_s += took
+    timing.docs += len(mems)
+    q_vecs, took = embed_all(embedder, [q.text for q in queries], cache, "query")
+    timing.query_embed_s += took
+    timing.queries += len(queries)
+    out: dict[str, dict[str, list[str]]] = {}
+    invisible = 0
     with tempfile.TemporaryDirectory() as tmp:
-        store = EdgeMemoryStore(tmp, embedder, dup_threshold=dup_threshold)
-        t0 = time.perf_counter()
-        for i in range(0, len(mems), 64):
-            await store.add_many(mems[i : i + 64])
-        timing.index_s += time.perf_counter() - t0
-        timing.docs += len(mems)
-        out: dict[str, dict[str, list[str]]] = {}
-        invisible = 0
+        stores: dict[str, EdgeMemoryStore] = {}
+        for tok in sparse.TOKENIZERS:
+            store = EdgeMemoryStore(Path(tmp) / tok, embedder, tokenizer=tok)
+            t0 = time.perf_counter()
+            items = list(zip(mems, doc_vecs, strict=True))
+            for i in range(0, len(items), 256):
+                await store.add_embedded(items[i : i + 256])
+            timing.upsert_s += time.perf_counter() - t0
+            stores[tok] = store
         for name, opts in variants.items():
-            for k, v in opts.items():
-                setattr(store, k, v)
+            tok = opts.get("tokenizer", DEFAULT_TOKENIZER)
+            store = stores[tok]
+            base = EdgeMemoryStore("/nonexistent", embedder)
+            for attr in (
+                "mode",
+                "rerank",
+                "weights",
+                "dup_threshold",
+                "dup_margin",
+                "subject_min",
+                "candidates",
+            ):
+                setattr(store, attr, opts.get(attr, getattr(base, attr)))
+            sq = [store.sparse_query(q.text) for q in queries]
             res: dict[str, list[str]] = {}
             t0 = time.perf_counter()
-            for q in queries:
-                hits = await store.search(q.text, q.viewer, limit=10)
+            for q, qv, s in zip(queries, q_vecs, sq, strict=True):
+                hits = await store.search_vectors(qv, s, q.viewer, 10)
                 res[q.id] = [h.memory.id for h in hits]
                 invisible += sum(not is_visible(by_id[h.memory.id], q.viewer) for h in hits)
-            timing.query_s += time.perf_counter() - t0
-            timing.queries += len(queries)
+            timing.search_s += time.perf_counter() - t0
+            timing.searches += len(queries)
             out[name] = res
-        await store.close()
+        for store in stores.values():
+            await store.close()
     if invisible:
         print(f"!! {invisible} returned hits were not visible to their viewer", file=sys.stderr)
     return out
-
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "dense": {"mode": "dense", "rerank": False},
-    "dense+recency": {"mode": "dense", "rerank": True},
-    "hybrid": {"mode": "hybrid", "rerank": False},
-    "hybrid+recency": {"mode": "hybrid", "rerank": True},
-}
 
 
 def table(title: str, rows: dict[str, dict[str, float]], cols: list[str], extra: dict[str, str]) -> None:
@@ -270,15 +331,16 @@ def bench(
     loader: Callable[[Path], tuple[list[Memory], list[Query]]],
     path: Path,
     embedder: Any,
-    dup_threshold: float | None,
     timing: Timing,
-    chosen: str,
+    cache: Path | None,
+    summary: dict[str, dict[str, float]],
 ) -> None:
     mems, queries = loader(path)
-    results = asyncio.run(run_store_variants(mems, queries, embedder, VARIANTS, dup_threshold, timing))
-    bm = Bm25Bigram(mems)
-    results["bm25-bigram"] = {q.id: bm.search(q.text, q.viewer, 10) for q in queries}
-    names = {n: (f"{n} (chosen)" if n == chosen else n) for n in results}
+    results = asyncio.run(run_store_variants(mems, queries, embedder, VARIANTS, timing, cache))
+    for kind in sparse.TOKENIZERS:
+        bm = Bm25(mems, kind)
+        results[f"bm25-{kind}"] = {q.id: bm.search(q.text, q.viewer, 10) for q in queries}
+    names = {n: (f"**{n}** (default)" if n == CHOSEN else n) for n in results}
     if label == "ko":
         kinds = [
             "direct",
@@ -290,58 +352,91 @@ def bench(
             "numeric",
             "multi",
         ]
-        scored = {names[n]: score_ko(queries, r) for n, r in results.items()}
+        scored = {n: score_ko(queries, r) for n, r in results.items()}
         table(
-            f"Korean set ({len(mems)} memories, {len(queries)} queries): recall@5",
-            {n: s["recall"] for n, s in scored.items()},
+            f"Korean set {path.name} ({len(mems)} memories, {len(queries)} queries): recall@5",
+            {names[n]: s["recall"] for n, s in scored.items()},
             ["overall", *kinds],
-            {n: str(s["leaks"]) for n, s in scored.items()},
+            {names[n]: str(s["leaks"]) for n, s in scored.items()},
         )
+        summary[f"{path.name} r@5"] = {n: s["recall"]["overall"] for n, s in scored.items()}
+        summary[f"{path.name} leaks"] = {n: float(s["leaks"]) for n, s in scored.items()}
     else:
         cats = ["overall", "1", "2", "3", "4"]
-        scored = {names[n]: score_locomo(queries, r) for n, r in results.items()}
+        scored_l = {n: score_locomo(queries, r) for n, r in results.items()}
         for k in ("r@10", "r@5"):
             table(
-                f"LoCoMo ({len(mems)} memories, {len(queries)} queries): {k} (1 multi-hop, 2 temporal, "
-                "3 open-domain, 4 single-hop)",
-                {n: s[k] for n, s in scored.items()},
+                f"LoCoMo {path.name} ({len(mems)} memories, {len(queries)} queries): {k} "
+                "(1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop)",
+                {names[n]: s[k] for n, s in scored_l.items()},
                 cats,
                 {},
             )
+            summary[f"{path.name} {k}"] = {n: s[k]["overall"] for n, s in scored_l.items()}
+
+
+def verdict(summary: dict[str, dict[str, float]]) -> bool:
+    """Does this project's retrieval beat every baseline on every recall figure, with 0 leaks?"""
+    ok = True
+    print("\nverdict (project vs best baseline):")
+    for metric, by in summary.items():
+        if metric.endswith("leaks"):
+            good = by[CHOSEN] == 0
+            print(f"  {metric}: project {by[CHOSEN]:.0f} {'OK' if good else 'FAIL'}")
+        else:
+            best = max(BASELINES, key=lambda b: by.get(b, -1.0))
+            good = by[CHOSEN] > by[best]
+            print(
+                f"  {metric}: project {by[CHOSEN]:.3f} vs {best} {by[best]:.3f} "
+                f"({by[CHOSEN] - by[best]:+.3f}) {'OK' if good else 'FAIL'}"
+            )
+        ok = ok and good
+    return ok
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ko", type=Path, default=DATA / "ko_memory_dev.jsonl")
-    ap.add_argument("--locomo", type=Path, default=DATA / "locomo_dev.json")
+    ap.add_argument("--ko", type=Path, action="append", help="Korean-format JSONL file(s) (repeatable)")
+    ap.add_argument("--locomo", type=Path, action="append", help="LoCoMo-format JSON file(s) (repeatable)")
     ap.add_argument("--embedder", default="default")
-    ap.add_argument("--dup-threshold", type=float, default=None)
     ap.add_argument("--skip-locomo", action="store_true")
+    ap.add_argument("--cache", type=Path, default=None, help="reuse embeddings from an earlier run (dir)")
     args = ap.parse_args()
+    ko_files = args.ko or [DATA / "ko_memory_dev.jsonl"]
+    locomo_files = [] if args.skip_locomo else (args.locomo or [DATA / "locomo_dev.json"])
 
     t0 = time.perf_counter()
     emb = load_embedder(args.embedder)
     dim = emb.dim  # forces the model load
     timing = Timing(load_s=time.perf_counter() - t0)
-    emb.embed_query("warm up")
-    t0 = time.perf_counter()
-    for i in range(20):
-        emb.embed_query(f"주간회의는 언제 하나요? question {i}")
-    q_ms = (time.perf_counter() - t0) / 20 * 1000
-    probe = EdgeMemoryStore("/nonexistent", emb, dup_threshold=args.dup_threshold)
-    chosen = f"{probe.mode}{'+recency' if probe.rerank else ''}"
+    probe = EdgeMemoryStore("/nonexistent", emb)
     print(
-        f"embedder={emb.name} dim={dim} load={timing.load_s:.2f}s query_embed={q_ms:.1f}ms "
-        f"dup_threshold={probe.dup_threshold} chosen={chosen}"
+        f"embedder={emb.name} dim={dim} load={timing.load_s:.2f}s; project retrieval = store defaults: "
+        f"mode={probe.mode} tokenizer={probe.tokenizer} rrf_weights={probe.weights} rerank={probe.rerank} "
+        f"dup_threshold={probe.dup_threshold}"
     )
-
-    bench("ko", load_ko, args.ko, emb, args.dup_threshold, timing, chosen)
-    if not args.skip_locomo:
-        bench("locomo", load_locomo, args.locomo, emb, args.dup_threshold, timing, chosen)
+    summary: dict[str, dict[str, float]] = {}
+    for f in ko_files:
+        bench("ko", load_ko, f, emb, timing, args.cache, summary)
+    for f in locomo_files:
+        bench("locomo", load_locomo, f, emb, timing, args.cache, summary)
+    if timing.embed_s:
+        print(
+            f"\nembedding: {timing.docs} docs in {timing.embed_s:.1f}s "
+            f"= {timing.docs / timing.embed_s:.0f} docs/s; "
+            f"{timing.queries} queries in {timing.query_embed_s:.1f}s "
+            f"= {timing.query_embed_s / max(timing.queries, 1) * 1000:.1f} ms/query"
+        )
     print(
-        f"\nindexing: {timing.docs} docs in {timing.index_s:.1f}s = "
-        f"{timing.docs / timing.index_s:.0f} docs/s "
-        f"(embed + upsert); search: {timing.query_s / timing.queries * 1000:.1f} ms/query (embed + engine)"
+        f"upsert (sparse tokenizing + engine, both tokenizers): {timing.docs * 2} points "
+        f"in {timing.upsert_s:.1f}s; "
+        f"search without embedding: {timing.search_s / max(timing.searches, 1) * 1000:.2f} ms/query"
+    )
+    ok = verdict(summary)
+    print(
+        "\nRESULT: project retrieval beats both baselines everywhere"
+        if ok
+        else "\nRESULT: NOT better everywhere"
     )
 
 

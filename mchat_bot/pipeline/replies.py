@@ -7,7 +7,7 @@ this module needs nothing from the store at run time.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
@@ -49,8 +49,8 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 SCOPE_LABELS = {
     "channel": ("이 채팅방", "this channel"),
-    "user": ("개인 (나만 보기)", "personal (only you)"),
-    "team": ("팀 전체", "the whole team"),
+    "user": ("개인", "personal"),
+    "team": ("팀", "team"),
 }
 
 
@@ -78,6 +78,71 @@ def format_remembered(memory: Memory, lang: str) -> str:
     )
 
 
+def format_scope_refused(lang: str, *, in_dm: bool = False) -> str:
+    """`remember --team` from a private channel (or a DM) by someone who is not a team admin."""
+    if in_dm:
+        return _t(
+            lang,
+            "🚫 DM에는 팀이 없어 팀 메모리를 만들 수 없습니다. 저장하지 않았습니다. "
+            "팀의 공개 채널에서 `remember 팀: 내용`으로 요청해 주세요.",
+            "🚫 A DM has no team, so no team memory can be made here. Use `remember --team TEXT` in one of "
+            "the team's public channels. Nothing was saved.",
+        )
+    return _t(
+        lang,
+        "🚫 팀 메모리는 공개 채널에서만(또는 관리자만) 만들 수 있습니다. 저장하지 않았습니다. "
+        "이 채팅방에만 기억하려면 `remember 내용`을 쓰세요.",
+        "🚫 Team memories can only be made from a public channel (or by a team admin). Nothing was saved. "
+        "To remember it in this channel only, use `remember TEXT`.",
+    )
+
+
+def format_already_known(memory: Memory, lang: str) -> str:
+    sid = short_id(memory.id)
+    return _t(
+        lang,
+        f"🧠 이미 기억하고 있습니다: {_one_line(memory.text)} (`{sid}`)",
+        f"🧠 I already remember that: {_one_line(memory.text)} (`{sid}`)",
+    )
+
+
+def format_replaced(old: Memory, lang: str, action: str = "update") -> str:
+    """Appended to the saved reply when the new memory replaced (or retired) an older one."""
+    sid, text = short_id(old.id), _one_line(old.text, 120)
+    if action == "delete":
+        return _t(
+            lang,
+            f"♻️ 더 이상 유효하지 않음으로 표시: {text} (`{sid}`)",
+            f"♻️ Marked no longer valid: {text} (`{sid}`)",
+        )
+    return _t(
+        lang, f"♻️ 이전 내용을 대체했습니다: {text} (`{sid}`)", f"♻️ Replaces the earlier: {text} (`{sid}`)"
+    )
+
+
+def format_history(chain: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
+    """Oldest first, each with the time it held: ``2026-11-20 ~ 2026-11-25`` or ``~ 현재``."""
+    if not chain:
+        return _t(lang, "이력을 찾을 수 없습니다.", "No history found.")
+    head = _t(lang, f"#### 🕘 메모리 이력 ({len(chain)})", f"#### 🕘 Memory history ({len(chain)})")
+    now = _t(lang, "현재", "now")
+    lines = [head]
+    for i, m in enumerate(chain, 1):
+        start = format_date(m.valid_from or m.created_at, tz)
+        end = format_date(m.valid_until, tz) if m.valid_until > 0 else now
+        mark = " ✅" if m.valid_until <= 0 else ""
+        lines.append(
+            f"{i}. `{short_id(m.id)}` {start} ~ {end}{mark}: {_one_line(m.text)} — {m.user_name or '?'}"
+        )
+    return "\n".join(lines)
+
+
+def format_extracted(memories: Sequence[Memory], lang: str) -> str:
+    """Appended to an answer in an extraction channel: what was remembered from the message."""
+    items = "; ".join(f"{_one_line(m.text, 120)} (`{short_id(m.id)}`, {m.category})" for m in memories)
+    return _t(lang, f"🧠 기억해 둠: {items}", f"🧠 Remembered: {items}")
+
+
 def format_sensitive_masked(count: int, kinds: str, lang: str) -> str:
     """Appended to the saved reply: what kinds were masked (``kinds`` names kinds, never values)."""
     return _t(
@@ -95,21 +160,54 @@ def format_sensitive_refused(kinds: str, lang: str) -> str:
     )
 
 
-def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None) -> str:
+def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
     score_txt = f" ({score:.2f})" if score is not None else ""
+    was_txt = f" {was}" if was else ""
     return (
-        f"{i}. `{short_id(memory.id)}`{score_txt} {_one_line(memory.text)}"
+        f"{i}. `{short_id(memory.id)}`{score_txt} {_one_line(memory.text)}{was_txt}"
         f" — {memory.user_name or '?'}, {format_date(memory.created_at, tz)}"
     )
 
 
-def format_search(query: str, hits: Sequence[Hit], lang: str, tz: tzinfo | None = None) -> str:
+def changed_part(old_text: str, new_text: str) -> str:
+    """What the old version said that the new one does not ("12%"), or the old text when unclear."""
+    new_words = set(new_text.split())
+    diff = [w for w in old_text.split() if w not in new_words]
+    part = " ".join(diff)
+    return part if part and len(part) <= 60 else _one_line(old_text, 80)
+
+
+def was_note(old: Memory, new: Memory, lang: str, tz: tzinfo | None = None) -> str:
+    """``(이전: 12%, 2026-11-20까지)`` / ``(was 12% until 2026-11-20)``."""
+    part = changed_part(old.text, new.text)
+    until = format_date(old.valid_until or new.created_at, tz)
+    return _t(lang, f"(이전: {part}, {until}까지)", f"(was {part} until {until})")
+
+
+def format_search(
+    query: str,
+    hits: Sequence[Hit],
+    lang: str,
+    tz: tzinfo | None = None,
+    previous: Mapping[str, Memory] | None = None,
+) -> str:
+    """`previous` maps a hit's id to the version it replaced, shown as "(was ... until ...)"."""
     if not hits:
         q = _one_line(query, 80)
         return _t(lang, f"🔎 `{q}`와(과) 맞는 메모리가 없습니다.", f"🔎 No memories match `{q}`.")
     q = _one_line(query, 80)
     head = _t(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
-    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    prev = previous or {}
+    lines = [
+        _memory_line(
+            i,
+            h.memory,
+            tz,
+            h.score,
+            was_note(prev[h.memory.id], h.memory, lang, tz) if h.memory.id in prev else "",
+        )
+        for i, h in enumerate(hits, 1)
+    ]
     tail = _t(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
     return "\n".join([head, *lines, tail])
 
@@ -167,11 +265,13 @@ def format_usage(command: str, lang: str) -> str:
     ko = {
         "remember": "사용법: `@ai remember 기억할 내용`",
         "search": "사용법: `@ai search 검색어`",
+        "history": "사용법: `@ai history <ID>` (이력)",
         "forget": "사용법: `@ai forget <ID>` 또는 `@ai forget 검색어` (후보를 보여 드립니다)",
     }
     en = {
         "remember": "Usage: `@ai remember TEXT`",
         "search": "Usage: `@ai search QUERY`",
+        "history": "Usage: `@ai history <id>`",
         "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
     }
     return _t(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
@@ -183,9 +283,12 @@ def format_help(lang: str, mention: str = "@ai") -> str:
             "#### 🤖 AI 메모리 봇 사용법\n"
             f"채널에서는 `{mention}`으로 불러 주세요 (DM에서는 필요 없습니다).\n"
             f"- `{mention} remember 내용` (기억, 기억해): 이 채팅방에 기억합니다\n"
+            f"- `{mention} remember 개인: 내용` (`--me`): 나만, 어느 채널에서든 볼 수 있게 기억합니다\n"
+            f"- `{mention} remember 팀: 내용` (`--team`): 팀 전체가 보도록 기억합니다 (공개 채널에서만)\n"
             f"- `{mention} search 검색어` (검색, 찾아): 기억한 내용을 ID와 점수와 함께 찾습니다\n"
             f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
             f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
+            f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
             f"- `{mention} help` (도움말): 이 안내\n"
             f"- 그 밖의 말은 질문으로 보고, 기억한 내용을 근거로 출처와 함께 답합니다"
         )
@@ -193,9 +296,12 @@ def format_help(lang: str, mention: str = "@ai") -> str:
         "#### 🤖 AI Memory Bot help\n"
         f"In a channel, mention me with `{mention}` (not needed in a DM).\n"
         f"- `{mention} remember TEXT`: remember TEXT in this channel\n"
+        f"- `{mention} remember --me TEXT`: personal, visible only to you, in any channel\n"
+        f"- `{mention} remember --team TEXT`: visible in all of the team's channels (from a public channel)\n"
         f"- `{mention} search QUERY`: find memories, with ids and scores\n"
         f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
         f"- `{mention} memories`: list recent memories\n"
+        f"- `{mention} history ID`: how a memory changed over time\n"
         f"- `{mention} help`: this text\n"
         f"- anything else is a question: I answer from what I remember and cite the sources"
     )
@@ -217,16 +323,23 @@ def format_source(
     return line
 
 
-def format_retrieval_only(hits: Sequence[Hit], lang: str) -> str:
-    """The answer when no LLM is configured: quote the best memories."""
+def format_retrieval_only(
+    hits: Sequence[Hit], lang: str, previous: Mapping[str, Memory] | None = None, tz: tzinfo | None = None
+) -> str:
+    """The answer when no LLM is configured: quote the best memories (and what they replaced)."""
     if not hits:
         return no_memories_found(lang)
+    prev = previous or {}
     head = _t(
         lang,
         "LLM이 설정되어 있지 않아, 관련된 메모리를 그대로 보여 드립니다:",
         "No LLM is configured, so here are the most relevant memories:",
     )
-    return "\n".join([head, *(f"> [{i}] {_one_line(h.memory.text, 1000)}" for i, h in enumerate(hits, 1))])
+    lines = []
+    for i, h in enumerate(hits, 1):
+        was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
+        lines.append(f"> [{i}] {_one_line(h.memory.text, 1000)}{was}")
+    return "\n".join([head, *lines])
 
 
 def no_memories_found(lang: str) -> str:

@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from mchat_bot.memory.store import Scope
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.replies import detect_lang
 
@@ -34,7 +35,7 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # remember | search | forget | memories | help
+    name: str  # remember | search | forget | memories | help | history
     arg: str
     lang: str  # "ko" | "en"
 
@@ -65,7 +66,22 @@ COMMANDS: dict[str, str] = {
     "목록": "memories",
     "help": "help",
     "도움말": "help",
+    "history": "history",
+    "이력": "history",
 }
+
+# `remember` scope markers: a flag (`--me`) or a Korean label with a colon (`개인: ...`).
+SCOPE_MARKERS: dict[str, Scope] = {
+    "--me": "user",
+    "--personal": "user",
+    "개인": "user",
+    "나만": "user",
+    "--team": "team",
+    "팀": "team",
+    "--channel": "channel",
+    "채널": "channel",
+}
+_SCOPE_LABEL = re.compile(r"^(개인|나만|팀|채널)\s*[:：]\s*")
 
 # Said right after a name: "@ai야", "@ai님", "@ai에게". Only these are eaten with the mention;
 # any other Hangul after an ASCII name still ends the mention but stays in the text.
@@ -106,6 +122,22 @@ def parse_request(text: str, lang: str) -> Command | Question:
     if name is None:
         return Question(text, lang)
     return Command(name, rest.strip(), lang)
+
+
+def parse_scope(arg: str) -> tuple[Scope, str]:
+    """Split `remember`'s argument into (scope, text): ``--me``/``개인:`` personal, ``--team``/``팀:`` team.
+
+    Anything else is the default, this channel ("channel"); the marker must come first.
+    """
+    text = arg.strip()
+    m = _SCOPE_LABEL.match(text)
+    if m:
+        return SCOPE_MARKERS[m.group(1)], text[m.end() :].strip()
+    first, _, rest = text.partition(" ")
+    scope = SCOPE_MARKERS.get(first.lower()) if first.startswith("--") else None
+    if scope is not None:
+        return scope, rest.strip()
+    return "channel", text
 
 
 def strip_mentions(text: str, bot: BotIdentity) -> tuple[str, bool]:
