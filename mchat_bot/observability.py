@@ -77,8 +77,27 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, secrets
     REDACTOR.add(secrets)
     numeric = logging.getLevelNamesMapping()[level.upper()]
     out = stream or sys.stderr
-    logging.basicConfig(format="%(message)s", stream=out, level=numeric, force=True)
-    for noisy in ("httpx", "httpcore", "websockets", "LiteLLM", "litellm", "aiohttp.access"):
+    # Lines from other libraries (uvicorn, litellm, asyncio, ...) become JSON lines through the
+    # same redaction, so nothing reaches the log unmasked.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _add_service,
+                _add_logger_name,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                REDACTOR,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=numeric, force=True)
+    for noisy in ("httpx", "httpcore", "websockets", "LiteLLM", "litellm", "aiohttp.access", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
@@ -94,6 +113,13 @@ def configure_logging(level: str = "info", stream: TextIO | None = None, secrets
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def _add_logger_name(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event.get("_record")
+    if record is not None:
+        event.setdefault("logger", record.name)
+    return event
 
 
 def _add_service(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
