@@ -12,10 +12,13 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import structlog
+
+from mchat_bot import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -124,31 +127,129 @@ class LLM:
                 async with asyncio.timeout(self.timeout):
                     response = await litellm.acompletion(**kwargs)
             except TimeoutError as exc:
+                metrics.observe_llm_error(self.model, "timeout", final=True)
                 log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
                 raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
             except Exception as exc:
                 status = _status_of(exc)
                 last = f"{type(exc).__name__} (status {status})" if status else type(exc).__name__
                 if "Timeout" in type(exc).__name__:
+                    metrics.observe_llm_error(self.model, "timeout", final=True)
                     log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
                     raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
-                if not _retryable(exc) or attempt == self.max_tries:
+                final = not _retryable(exc) or attempt == self.max_tries
+                metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", final)
+                if final:
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last)
                     raise LLMError(f"LLM call failed: {last}") from exc
                 wait = self.retry_base * (2 ** (attempt - 1))
                 log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=wait)
                 await asyncio.sleep(wait)
                 continue
-            text = _content(response)
+            seconds = time.monotonic() - started
+            try:
+                text = _content(response)
+            except LLMError:
+                metrics.observe_llm_error(self.model, "empty", final=True)
+                raise
+            metrics.observe_llm(self.model, seconds, response)
+            log.info(
+                "llm.completed",
+                model=self.model,
+                attempt=attempt,
+                seconds=round(seconds, 3),
+                chars=len(text),
+            )
+            return text
+        raise LLMError(f"LLM call failed: {last}")  # unreachable: the loop returns or raises
+
+    # --- issue 7 (user extras): streaming ---------------------------------------------------------
+
+    async def complete_streaming(self, messages: list[dict[str, str]], on_text: Callable[[str], None]) -> str:
+        """Like :meth:`complete` with ``stream=True``: ``on_text(text so far)`` after every chunk.
+
+        Tries are retried only before the first chunk arrives: after it, the asker already sees part
+        of this answer, so an error ends the call (LLMError). No chunk for ``timeout`` s is a timeout.
+        """
+        litellm = await self._module()
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "timeout": self.timeout,
+            "num_retries": 0,
+            "max_retries": 0,
+            "stream": True,
+        }
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            kwargs["max_tokens"] = self.max_tokens
+        last = "no attempt"
+        for attempt in range(1, self.max_tries + 1):
+            started = time.monotonic()
+            pieces: list[str] = []
+            usage: Any = None  # the provider's token counts, when a chunk carries them (metrics)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    stream = await litellm.acompletion(**kwargs)
+                iterator = stream.__aiter__()
+                while True:
+                    try:
+                        async with asyncio.timeout(self.timeout):
+                            chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    delta = _delta(chunk)
+                    usage = getattr(chunk, "usage", None) or usage
+                    if delta:
+                        pieces.append(delta)
+                        on_text("".join(pieces))
+            except TimeoutError as exc:
+                metrics.observe_llm_error(self.model, "timeout", final=True)
+                log.warning(
+                    "llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout, stream=True
+                )
+                raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
+            except Exception as exc:
+                status = _status_of(exc)
+                last = f"{type(exc).__name__} (status {status})" if status else type(exc).__name__
+                if pieces or not _retryable(exc) or attempt == self.max_tries or "Timeout" in last:
+                    metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", True)
+                    log.warning("llm.failed", model=self.model, attempt=attempt, error=last, stream=True)
+                    raise LLMError(f"LLM call failed: {last}") from exc
+                metrics.observe_llm_error(self.model, "retryable", final=False)
+                wait = self.retry_base * (2 ** (attempt - 1))
+                log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=wait, stream=True)
+                await asyncio.sleep(wait)
+                continue
+            text = "".join(pieces).strip()
+            if not text:
+                metrics.observe_llm_error(self.model, "empty", final=True)
+                raise LLMError("LLM returned an empty answer")
+            metrics.observe_llm(self.model, time.monotonic() - started, {"usage": usage})
             log.info(
                 "llm.completed",
                 model=self.model,
                 attempt=attempt,
                 seconds=round(time.monotonic() - started, 3),
                 chars=len(text),
+                stream=True,
             )
             return text
-        raise LLMError(f"LLM call failed: {last}")  # unreachable: the loop returns or raises
+        raise LLMError(f"LLM call failed: {last}")
+
+
+def _delta(chunk: Any) -> str:
+    """The text of one streamed chunk ("" for role-only and final chunks)."""
+    try:
+        content = chunk.choices[0].delta.content
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return ""
+    return content if isinstance(content, str) else ""
 
 
 def _content(response: Any) -> str:

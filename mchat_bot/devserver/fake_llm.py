@@ -56,6 +56,7 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self._fail: list[int] = []  # statuses for the next requests
         self._delay = 0.0
+        self._chunk_delay = 0.0  # seconds between streamed chunks (issue 7 streaming tests)
         self._replier: Replier = default_reply
         self._runner: web.AppRunner | None = None
 
@@ -68,6 +69,10 @@ class FakeLLM:
     def delay(self, seconds: float) -> None:
         """Wait this long before every completion answer (0 to stop)."""
         self._delay = max(0.0, seconds)
+
+    def stream_delay(self, seconds: float) -> None:
+        """Wait this long between the chunks of a streamed answer (0 to stop)."""
+        self._chunk_delay = max(0.0, seconds)
 
     def reply_with(self, reply: str | Replier | None) -> None:
         """A fixed text, a function of the messages, or None for the default reply."""
@@ -83,6 +88,7 @@ class FakeLLM:
         self.requests.clear()
         self._fail.clear()
         self._delay = 0.0
+        self._chunk_delay = 0.0
         self._replier = default_reply
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -186,6 +192,8 @@ class FakeLLM:
         await resp.write(chunk({"role": "assistant", "content": ""}, None))
         for piece in re.findall(r"\S+\s*|\s+", text):
             await resp.write(chunk({"content": piece}, None))
+            if self._chunk_delay:
+                await asyncio.sleep(self._chunk_delay)
         await resp.write(chunk({}, "stop"))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()

@@ -1,0 +1,158 @@
+"""Channels the bot is in: joining ``mattermost.auto_join`` at start, noticing being added or
+removed (``user_added`` / ``user_removed``), and greeting a channel once with a short help.
+
+"Once" is kept in the kv table (``greeted:<channel id>``), so a restart or being re-added does not
+greet again; the greeting's ``pending_post_id`` is fixed per channel, so two paths racing (the
+auto-join and its own ``user_added`` event) still make one post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.storage import Storage
+
+log = structlog.get_logger(__name__)
+
+GREETED = "greeted:"
+LEFT = "left:"
+JOIN_TRIES = 5
+
+
+class ChannelRest(Protocol):
+    async def get_team_by_name(self, name: str) -> dict[str, Any]: ...
+    async def get_channel_by_name(self, team_id: str, name: str) -> dict[str, Any]: ...
+    async def add_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]: ...
+    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
+    async def create_post(
+        self,
+        channel_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
+        pending_post_id: str | None = None,
+    ) -> dict[str, Any]: ...
+
+
+def greeting(mention: str) -> str:
+    """Short, in both languages (a channel has no single language)."""
+    return (
+        "👋 안녕하세요! 저는 AI 메모리 봇입니다. / Hi, I'm the AI Memory Bot.\n"
+        f"- `{mention} remember 내용`: 이 채널에 기억합니다 / remember something for this channel\n"
+        f"- `{mention} 질문`: 기억한 내용을 근거로 답합니다 / ask, and I answer from what I remember\n"
+        f"- `{mention} help`: 자세한 사용법 / all commands"
+    )
+
+
+class Channels:
+    def __init__(
+        self,
+        rest: ChannelRest,
+        storage: Storage,
+        bot_user_id: str,
+        *,
+        auto_join: Sequence[str] = (),
+        greet: bool = True,
+        mention: str = "@ai",
+    ) -> None:
+        self.rest = rest
+        self.storage = storage
+        self.bot_user_id = bot_user_id
+        self.auto_join = list(auto_join)
+        self.greet_enabled = greet
+        self.mention = mention
+        self._lock = asyncio.Lock()
+        self.joined: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Join the configured channels (retrying transient failures), then stay idle until cancelled."""
+        for name in self.auto_join:
+            for attempt in range(1, JOIN_TRIES + 1):
+                try:
+                    await self.join(name)
+                    break
+                except Exception as exc:
+                    status = getattr(exc, "status", None)
+                    final = attempt == JOIN_TRIES or (isinstance(status, int) and 400 <= status < 500)
+                    log.warning(
+                        "channels.join_failed",
+                        channel=name,
+                        attempt=attempt,
+                        status=status,
+                        error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                        hint="a private channel needs an admin to add the bot" if status == 403 else "",
+                    )
+                    if final:
+                        break
+                    await asyncio.sleep(min(30.0, 2.0**attempt))
+        await asyncio.Event().wait()
+
+    async def join(self, name: str) -> str:
+        """Join ``team/channel``; returns the channel id. Joining twice is harmless (server side)."""
+        team_name, _, channel_name = name.partition("/")
+        team = await self.rest.get_team_by_name(team_name)
+        channel = await self.rest.get_channel_by_name(str(team["id"]), channel_name)
+        await self.rest.add_channel_member(str(channel["id"]), self.bot_user_id)
+        self.joined.append(str(channel["id"]))
+        log.info("channels.joined", channel=name, mchat_channel_id=channel["id"])
+        await self.greet(str(channel["id"]), channel)
+        return str(channel["id"])
+
+    async def on_event(self, event: object) -> None:
+        """``user_added`` / ``user_removed`` about the bot itself (other members are not our business)."""
+        if not isinstance(event, OtherEvent) or event.event not in ("user_added", "user_removed"):
+            return
+        data, bc = event.data, event.broadcast
+        if event.event == "user_added":
+            user = data.get("user")
+            uid = data.get("user_id") or (user.get("id") if isinstance(user, dict) else "")
+            channel_id = str(bc.get("channel_id") or "")
+            if uid != self.bot_user_id or not channel_id:
+                return
+            log.info("channels.added", mchat_channel_id=channel_id)
+            await self.storage.set_kv(LEFT + channel_id, "")
+            task = asyncio.create_task(self._greet_quietly(channel_id))  # REST off the socket reader
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        removed = data.get("user_id") or bc.get("user_id")
+        channel_id = str(data.get("channel_id") or bc.get("channel_id") or "")
+        if removed != self.bot_user_id or not channel_id:
+            return
+        log.info("channels.removed", mchat_channel_id=channel_id, remover_id=data.get("remover_id", ""))
+        await self.storage.set_kv(LEFT + channel_id, str(time.time()))
+
+    async def _greet_quietly(self, channel_id: str) -> None:
+        try:
+            await self.greet(channel_id)
+        except Exception as exc:
+            log.warning("channels.greet_failed", mchat_channel_id=channel_id, error=type(exc).__name__)
+
+    async def greet(self, channel_id: str, channel: dict[str, Any] | None = None) -> bool:
+        """Post the greeting unless this channel had it; True when posted now."""
+        if not self.greet_enabled:
+            return False
+        async with self._lock:
+            if await self.storage.get_kv(GREETED + channel_id):
+                return False
+            if channel is None:
+                channel = await self.rest.get_channel(channel_id)
+            if channel.get("type") not in ("O", "P"):
+                return False  # DMs and group DMs get no greeting
+            await self.rest.create_post(
+                channel_id,
+                greeting(self.mention),
+                props={"mchat_greeting": True},
+                pending_post_id=f"mchat-greet-{channel_id}",
+            )
+            await self.storage.set_kv(GREETED + channel_id, str(time.time()))
+        log.info("channels.greeted", mchat_channel_id=channel_id)
+        return True

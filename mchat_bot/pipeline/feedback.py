@@ -1,0 +1,240 @@
+"""What the asker sees while the bot works: the typing indicator and a reaction on the asking post.
+
+👀 while working, ✅ when the answer is posted, ⚠️ when it failed (👀 removed at the end). All of
+it is best effort and off the critical path: calls run in background tasks on a client with one try
+and short timeouts, share the reply client's token bucket, and are skipped (never queued) when that
+bucket has no spare tokens, so they can neither delay nor fail a reply. A 429 pauses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from mchat_bot.pipeline.message import IncomingMessage
+
+log = structlog.get_logger(__name__)
+
+WORKING, DONE, FAILED = "eyes", "white_check_mark", "warning"
+PAUSE_ON_429_S = 5.0
+FINAL_WAIT_S = 5.0  # how long the end-of-work reactions wait for spare tokens before going anyway
+
+
+class FeedbackRest(Protocol):
+    """What feedback needs of ``mattermost.rest.RestClient`` (a one-try client)."""
+
+    limiter: Any
+
+    async def typing(self, user_id: str, channel_id: str, parent_id: str = "") -> Any: ...
+    async def add_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any: ...
+    async def remove_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any: ...
+
+
+@dataclass
+class _Session:
+    msg: IncomingMessage
+    typing_task: asyncio.Task[None] | None = None
+    chain: asyncio.Task[None] | None = None  # reaction calls, strictly one after another
+    eyes: bool = False  # 👀 was put (so it must be taken off)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class Feedback:
+    def __init__(
+        self,
+        rest: FeedbackRest,
+        bot_user_id: str,
+        *,
+        typing: bool = True,
+        reactions: bool = True,
+        typing_interval: float = 4.0,
+        reserve: float = 3.0,
+    ) -> None:
+        self.rest = rest
+        self.bot_user_id = bot_user_id
+        self.typing = typing
+        self.reactions = reactions
+        self.typing_interval = typing_interval
+        self.reserve = reserve  # tokens left for replies: below this, feedback waits its turn out
+        self._sessions: dict[str, _Session] = {}
+        self._paused_until = 0.0
+        self.skipped = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.typing or self.reactions
+
+    @staticmethod
+    def wanted(msg: IncomingMessage) -> bool:
+        """Only posts read from Mattermost itself have a post to react to and a channel to type in."""
+        return msg.door == "websocket" and not msg.from_webhook
+
+    # --- the pool's hooks -------------------------------------------------------------------------
+
+    def start(self, msg: IncomingMessage) -> None:
+        """Work on ``msg`` begins: typing now and every few seconds, 👀 on the post. Never blocks."""
+        if not self.enabled or not self.wanted(msg) or msg.post_id in self._sessions:
+            return
+        session = _Session(msg)
+        self._sessions[msg.post_id] = session
+        if self.typing:
+            session.typing_task = asyncio.create_task(self._typing_loop(msg), name=f"typing-{msg.post_id}")
+        if self.reactions:
+            self._then(session, self._put_eyes(session))
+
+    def finish(self, msg: IncomingMessage, outcome: str | None) -> None:
+        """Work ended: ``"done"`` (✅), ``"failed"`` (⚠️), ``""`` (nothing to post: only 👀 off) or
+        None (a retry follows: only stop typing)."""
+        session = self._sessions.get(msg.post_id)
+        if session is None:
+            if outcome is None or not self.reactions or not self.wanted(msg):
+                return
+            # a retry (after a restart, or a failed send): a 👀 may still be on the post
+            session = _Session(msg, eyes=True)
+            self._sessions[msg.post_id] = session
+        if session.typing_task is not None:
+            session.typing_task.cancel()
+            session.typing_task = None
+        if outcome is None:
+            self._sessions.pop(msg.post_id, None)
+            return
+        if self.reactions:
+            emoji = {"done": DONE, "failed": FAILED}.get(outcome, "")
+            self._then(session, self._finish(session, emoji))
+        self._then(session, self._forget(msg.post_id))
+
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Stop typing at once; give the last reactions ``grace`` seconds, then cancel."""
+        tasks: set[asyncio.Task[None]] = set()
+        for session in list(self._sessions.values()):
+            if session.typing_task is not None:
+                session.typing_task.cancel()
+                tasks.add(session.typing_task)
+            tasks |= session.tasks
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._sessions.clear()
+
+    # --- wrappers for the worker pool's functions -------------------------------------------------
+
+    def wrap_handle(
+        self, handle_fn: Callable[[IncomingMessage], Awaitable[str]]
+    ) -> Callable[[IncomingMessage], Awaitable[str]]:
+        async def handle(msg: IncomingMessage) -> str:
+            self.start(msg)
+            try:
+                text = await handle_fn(msg)
+            except BaseException:
+                self.finish(msg, None)
+                raise
+            if not text.strip():
+                self.finish(msg, "")  # nothing to post (ignored): just take 👀 off
+            return text
+
+        return handle
+
+    def wrap_send(
+        self, send_fn: Callable[[IncomingMessage, str], Awaitable[Any]], is_error: Callable[[str], bool]
+    ) -> Callable[[IncomingMessage, str], Awaitable[Any]]:
+        async def send(msg: IncomingMessage, text: str) -> Any:
+            try:
+                result = await send_fn(msg, text)
+            except BaseException:
+                self.finish(msg, None)  # retried later, or failed (then the failure hook says so)
+                raise
+            self.finish(msg, "failed" if is_error(text) else "done")
+            return result
+
+        return send
+
+    def wrap_failure(
+        self, failure_fn: Callable[[IncomingMessage, str], Awaitable[Any]] | None
+    ) -> Callable[[IncomingMessage, str], Awaitable[Any]]:
+        async def failure(msg: IncomingMessage, text: str) -> Any:
+            self.finish(msg, "failed")
+            if failure_fn is not None:
+                return await failure_fn(msg, text)
+            return None
+
+        return failure
+
+    # --- the calls --------------------------------------------------------------------------------
+
+    def _then(self, session: _Session, coro: Awaitable[None]) -> None:
+        """Run ``coro`` after the session's previous reaction call (so 👀 is off only after it was on)."""
+        before = session.chain
+
+        async def step() -> None:
+            if before is not None:
+                with contextlib.suppress(BaseException):
+                    await before
+            await coro
+
+        task = asyncio.create_task(step())
+        session.chain = task
+        session.tasks.add(task)
+        task.add_done_callback(session.tasks.discard)
+
+    def _budget(self) -> bool:
+        if time.monotonic() < self._paused_until:
+            return False
+        return float(self.rest.limiter.spare()) >= self.reserve
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[Any]], *, wait: float = 0.0) -> bool:
+        """One best-effort call; False when skipped (no spare tokens within ``wait`` s) or failed."""
+        deadline = time.monotonic() + wait
+        while not self._budget():
+            if time.monotonic() >= deadline:
+                self.skipped += 1
+                log.debug("feedback.skipped", what=what)
+                return False
+            await asyncio.sleep(0.2)
+        try:
+            await fn()
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) == 429:
+                self._paused_until = time.monotonic() + PAUSE_ON_429_S
+            log.info("feedback.failed", what=what, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return False
+
+    async def _typing_loop(self, msg: IncomingMessage) -> None:
+        parent = msg.root_id  # typing "in the thread" when the question is a reply
+        while True:
+            await self._call("typing", lambda: self.rest.typing(self.bot_user_id, msg.channel_id, parent))
+            await asyncio.sleep(self.typing_interval)
+
+    async def _put_eyes(self, session: _Session) -> None:
+        post_id = session.msg.post_id
+        session.eyes = await self._call(
+            "reaction", lambda: self.rest.add_reaction(self.bot_user_id, post_id, WORKING)
+        )
+
+    async def _finish(self, session: _Session, emoji: str) -> None:
+        post_id = session.msg.post_id
+        if session.eyes:
+            await self._call(
+                "reaction",
+                lambda: self.rest.remove_reaction(self.bot_user_id, post_id, WORKING),
+                wait=FINAL_WAIT_S,
+            )
+            session.eyes = False
+        if not emoji:
+            return
+        await self._call(
+            "reaction", lambda: self.rest.add_reaction(self.bot_user_id, post_id, emoji), wait=FINAL_WAIT_S
+        )
+
+    async def _forget(self, post_id: str) -> None:
+        self._sessions.pop(post_id, None)
