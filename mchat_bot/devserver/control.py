@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -50,6 +51,31 @@ def control_routes(dev: DevServer) -> list[web.RouteDef]:
     async def timestamps(request: web.Request) -> web.Response:
         return json_response(dev.post_timestamps)
 
+    # ---- bench hooks (bench/, devserver/timing.py)
+    async def user_posts(request: web.Request) -> web.Response:
+        """Many posts by one user in one call, so a load generator can offer thousands per second."""
+        b = await body(request)
+        messages = b.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            raise AppError(400, "devserver.bad_messages", "messages: a list of strings")
+        ids = []
+        try:
+            for message in messages:
+                post = await dev.user_post(str(b.get("username", "")), str(b.get("channel_id", "")), message)
+                ids.append(post["id"])
+                await asyncio.sleep(0)  # let the socket writers run between posts, as separate requests would
+        except KeyError as e:
+            raise AppError(400, "devserver.unknown_user", f"unknown user {e}") from None
+        return json_response({"ids": ids}, 201)
+
+    async def timings(request: web.Request) -> web.Response:
+        return json_response(dev.posts.timings.to_json(request.query.get("user_id", "")))
+
+    async def timings_clear(request: web.Request) -> web.Response:
+        dev.posts.timings.clear()
+        dev.post_timestamps.clear()
+        return json_response({"status": "OK"})
+
     async def fault(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         b = await body(request)
@@ -96,6 +122,9 @@ def control_routes(dev: DevServer) -> list[web.RouteDef]:
         web.post("/__dev/user_post", user_post),
         web.get("/__dev/posts", posts),
         web.get("/__dev/post_timestamps", timestamps),
+        web.post("/__dev/user_posts", user_posts),
+        web.get("/__dev/timings", timings),
+        web.post("/__dev/timings/clear", timings_clear),
         web.post("/__dev/faults/{name}", fault),
         web.post("/__dev/restart", restart),
     ]

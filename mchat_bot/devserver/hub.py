@@ -53,6 +53,7 @@ class Item:
 
     kind: str  # "event" | "reply" | "raw"
     payload: Any
+    tag: str = ""  # bench timing: the post id of a `posted` event (see timing.py)
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Hub:
         bc: dict[str, Any],
         audience: set[str] | None,
         per_user: Callable[[str], tuple[dict[str, Any], dict[str, Any]] | None] | None = None,
+        tag: str = "",
     ) -> None:
         """Queue an event for every connection whose user is in `audience` (None = everyone).
 
@@ -185,7 +187,7 @@ class Hub:
                 if tailored is None:
                     continue
                 d, b = tailored
-            if not conn.enqueue(Item("event", {"event": event, "data": d, "broadcast": b})):
+            if not conn.enqueue(Item("event", {"event": event, "data": d, "broadcast": b}, tag)):
                 log.info("devserver.ws.queue_full", connection_id=conn.id)
                 self.conns.pop(conn.id, None)
                 if conn.on_overflow is not None:

