@@ -38,11 +38,14 @@ demo: install
 soak: install
 	MCHAT_SOAK=1 $(BIN)/pytest -q tests/test_faults.py
 
-bench: bench-memory
+# The side-by-side benchmark (issue 8): dev server, fake LLM, the daemon and mmpy_bot 2.2.1 (installed into
+# bench/.mmpy-venv on first use), load generator; writes bench/results.md and bench/results.png (~6 min).
+bench: install
+	$(BIN)/python bench/run.py
 
 bench-memory: install
 	$(BIN)/python bench/memory_quality.py
-	$(BIN)/python bench/memory_latency.py --n 10000
+	$(BIN)/python bench/memory_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mchat_bot.audit import record_admin  # issue 7: admin commands and settings changes are audited
 from mchat_bot.config import Settings
 
 SLASH_COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -170,6 +171,9 @@ def _cmd_channels_list(args: argparse.Namespace) -> int:
 def _cmd_channels_active(args: argparse.Namespace) -> int:
     async def run(m: Any) -> int:
         await m.set_active(args.channel_id, args.active)
+        await record_admin(
+            m.storage, f"channels.{'enable' if args.active else 'disable'}", channel_id=args.channel_id
+        )
         print(f"channel {args.channel_id}: {'enabled' if args.active else 'disabled'}")
         return 0
 
@@ -183,6 +187,12 @@ def _cmd_channels_webhook(args: argparse.Namespace) -> int:
 
     async def run(m: Any) -> int:
         await m.set_webhook(args.channel_id, args.url)
+        await record_admin(
+            m.storage,
+            "channels.set_webhook",
+            channel_id=args.channel_id,
+            detail="set" if args.url else "cleared",
+        )
         print(f"channel {args.channel_id}: incoming webhook {'set' if args.url else 'cleared'}")
         return 0
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from mchat_bot import health, metrics
+from mchat_bot.audit import Audit, AuditTrail
 from mchat_bot.config import Settings
 from mchat_bot.http.server import WebDoors
 from mchat_bot.intake import Intake
@@ -29,6 +31,7 @@ from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.workers import ReplySender, WorkerPool
 from mchat_bot.storage import Storage
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
+from mchat_bot.ux import UserExtras
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +70,8 @@ class Daemon:
         s = self.settings
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
         storage = await Storage(s.storage.path).open()
+        readiness = health.Readiness()  # issue 7: /readyz asks the parts as they are built
+        readiness.checks["storage"] = health.storage_check(storage)
         rest = RestClient(
             s.mattermost.url,
             s.mattermost.token.get(),
@@ -76,6 +81,7 @@ class Daemon:
         store: MemoryStore | None = None
         pool: WorkerPool | None = None
         doors: WebDoors | None = None
+        ux: UserExtras | None = None
         try:
             inbox = Inbox(storage)
             recovered = await inbox.recover()
@@ -86,50 +92,67 @@ class Daemon:
             store = open_store(
                 s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
             )
+            # issue 7: the audit trail sees every memory id through a store proxy
+            audit = Audit(storage, retention_days=s.audit.retention_days)
+            trail = AuditTrail(audit, bot)
+            audited_store = trail.wrap_store(store)
+            readiness.checks["memory"] = health.memory_check(audited_store)
             llm = (
                 LLM(s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout) if s.llm.model else None
             )
+            ux = UserExtras(s, rest, inbox, storage, audited_store, bot)  # issue 7: user extras
             handlers = Handlers(
-                store,
-                llm,
+                audited_store,  # type: ignore[arg-type]  # a transparent proxy of the store
+                ux.completer(llm),
                 bot,
                 site_url=s.mattermost.url,
                 thread_reader=RestThreadReader(rest, {bot.user_id: bot.username}),
                 sensitive=s.memory.sensitive,
+                team_admins=s.memory.team_admins,
+                extract_channels=s.memory.extract_channels,
             )
             sender = ReplySender(rest, inbox)
             # issue 6: mapping tables for every door; webhook/slash answers wrap the sender
             doors = WebDoors(s, storage, inbox, rest, bot, sender)
             pool = WorkerPool(
                 inbox,
-                doors.wrap_handle(handlers.handle_message),
-                doors.send,
+                doors.wrap_handle(trail.wrap_handle(ux.wrap_handle(handlers.handle_message))),
+                metrics.timing_replies(ux.wrap_send(doors.send)),
                 workers=s.bot.workers,
                 max_attempts=s.bot.max_attempts,
-                failure_fn=doors.send_failure,
+                failure_fn=ux.wrap_failure(doors.send_failure),
                 reconcile_fn=doors.reconcile,
             )
             intake = Intake(rest, inbox, storage, bot, wake=pool.wake)
             gateway = Gateway(
                 s.mattermost.url,
                 s.mattermost.token.get(),
-                intake.on_event,
+                metrics.counting_events(ux.wrap_events(intake.on_event)),
                 intake.on_gap,
                 silence_timeout=s.mattermost.ws_silence_timeout,
                 ping_interval=s.mattermost.ws_ping_interval,
                 max_backoff=s.mattermost.ws_max_backoff,
             )
-            if doors.enabled:  # issue 6: HTTP doors only when a webhook/slash token is configured
-                doors.bind()  # a busy port fails the start-up before any part runs
+            # issue 7: the HTTP server always runs (/metrics, /healthz, /readyz); the webhook
+            # routes reject every request while no webhook/slash token is configured
+            readiness.checks["socket"] = health.socket_check(gateway.authenticated)
+            metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox
+            metrics.LIVE.memory_counts = audited_store.count_by_scope
+            metrics.prime(s.llm.model)
+            health.install(doors.server.app, readiness)
+            doors.bind()  # a busy port fails the start-up before any part runs
+            log.info("http_listening", host=doors.server.host, port=doors.server.port)
             supervisor.start("workers", pool.run)
             supervisor.start("gateway", gateway.run)
-            if doors.enabled:
-                supervisor.start("http", doors.run)
+            supervisor.start("ux", ux.run)  # issue 7: auto-join, memories following edits
+            supervisor.start("http", doors.run)
+            supervisor.start("audit-prune", audit.prune_loop)
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)
             await self._serve(supervisor)
             log.info("stopping", grace_s=s.bot.shutdown_grace)
             await supervisor.stop(["gateway", "http"])  # stop intake first
+            await intake.close()
             await pool.stop(s.bot.shutdown_grace)
             await supervisor.stop()
             for task in self._background:
@@ -140,6 +163,8 @@ class Daemon:
                 await store.close()
             if doors is not None:
                 await doors.aclose()
+            if ux is not None:
+                await ux.aclose()
             await rest.aclose()
             await storage.close()
         log.info("stopped")

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     from mchat_bot.admin_cli import add_admin_commands  # register-commands, channels, users (issue 6)
 
     add_admin_commands(sub)
+    from mchat_bot.memory_cli import add_memory_commands  # `mchat-bot memory ...` (issue 5)
+
+    add_memory_commands(sub)
+    from mchat_bot.audit import add_audit_command  # `mchat-bot audit` (issue 7)
+
+    add_audit_command(sub)
     return parser
 
 

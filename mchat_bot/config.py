@@ -58,6 +58,7 @@ class MattermostSettings:
     ws_ping_interval: float = 10.0
     ws_silence_timeout: float = 30.0
     ws_max_backoff: float = 30.0
+    auto_join: list[str] = field(default_factory=list)  # "team/channel" names joined at start (issue 7)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,28 @@ class LogSettings:
 
 
 @dataclass(slots=True)
+class AuditSettings:
+    retention_days: int = 90  # audit rows older than this are pruned daily
+
+
+@dataclass(slots=True)
+class UXSettings:
+    """What users see while the bot works (issue 7, user half); each switch defaults on."""
+
+    typing: bool = True  # the typing indicator while an answer is worked on
+    typing_interval: float = 4.0  # seconds between typing notices
+    reactions: bool = True  # 👀 while working, ✅ done, ⚠️ failed, on the asking post
+    stream: bool = True  # long LLM answers appear progressively (edits of the reply post)
+    stream_edit_interval: float = 0.5  # at least this many seconds between two edits of a reply
+    stream_first_post_after: float = 1.0  # answers finished sooner are posted once, not streamed
+    follow_edits: bool = True  # memories follow edits and deletions of their source post
+    greet: bool = True  # a short help message the first time the bot is in a channel
+    attachments: bool = True  # text/Markdown files attached to a `remember` become memories
+    attachment_max_bytes: int = 262144  # larger files are refused with a message
+    attachment_chunk_chars: int = 1200  # memory size when a file is cut into pieces
+
+
+@dataclass(slots=True)
 class Settings:
     mattermost: MattermostSettings = field(default_factory=MattermostSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
@@ -125,6 +148,8 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     bot: BotSettings = field(default_factory=BotSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    ux: UXSettings = field(default_factory=UXSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def secrets(self) -> list[str]:
@@ -305,10 +330,12 @@ def _validate(settings: Settings) -> None:
         "bot.workers": settings.bot.workers,
         "bot.max_attempts": settings.bot.max_attempts,
         "memory.top_k": settings.memory.top_k,
+        "audit.retention_days": settings.audit.retention_days,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    _validate_ux(settings)
     if settings.bot.shutdown_grace < 0:
         raise ConfigError(f"bot.shutdown_grace: must be 0 or more, got {settings.bot.shutdown_grace}")
     if settings.memory.sensitive not in ("mask", "refuse"):
@@ -322,3 +349,19 @@ def _validate(settings: Settings) -> None:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ConfigError(f"memory.url: expected http(s)://host:port, got {settings.memory.url!r}")
+
+
+def _validate_ux(settings: Settings) -> None:
+    """[ux] and mattermost.auto_join (issue 7, user half)."""
+    ux = settings.ux
+    for key in ("typing_interval", "stream_edit_interval", "attachment_max_bytes", "attachment_chunk_chars"):
+        if getattr(ux, key) <= 0:
+            raise ConfigError(f"ux.{key}: must be greater than 0, got {getattr(ux, key)}")
+    if ux.stream_first_post_after < 0:
+        raise ConfigError(f"ux.stream_first_post_after: must be 0 or more, got {ux.stream_first_post_after}")
+    if ux.attachment_chunk_chars < 100:
+        raise ConfigError(f"ux.attachment_chunk_chars: at least 100, got {ux.attachment_chunk_chars}")
+    for name in settings.mattermost.auto_join:
+        team, sep, channel = name.partition("/")
+        if not sep or not team or not channel or "/" in channel or any(c.isspace() for c in name):
+            raise ConfigError(f"mattermost.auto_join: each entry is 'team/channel', got {name!r}")

@@ -7,6 +7,8 @@ the script posts as users through the dev server and prints each answer from the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import signal
@@ -18,6 +20,7 @@ from typing import Any
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
+from mchat_bot.pipeline.streaming import MARKER as STREAMING_MARKER
 
 REPLY_TIMEOUT_S = 60.0
 SCRIPT: list[tuple[str, str, str]] = [
@@ -57,9 +60,14 @@ def write_config(folder: Path, url: str, llm_url: str) -> Path:
 async def start_daemon(
     config: Path, token: str, log_path: Path, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
-    """Start `mchat-bot run` as a child process; `env` adds MCHAT_* overrides."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCHAT_")} | (env or {})
-    env |= {"MCHAT_MATTERMOST_TOKEN": token, "MCHAT_LLM_API_KEY": "demo-key-not-secret"}
+    """Start `mchat-bot run` as a child process; `env` adds MCHAT_* overrides.
+
+    The HTTP server listens on a free port (``http.listen`` port 0) unless `env` says otherwise;
+    the daemon logs the port it bound in its ``http_listening`` line (see :func:`http_port`).
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MCHAT_")}
+    defaults = {"MCHAT_HTTP_LISTEN": "127.0.0.1:0", "MCHAT_LLM_API_KEY": "demo-key-not-secret"}
+    env = base | defaults | (env or {}) | {"MCHAT_MATTERMOST_TOKEN": token}
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
             sys.executable,
@@ -73,6 +81,16 @@ async def start_daemon(
             stdout=log_file,
             stderr=log_file,
         )
+
+
+def http_port(log_text: str) -> int | None:
+    """The port the daemon's HTTP server bound, from the last ``http_listening`` line of its log."""
+    port = None
+    for line in log_text.splitlines():
+        if '"http_listening"' in line:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                port = int(json.loads(line)["port"])
+    return port
 
 
 async def stop_daemon(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> int:
@@ -89,13 +107,17 @@ async def stop_daemon(proc: asyncio.subprocess.Process, timeout: float = 20.0) -
 async def replies_to(
     dev: DevServer, post: dict[str, Any], *, count: int = 1, timeout: float = REPLY_TIMEOUT_S
 ) -> list[dict[str, Any]]:
-    """The bot's replies to `post`, found by the marker it puts in props, oldest first."""
+    """The bot's finished replies to `post`, found by the marker it puts in props, oldest first.
+
+    A streamed reply counts once its last edit has removed the "still writing" marker.
+    """
     bot_id = dev.seed.bot.id
     replies = await dev.wait_for_posts(
         lambda p: (
             p.get("user_id") == bot_id
             and p.get("root_id") == (post.get("root_id") or post["id"])
             and p.get("props", {}).get("mchat_reply_to") == post["id"]
+            and not str(p.get("message", "")).endswith(STREAMING_MARKER)
         ),
         count=count,
         timeout=timeout,

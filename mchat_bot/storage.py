@@ -78,6 +78,27 @@ MIGRATIONS: tuple[str, ...] = (
         created_at    REAL NOT NULL
     );
     """,
+    # 3: the audit log (issue 7: who did what, where, when, to which memories; pruned by retention)
+    """
+    CREATE TABLE audit_log (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at           REAL NOT NULL,
+        action       TEXT NOT NULL,
+        outcome      TEXT NOT NULL DEFAULT 'ok',
+        user_id      TEXT NOT NULL DEFAULT '',
+        user_name    TEXT NOT NULL DEFAULT '',
+        channel_id   TEXT NOT NULL DEFAULT '',
+        channel_name TEXT NOT NULL DEFAULT '',
+        team_id      TEXT NOT NULL DEFAULT '',
+        door         TEXT NOT NULL DEFAULT '',
+        post_id      TEXT NOT NULL DEFAULT '',
+        memory_ids   TEXT NOT NULL DEFAULT '[]',
+        detail       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_at ON audit_log (at);
+    CREATE INDEX audit_user ON audit_log (user_id, at);
+    CREATE INDEX audit_channel ON audit_log (channel_id, at);
+    """,
 )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mchat_bot.demo import replies_to, start_daemon, stop_daemon, wait_ready, write_config
+from mchat_bot.demo import http_port, replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 
@@ -24,9 +24,11 @@ class DaemonProcess:
         self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = folder / "daemon.log"
+        self._log_start = 0  # where this start's lines begin in daemon.log (restarts append)
 
     async def start(self, *, wait_ready: bool = True) -> None:
         config = write_config(self.folder, self.dev.url, self.llm.url)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = await start_daemon(config, self.dev.seed.bot.token, self.log_path, self.env)
         if wait_ready:
             await self.wait_ready()
@@ -37,6 +39,20 @@ class DaemonProcess:
             await wait_ready(self.dev, self.proc, READY_TIMEOUT_S)
         except (TimeoutError, RuntimeError) as exc:
             raise AssertionError(f"daemon not ready ({exc}); log:\n{self.log_tail()}") from None
+
+    async def http_url(self, timeout: float = 30.0) -> str:
+        """http://127.0.0.1:<port> of this start's HTTP server (read from its http_listening line)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            text = self.log_path.read_bytes()[self._log_start :].decode(errors="replace")
+            port = http_port(text)
+            if port:
+                return f"http://127.0.0.1:{port}"
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited; log:\n{self.log_tail()}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no http_listening line; log:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> int:
         assert self.proc is not None

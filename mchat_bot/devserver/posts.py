@@ -18,6 +18,7 @@ from mchat_bot.devserver import mentions
 from mchat_bot.devserver.errors import AppError, forbidden, invalid_param
 from mchat_bot.devserver.hub import Hub, broadcast
 from mchat_bot.devserver.state import Channel, Reaction, Store, User, is_valid_id, new_id, new_post
+from mchat_bot.devserver.timing import Timings
 
 MAX_MESSAGE_RUNES = 16383
 MAX_PROPS_RUNES = 800_000
@@ -44,6 +45,8 @@ class PostService:
         self.bot_reply_delay = 0.0
         self.pending: dict[str, tuple[str | None, float]] = {}  # pending_post_id -> (post id | None, expiry)
         self.post_timestamps: dict[str, float] = {}
+        self.edit_timestamps: dict[str, list[float]] = {}  # post id -> monotonic times of its edits
+        self.timings = Timings()  # bench hooks: socket write and reply arrival times
         self._changed = asyncio.Event()
         # called after every created post (outgoing webhooks fire from here): (post, channel, sender)
         self.after_create: list[Callable[[dict[str, Any], Channel, User], None]] = []
@@ -116,6 +119,11 @@ class PostService:
         props = body.get("props") or {}
         if not isinstance(message, str) or not isinstance(root_id, str) or not isinstance(props, dict):
             raise invalid_param("post")
+        file_ids = body.get("file_ids") or []
+        if not isinstance(file_ids, list) or len(file_ids) > 10:
+            raise invalid_param("file_ids")
+        if not all(isinstance(f, str) for f in file_ids):
+            raise invalid_param("file_ids")
         pending_id = body.get("pending_post_id") or ""
         if not isinstance(pending_id, str):
             raise invalid_param("pending_post_id")
@@ -141,9 +149,12 @@ class PostService:
             if pending_id:
                 self.pending.pop(pending_id, None)
             raise
+        if file_ids:
+            post["file_ids"] = list(file_ids)
         if pending_id:
             self.pending[pending_id] = (post["id"], time.monotonic() + self.pending_ttl)
         self.post_timestamps[post["id"]] = received_at
+        self.timings.on_reply(post["props"], received_at)
         self._publish_posted(post, channel, user, set_online)
         self.hub.touch_user(user.id)
         self._notify()
@@ -239,7 +250,7 @@ class PostService:
             d["mentions"] = json.dumps([uid])
             return dict(sorted(d.items())), bc
 
-        self.hub.publish("posted", base, bc, set(channel.members), tailor)
+        self.hub.publish("posted", base, bc, set(channel.members), tailor, tag=post["id"])
 
     # ---- edit / delete
     def patch(self, user: User, post_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +281,7 @@ class PostService:
             )
         if props is not None and not isinstance(props, dict):
             raise invalid_param("props")
+        self.edit_timestamps.setdefault(post_id, []).append(time.monotonic())
         at = self.store.clock.now_ms()
         old = copy.deepcopy(p)
         old.update(id=new_id(), original_id=p["id"], delete_at=at, update_at=at)

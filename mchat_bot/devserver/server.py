@@ -13,6 +13,7 @@ from aiohttp import web
 
 from mchat_bot.devserver.control import control_routes
 from mchat_bot.devserver.errors import AppError, error_response, request_id
+from mchat_bot.devserver.extras import ExtrasApi
 from mchat_bot.devserver.faults import Faults, RateLimitState, limit_exceeded
 from mchat_bot.devserver.hub import Hub
 from mchat_bot.devserver.integrations import Integrations
@@ -65,6 +66,7 @@ class DevServer:
         self.rest = RestApi(self.store, self.hub, self.posts)
         self.rest.post_fault = self.faults.post_fault()
         self.integrations = Integrations(self.store, self.hub, self.posts, self.rest, lambda: self.url)
+        self.extras = ExtrasApi(self.store, self.hub, self.rest)  # files, leaving channels (issue 7)
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -87,6 +89,7 @@ class DevServer:
                 web.get("/api/v4/websocket/", ws.handle),
                 *self.rest.routes(),
                 *self.integrations.routes(),
+                *self.extras.routes(),
             ]
         )
         app.add_routes(control_routes(self))

@@ -19,6 +19,8 @@ import backoff
 import httpx
 import structlog
 
+from mchat_bot import metrics
+
 __all__ = ["MattermostError", "MattermostUnavailable", "RateLimiter", "RestClient"]
 
 log = structlog.get_logger(__name__)
@@ -63,7 +65,15 @@ class RateLimiter:
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
                     return
-                await asyncio.sleep((1.0 - self._tokens) / self.rate)
+                wait = (1.0 - self._tokens) / self.rate
+                metrics.observe_wait("client", wait)
+                await asyncio.sleep(wait)
+
+    def spare(self) -> float:
+        """Tokens free right now, 0 while someone waits: best-effort callers skip rather than queue."""
+        if self._lock.locked():
+            return 0.0
+        return min(self.burst, self._tokens + (time.monotonic() - self._stamp) * self.rate)
 
 
 def _retry_delays(factor: float, cap: float) -> Generator[float, None, None]:
@@ -194,6 +204,8 @@ class RestClient:
                 raise _error_from(resp)
             waited = _server_wait(resp.headers) if resp.status_code == 429 else None
             delay = waited if waited is not None else next(delays)
+            if resp.status_code == 429:
+                metrics.observe_wait("server", delay)
             log.warning(
                 "mattermost.rest.retry",
                 method=method,
@@ -313,3 +325,34 @@ class RestClient:
 
     async def ping(self) -> Any:
         return await self.request("GET", "/system/ping")
+
+    # --- issue 7 (user extras): reactions, channels by name, joining, files ----------------------
+
+    async def remove_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any:
+        return await self.request("DELETE", f"/users/{user_id}/posts/{post_id}/reactions/{emoji_name}")
+
+    async def get_team_by_name(self, name: str) -> dict[str, Any]:
+        return await self.request("GET", f"/teams/name/{name}")
+
+    async def get_channel_by_name(self, team_id: str, name: str) -> dict[str, Any]:
+        return await self.request("GET", f"/teams/{team_id}/channels/name/{name}")
+
+    async def add_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/channels/{channel_id}/members", json={"user_id": user_id})
+
+    async def get_file_info(self, file_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/files/{file_id}/info")
+
+    async def get_file(self, file_id: str, max_bytes: int) -> bytes:
+        """A file's content, read as a stream and abandoned past ``max_bytes`` (ValueError)."""
+        await self.limiter.acquire()
+        async with self._client.stream("GET", f"/files/{file_id}") as resp:
+            if not resp.is_success:
+                await resp.aread()
+                raise _error_from(resp)
+            data = bytearray()
+            async for chunk in resp.aiter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise ValueError(f"file larger than {max_bytes} bytes")
+            return bytes(data)
