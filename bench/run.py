@@ -524,9 +524,9 @@ def memory_bench(n: int, queries: int) -> dict[str, Any]:
     res: dict[str, Any] = {}
     if done.returncode != 0:
         res["error"] = (done.stderr.strip().splitlines() or ["?"])[-1][:200]
-    if m := re.search(r"insert: \d+ points in [0-9.]+s = ([0-9,]+) points/s", out):
+    if m := re.search(r"insert \(engine, vectors given\): \d+ points in [0-9.]+s = ([0-9,]+) points/s", out):
         res["insert_per_s"] = float(m.group(1).replace(",", ""))
-    if m := re.search(r"search k=15: p50 ([0-9.]+) ms, p95 ([0-9.]+) ms", out):
+    if m := re.search(r"search hybrid \(default\) limit=5: p50 ([0-9.]+) ms, p95 ([0-9.]+) ms", out):
         res["search_p50_ms"], res["search_p95_ms"] = float(m.group(1)), float(m.group(2))
     return res
 
