@@ -54,7 +54,8 @@ class Intake:
         self._user_names: dict[str, str] = {bot.user_id: bot.username}
         self.accepted = 0
         self.ignored = 0
-        self._gap_since: int | None = None
+        self._gap_since: int | None = None  # the earliest gap not yet being read
+        self._reading_since: int | None = None  # the gap the running pass is reading
         self._catch_up_task: asyncio.Task[None] | None = None
 
     async def on_event(self, event: object) -> None:
@@ -92,7 +93,8 @@ class Intake:
         if now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
             # While a gap is still being read, a restart must start from the gap, not from now.
-            durable = self._cursor_ms if self._gap_since is None else min(self._cursor_ms, self._gap_since)
+            pending = [t for t in (self._gap_since, self._reading_since) if t is not None]
+            durable = min([self._cursor_ms, *pending])
             await self._storage.set_kv(CURSOR_KEY, str(durable))
 
     async def catch_up_after_restart(self) -> None:
@@ -120,24 +122,30 @@ class Intake:
             self._catch_up_task = asyncio.create_task(self._catch_up_until_done(), name="catch-up")
 
     async def _catch_up_until_done(self) -> None:
+        """Read gaps until none is left. A gap reported while a pass runs gets a pass of its own:
+        the running pass may already have read past the channels where its posts are."""
         delays = backoff.expo(base=2, factor=0.5, max_value=CATCH_UP_MAX_DELAY_S)
-        for attempt in range(1, CATCH_UP_TRIES + 1):
-            since = self._gap_since
-            if since is None:
-                return
+        failures = 0
+        while self._gap_since is not None:
+            since, self._gap_since = self._gap_since, None
+            self._reading_since = since
             try:
                 await self._catch_up(since)
             except Exception as exc:
+                # Put the gap back (merged with any newer one) and try again after a pause.
+                self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
+                failures += 1
+                if failures >= CATCH_UP_TRIES:
+                    log.error("catch_up_abandoned", since_ms=self._gap_since, tries=failures)
+                    self._gap_since = None
+                    return
                 delay = backoff.full_jitter(next(delays))
                 log.warning(
-                    "catch_up_failed", attempt=attempt, retry_in_s=round(delay, 2), error=str(exc)[:300]
+                    "catch_up_failed", attempt=failures, retry_in_s=round(delay, 2), error=str(exc)[:300]
                 )
                 await asyncio.sleep(delay)
-                continue
-            if self._gap_since == since:  # no earlier gap arrived meanwhile
-                self._gap_since = None
-                return
-        log.error("catch_up_abandoned", since_ms=self._gap_since, tries=CATCH_UP_TRIES)
+            finally:
+                self._reading_since = None
 
     async def _catch_up(self, since: int) -> None:
         """Read every channel's new posts since `since` and feed them to `accept`; raise if a

@@ -14,6 +14,9 @@ from mchat_bot.devserver.fake_llm import FakeLLM
 READY_TIMEOUT_S = 90.0
 
 
+STARTED: list[asyncio.subprocess.Process] = []  # every daemon a test started; conftest kills leftovers
+
+
 class DaemonProcess:
     """One `mchat-bot run` process; `ask` posts as a user and returns the bot's replies in the thread."""
 
@@ -30,6 +33,7 @@ class DaemonProcess:
         config = write_config(self.folder, self.dev.url, self.llm.url)
         self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.proc = await start_daemon(config, self.dev.seed.bot.token, self.log_path, self.env)
+        STARTED.append(self.proc)
         if wait_ready:
             await self.wait_ready()
 

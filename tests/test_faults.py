@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
@@ -22,6 +23,9 @@ from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.daemon_harness import DaemonProcess
 
 SOAK = os.environ.get("MCHAT_SOAK") == "1"
+# The full counts of `make soak` take minutes; the quick ones stay inside the default timeout.
+pytestmark = pytest.mark.timeout(900 if SOAK else 180)
+
 FAST = {"MCHAT_BOT_WORKERS": "8", "MCHAT_MATTERMOST_RATE_PER_SEC": "200"}
 
 
