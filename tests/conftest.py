@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
+from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.daemon_harness import STARTED
+
+
+# One dev server and one fake LLM per module for the end-to-end modules that share a daemon;
+# modules that need fresh ones per test (faults, cli) define their own `dev` and `llm`.
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def dev() -> AsyncIterator[DevServer]:
+    async with DevServer() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def llm() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as fake:
+        yield fake
 
 
 def _kill_from(index: int) -> None:

@@ -23,18 +23,6 @@ SPLIT_LIMIT = 16383
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def dev() -> AsyncIterator[DevServer]:
-    async with DevServer() as server:
-        yield server
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(
     dev: DevServer, llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DaemonProcess]:
