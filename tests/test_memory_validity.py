@@ -75,3 +75,15 @@ async def test_scan_selects_without_a_viewer(store) -> None:
     assert await store.set_fields("m1", {"valid_until": 5.0})
     current = [x async for x in store.scan(Selection(channel_id="c1", include_superseded=False))]
     assert len(current) == 99
+
+
+async def test_count_by_scope_counts_each_scope(store) -> None:
+    await store.add_many(
+        [
+            m("c1", "채널 메모 하나"),
+            m("c2", "채널 메모 둘"),
+            m("u1", "개인 메모", scope="user"),
+            m("t1", "팀 메모", scope="team"),
+        ]
+    )
+    assert await store.count_by_scope() == {"channel": 2, "user": 1, "team": 1}

@@ -89,6 +89,8 @@ async def test_every_metric_family_is_exposed(base: str) -> None:
     assert expected <= names(samples), expected - names(samples)
     assert value(samples, "mchat_websocket_connected") == 1
     assert value(samples, "mchat_websocket_events_total", event="hello") >= 1
+    scopes = {dict(labels).get("scope") for (name, labels) in samples if name == "mchat_memories"}
+    assert scopes == {"channel", "user", "team"}, scopes  # memories by scope, not one total
     # the ready check (a DM "help") went through the whole pipeline already
     assert value(samples, "mchat_messages_processed_total", door="websocket", action="help") >= 1
     for (_name, labels), _v in samples.items():

@@ -639,6 +639,17 @@ class EdgeMemoryStore(_BaseStore):
 
         return int(await self._run(lambda s: s.count(qe.CountRequest(exact=True))))
 
+    async def count_by_scope(self) -> dict[str, int]:
+        """Memories per scope, current and superseded alike (the memories-by-scope gauge)."""
+        import qdrant_edge as qe
+
+        kit = _EdgeKit()
+        out: dict[str, int] = {}
+        for scope in SCOPES:
+            request = qe.CountRequest(filter=kit.build(must=[kit.eq("scope", scope)]), exact=True)
+            out[scope] = int(await self._run(lambda s, r=request: s.count(r)))
+        return out
+
     async def close(self) -> None:
         if self._shard is None:
             return
@@ -835,6 +846,16 @@ class QdrantMemoryStore(_BaseStore):
     async def count(self) -> int:
         await self._ensure()
         return int((await self._client.count(self._collection, exact=True)).count)
+
+    async def count_by_scope(self) -> dict[str, int]:
+        """Memories per scope, current and superseded alike (the memories-by-scope gauge)."""
+        await self._ensure()
+        kit = _ClientKit()
+        out: dict[str, int] = {}
+        for scope in SCOPES:
+            flt = kit.build(must=[kit.eq("scope", scope)])
+            out[scope] = int((await self._client.count(self._collection, count_filter=flt, exact=True)).count)
+        return out
 
     async def close(self) -> None:
         await self._client.close()
