@@ -173,7 +173,7 @@ async def run_demo() -> int:
                         ids = re.findall(r"`([0-9A-Za-z]{6,})`", replies[0]["message"])
                         if not ids:
                             break
-                        text = f"@ai forget {ids[0]}"
+                        text = f"@ai 삭제 {ids[0]}"
                     replies = await ask(dev, user, dev.seed.channels[channel], text)
                     _show(user, text)
                     _show("AI Memory Bot", replies[0]["message"], "  └ ")
