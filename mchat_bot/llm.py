@@ -101,9 +101,8 @@ class LLM:
             self._warm = asyncio.create_task(asyncio.to_thread(_import_litellm))
         return await asyncio.shield(self._warm)
 
-    async def complete(self, messages: list[dict[str, str]]) -> str:
-        """The assistant's reply to ``messages`` (OpenAI chat format); raises LLMError."""
-        litellm = await self._module()
+    def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """The acompletion arguments shared by the plain and the streaming call."""
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -119,6 +118,12 @@ class LLM:
             kwargs["temperature"] = self.temperature
         if self.max_tokens is not None:
             kwargs["max_tokens"] = self.max_tokens
+        return kwargs
+
+    async def complete(self, messages: list[dict[str, str]]) -> str:
+        """The assistant's reply to ``messages`` (OpenAI chat format); raises LLMError."""
+        litellm = await self._module()
+        kwargs = self._request(messages)
 
         last = "no attempt"
         for attempt in range(1, self.max_tries + 1):
@@ -172,22 +177,7 @@ class LLM:
         of this answer, so an error ends the call (LLMError). No chunk for ``timeout`` s is a timeout.
         """
         litellm = await self._module()
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "timeout": self.timeout,
-            "num_retries": 0,
-            "max_retries": 0,
-            "stream": True,
-        }
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
-        if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
-        if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
+        kwargs = self._request(messages) | {"stream": True}
         last = "no attempt"
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
