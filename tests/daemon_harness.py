@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,17 @@ from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 
 READY_TIMEOUT_S = 90.0
+
+
+def tag() -> str:
+    """A short unique word, so that tests sharing a daemon never see each other's memories."""
+    return uuid.uuid4().hex[:8]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 STARTED: list[asyncio.subprocess.Process] = []  # every daemon a test started; conftest kills leftovers

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from mchat_bot.audit import Audit, AuditRow
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.storage import Storage
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,10 +74,6 @@ async def cli(bot: DaemonProcess, *args: str) -> str:
 async def audit_rows(bot: DaemonProcess, *args: str) -> list[dict[str, Any]]:
     out = await cli(bot, "audit", "--jsonl", *args)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 async def test_remember_search_forget_and_answer_are_recorded(bot: DaemonProcess, dev: DevServer) -> None:

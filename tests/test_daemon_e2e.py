@@ -7,7 +7,6 @@ words so that tests do not see each other's memories.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +14,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -31,10 +30,6 @@ async def bot(
     yield daemon
     code = await daemon.stop()
     assert code == 0, daemon.log_tail()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 async def assert_no_bot_reply(bot: DaemonProcess, post: dict, wait: float = 1.5) -> None:

@@ -6,7 +6,6 @@ LLM; its HTTP server listens on a free port found in its `http_listening` log li
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -15,7 +14,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, tag
 from tests.ops_helpers import get_json, names, scrape, value, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,10 +41,6 @@ async def bot(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def base(bot: DaemonProcess) -> str:
     return await bot.http_url()
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 async def test_http_server_runs_without_webhook_tokens_and_rejects_webhooks(base: str) -> None:

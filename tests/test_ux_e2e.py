@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,23 +19,13 @@ import pytest_asyncio
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.pipeline.streaming import MARKER
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, free_port, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LIMIT = 16383
 EDIT_INTERVAL = 0.5
 MAX_FILE = 4096
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import sys
 import uuid
@@ -26,23 +25,13 @@ import pytest_asyncio
 from mchat_bot.demo import write_config
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.daemon_harness import DaemonProcess
+from tests.daemon_harness import DaemonProcess, free_port, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BUDGET = 3.0
 MAX_BODY = 4096
 WEBHOOK_NAME = "AI Memory Bot"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 class World:
