@@ -36,8 +36,19 @@ RESPONSE_URL_TTL = 30 * 60.0
 RESPONSE_URL_USES = 5
 
 
+class _Hook:
+    """The JSON shape both hook kinds share: their fields, plus the never-edited, never-deleted times."""
+
+    create_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+        d.update(update_at=self.create_at, delete_at=0)
+        return d
+
+
 @dataclass
-class OutgoingHook:
+class OutgoingHook(_Hook):
     id: str
     token: str
     creator_id: str
@@ -53,14 +64,9 @@ class OutgoingHook:
     icon_url: str = ""
     create_at: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(update_at=self.create_at, delete_at=0)
-        return d
-
 
 @dataclass
-class IncomingHook:
+class IncomingHook(_Hook):
     id: str
     user_id: str
     channel_id: str
@@ -71,11 +77,6 @@ class IncomingHook:
     icon_url: str = ""
     channel_locked: bool = False
     create_at: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.update(update_at=self.create_at, delete_at=0)
-        return d
 
 
 @dataclass
