@@ -366,6 +366,11 @@ async def test_bad_requests_get_clear_4xx(world: World) -> None:
             "/mattermost/outgoing", content=b"\xff\xfe", headers={"Content-Type": "application/json"}
         )
         assert r.status_code == 400
+        for stamp in (122592662463014051327770624, -5):  # found by schemathesis: once a 500
+            body = _payload(token=good, timestamp=stamp)
+            r = await c.post("/mattermost/outgoing", data={k: str(v) for k, v in body.items()})
+            assert r.status_code == 400 and "timestamp" in r.json()["detail"]
+            assert not world.inbox_has(body["post_id"])
         r = await c.get("/openapi.json")
         spec = r.json()
         assert {"/mattermost/outgoing", "/mattermost/slash"} <= set(spec["paths"])

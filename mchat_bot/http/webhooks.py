@@ -166,12 +166,24 @@ def strip_trigger(text: str) -> str:
     return rest
 
 
+MAX_TIMESTAMP_MS = 32_503_680_000_000  # the year 3000: anything later is not a post time
+
+
 def _ms(raw: str) -> int:
+    """The post time in ms: seconds in form bodies, ms in JSON; now when absent or unreadable.
+
+    A number no post can have (negative, past the year 3000, not finite) is a 400, not a crash
+    further down (SQLite cannot even store it)."""
     try:
         value = int(float(raw))
     except (TypeError, ValueError):
         return int(time.time() * 1000)
-    return value * 1000 if 0 < value < 100_000_000_000 else value  # seconds (form) -> ms
+    except OverflowError:  # inf
+        raise HTTPException(400, "timestamp out of range") from None
+    ms = value * 1000 if 0 < value < 100_000_000_000 else value  # seconds (form) -> ms
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:
+        raise HTTPException(400, "timestamp out of range")
+    return ms
 
 
 class WebhookEndpoints:
