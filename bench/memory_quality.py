@@ -220,6 +220,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     CHOSEN: {},
     "dense-only": {"mode": "dense", "rerank": "off"},
     "hybrid-bigram (+values tie-break)": {"tokenizer": "bigram"},
+    "hybrid-kiwi (+values tie-break)": {"tokenizer": "kiwi"},
     "hybrid-kiwi, no tie-break": {"rerank": "off"},
     "hybrid-kiwi, recency on all near-dups": {"rerank": "all"},
     "hybrid-kiwi, tie-break over 3x candidates": {"candidates": 3},

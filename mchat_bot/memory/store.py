@@ -42,7 +42,7 @@ SparseQuery = tuple[list[int], list[float]]
 
 DENSE = "dense"
 SPARSE = "bigram"  # name of the bigram sparse vector (kept from the first layout)
-SPARSE_NAMES: dict[str, str] = {"bigram": "bigram", "kiwi": "kiwi"}
+SPARSE_NAMES: dict[str, str] = {"mixed": "mixed", "bigram": "bigram", "kiwi": "kiwi"}
 _ID_NS = uuid.UUID("6f1c2a4e-5b7d-5c1e-9a3f-0d8e7b6a5c40")  # fixed: point ids must map the same forever
 _KEYWORD_FIELDS = ("scope", "team_id", "channel_id", "user_id", "memory_id")
 _FLOAT_FIELDS = ("created_at", "valid_until")
@@ -50,7 +50,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 # The measured defaults (bench/memory_quality.py): see docs/architecture.md for the table.
 DEFAULT_MODE: SearchMode = "hybrid"
-DEFAULT_TOKENIZER: sparse.Tokenizer = "kiwi"
+DEFAULT_TOKENIZER: sparse.Tokenizer = "mixed"
 DEFAULT_WEIGHTS = (1.0, 1.0)  # RRF weights: dense, sparse
 DEFAULT_CANDIDATES = 1  # the tie-break reorders the retrieved list only; it never pulls in lower items
 DEFAULT_RERANK: Rerank = "values"
@@ -506,10 +506,11 @@ class EdgeMemoryStore(_BaseStore):
             shard = qe.EdgeShard.load(self._dir)
             with open(os.path.join(self._dir, "edge_config.json"), encoding="utf-8") as f:
                 config_text = f.read()
-            for name in SPARSE_NAMES.values():  # stores from before the kiwi tokenizer lack its vector
+            for name in SPARSE_NAMES.values():  # stores from before a tokenizer existed lack its vector
                 if f'"{name}"' not in config_text:
                     shard.update(qe.UpdateOperation.create_sparse_vector(name, modifier=qe.Modifier.Idf))
-                    log.warning("memory_store_sparse_added", name=name, hint="re-import to index old points")
+                    log.info("memory_store_sparse_added", name=name)
+            self._reindex_sparse(shard)
             try:
                 shard.update(qe.UpdateOperation.create_field_index("valid_until", qe.PayloadSchemaType.Float))
             except Exception:
@@ -530,6 +531,35 @@ class EdgeMemoryStore(_BaseStore):
             shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Float))
         log.info("memory_store_created", engine="edge", path=self._dir, dim=dim)
         return shard
+
+    def _reindex_sparse(self, shard: Any) -> None:
+        """Give every point the keyword vector of the configured tokenizer if it was indexed with another.
+
+        A point carries only the vector of the tokenizer it was written with; after a change of
+        tokenizer (kiwi was the default before "mixed") the keyword half of the hybrid search would
+        miss every older memory. Text is in the payload, so this is tokenizing only: ~100k points/min.
+        """
+        import qdrant_edge as qe
+
+        lacking = qe.Filter(must_not=[qe.HasVectorCondition(self.sparse_name)])
+        offset: Any = None
+        done = 0
+        while True:
+            req = qe.ScrollRequest(offset=offset, limit=512, filter=lacking, with_payload=True)
+            recs, offset = shard.scroll(req)
+            updates = []
+            for r in recs:
+                idx, val = self.sparse_document(str(r.payload.get("text", "")))
+                if idx:
+                    vec = {self.sparse_name: qe.SparseVector(indices=idx, values=val)}
+                    updates.append(qe.PointVectors(id=r.id, vector=vec))
+            if updates:
+                shard.update(qe.UpdateOperation.update_vectors(updates))
+                done += len(updates)
+            if offset is None or not recs:
+                break
+        if done:
+            log.info("memory_store_sparse_reindexed", tokenizer=self.tokenizer, points=done)
 
     async def _upsert(self, items: list[tuple[Memory, list[float]]]) -> None:
         import qdrant_edge as qe
@@ -740,7 +770,41 @@ class QdrantMemoryStore(_BaseStore):
                             self._collection, key, qm.PayloadSchemaType.FLOAT
                         )
                 log.info("memory_store_created", engine="qdrant", collection=self._collection, dim=dim)
+            else:
+                await self._reindex_sparse()
             self._ready = True
+
+    async def _reindex_sparse(self) -> None:
+        """As the embedded store does on open: add the configured tokenizer's keyword vector to the
+        collection if it lacks it, and give it to every point written with another tokenizer."""
+        from qdrant_client import models as qm
+
+        info = await self._client.get_collection(self._collection)
+        if self.sparse_name not in (info.config.params.sparse_vectors or {}):
+            await self._client.update_collection(
+                self._collection,
+                sparse_vectors_config={self.sparse_name: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+            )
+        lacking = qm.Filter(must_not=[qm.HasVectorCondition(has_vector=self.sparse_name)])
+        offset: Any = None
+        done = 0
+        while True:
+            recs, offset = await self._client.scroll(
+                self._collection, scroll_filter=lacking, limit=512, offset=offset, with_payload=True
+            )
+            updates = []
+            for r in recs:
+                idx, val = self.sparse_document(str((r.payload or {}).get("text", "")))
+                if idx:
+                    vec = {self.sparse_name: qm.SparseVector(indices=idx, values=val)}
+                    updates.append(qm.PointVectors(id=r.id, vector=vec))
+            if updates:
+                await self._client.update_vectors(self._collection, points=updates)
+                done += len(updates)
+            if offset is None or not recs:
+                break
+        if done:
+            log.info("memory_store_sparse_reindexed", tokenizer=self.tokenizer, points=done)
 
     async def _upsert(self, items: list[tuple[Memory, list[float]]]) -> None:
         from qdrant_client import models as qm
