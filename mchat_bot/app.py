@@ -1,8 +1,9 @@
 """The daemon: builds the parts, runs them under the supervisor, handles signals and systemd.
 
 Start-up order keeps the socket up early: storage and the inbox first (so nothing accepted is
-lost), then the REST identity check, the memory store, then the gateway and the workers. litellm
-is imported in a thread only after the socket is authenticated.
+lost), then the REST identity check, the memory store, then the gateway and the workers. The
+embedder (and litellm, for a model that needs it) load in a thread only after the socket is
+authenticated.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Daemon:
         pool: WorkerPool | None = None
         doors: WebDoors | None = None
         ux: UserExtras | None = None
+        llm: LLM | None = None
         try:
             inbox = Inbox(storage)
             recovered = await inbox.recover()
@@ -97,9 +99,10 @@ class Daemon:
             trail = AuditTrail(audit, bot)
             audited_store = trail.wrap_store(store)
             readiness.checks["memory"] = health.memory_check(audited_store)
-            llm = (
-                LLM(s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout) if s.llm.model else None
-            )
+            if s.llm.model:
+                llm = LLM(
+                    s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout, client=s.llm.client
+                )
             ux = UserExtras(s, rest, inbox, storage, audited_store, bot)  # issue 7: user extras
             handlers = Handlers(
                 audited_store,  # type: ignore[arg-type]  # a transparent proxy of the store
@@ -165,6 +168,8 @@ class Daemon:
                 await doors.aclose()
             if ux is not None:
                 await ux.aclose()
+            if llm is not None:
+                await llm.aclose()  # the direct LLM client's connection pool
             await rest.aclose()
             await storage.close()
         log.info("stopped")
@@ -210,7 +215,7 @@ _STARTED = time.monotonic()
 
 
 async def _warm_up(llm: LLM | None, embedder: Embedder) -> None:
-    """Load the embedding model and import litellm off the loop, once the socket is up."""
+    """Load the embedding model (and litellm, if the model needs it) off the loop, once the socket is up."""
     try:
         await asyncio.to_thread(embedder.embed_query, "warm up")
         if llm is not None:

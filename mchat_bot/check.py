@@ -62,11 +62,14 @@ async def _llm(settings: Settings) -> str:
         settings.llm.api_key.get(),
         timeout=min(settings.llm.timeout, 30.0),
         max_tries=1,
+        client=settings.llm.client,
     )
     try:
         answer = await llm.complete([{"role": "user", "content": "Reply with the word OK."}])
     except LLMError as exc:
         raise Finding(f"the LLM {settings.llm.model} failed: {exc}") from None
+    finally:
+        await llm.aclose()
     return f"LLM {settings.llm.model} answered ({len(answer)} characters)"
 
 

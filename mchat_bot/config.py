@@ -67,6 +67,7 @@ class LLMSettings:
     api_base: str = ""
     api_key: Secret = field(default_factory=Secret)
     timeout: float = 60.0
+    client: str = "auto"  # "auto": openai/ models over a direct HTTP client, others litellm; "litellm"
 
 
 @dataclass(slots=True)
@@ -127,6 +128,7 @@ class UXSettings:
 
     typing: bool = True  # the typing indicator while an answer is worked on
     typing_interval: float = 4.0  # seconds between typing notices
+    feedback_delay: float = 1.0  # typing and 👀 only for work not done after this (0 = at once)
     reactions: bool = True  # 👀 while working, ✅ done, ⚠️ failed, on the asking post
     stream: bool = True  # long LLM answers appear progressively (edits of the reply post)
     stream_edit_interval: float = 0.5  # at least this many seconds between two edits of a reply
@@ -340,6 +342,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"bot.shutdown_grace: must be 0 or more, got {settings.bot.shutdown_grace}")
     if settings.memory.sensitive not in ("mask", "refuse"):
         raise ConfigError(f"memory.sensitive: 'mask' or 'refuse', got {settings.memory.sensitive!r}")
+    if settings.llm.client not in ("auto", "litellm"):
+        raise ConfigError(f"llm.client: 'auto' or 'litellm', got {settings.llm.client!r}")
     if settings.log.level.lower() not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"log.level: one of debug, info, warning, error; got {settings.log.level!r}")
     host, sep, port = settings.http.listen.rpartition(":")
@@ -359,6 +363,8 @@ def _validate_ux(settings: Settings) -> None:
             raise ConfigError(f"ux.{key}: must be greater than 0, got {getattr(ux, key)}")
     if ux.stream_first_post_after < 0:
         raise ConfigError(f"ux.stream_first_post_after: must be 0 or more, got {ux.stream_first_post_after}")
+    if not ux.feedback_delay >= 0:  # also refuses nan
+        raise ConfigError(f"ux.feedback_delay: must be 0 or more, got {ux.feedback_delay}")
     if ux.attachment_chunk_chars < 100:
         raise ConfigError(f"ux.attachment_chunk_chars: at least 100, got {ux.attachment_chunk_chars}")
     for name in settings.mattermost.auto_join:

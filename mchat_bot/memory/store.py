@@ -551,7 +551,7 @@ class EdgeMemoryStore(_BaseStore):
             for r in recs:
                 idx, val = self.sparse_document(str(r.payload.get("text", "")))
                 if idx:
-                    vec = {self.sparse_name: qe.SparseVector(indices=idx, values=val)}
+                    vec: dict[str, Any] = {self.sparse_name: qe.SparseVector(indices=idx, values=val)}
                     updates.append(qe.PointVectors(id=r.id, vector=vec))
             if updates:
                 shard.update(qe.UpdateOperation.update_vectors(updates))
@@ -796,7 +796,7 @@ class QdrantMemoryStore(_BaseStore):
             for r in recs:
                 idx, val = self.sparse_document(str((r.payload or {}).get("text", "")))
                 if idx:
-                    vec = {self.sparse_name: qm.SparseVector(indices=idx, values=val)}
+                    vec: dict[str, Any] = {self.sparse_name: qm.SparseVector(indices=idx, values=val)}
                     updates.append(qm.PointVectors(id=r.id, vector=vec))
             if updates:
                 await self._client.update_vectors(self._collection, points=updates)
