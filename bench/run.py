@@ -49,6 +49,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RATE_LIMIT_OVERRIDE = "100000"  # MCHAT_MATTERMOST_RATE_PER_SEC for every daemon run
 TOTAL_BUDGET_S = 900.0  # hard stop for the whole run
 NAN = float("nan")
+FAST = "mchat-bot, use"  # the daemon with memory.embedder = "use"
 
 
 # ---- process helpers ----------------------------------------------------------------------------
@@ -435,7 +436,14 @@ async def load_memories(dev: Dev, n: int) -> float:
 
 
 async def run_bot(
-    dev: Dev, kids: Children, bot: str, proc: Any, args: argparse.Namespace, results: dict[str, Any]
+    dev: Dev,
+    kids: Children,
+    bot: str,
+    proc: Any,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    *,
+    fixed_only: bool = False,
 ) -> None:
     pid = proc.pid
     phases: list[Phase] = results.setdefault("phases", [])
@@ -473,6 +481,9 @@ async def run_bot(
             f"{ph.replied}/{ph.posted} replies  cpu {ph.cpu_ms_per_item:.2f} ms/mention",
             flush=True,
         )
+    if fixed_only:
+        await kids.stop(proc)
+        return
     best = 0.0
     for ph in phases:  # the fixed rates count too: 100/s lagging means the step-up starts from 50/s
         if ph.bot == bot and ph.name == "mentions":
@@ -601,6 +612,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(2.0)
             await run_bot(dev, kids, "mchat-bot", proc, args, results)
 
+            if not args.skip_fast:
+                # The same daemon with the light embedder: what the pipeline costs without e5's ~13 ms
+                # query embedding (retrieval quality drops: README, "Retrieval, measured").
+                print(f"{FAST} (memory.embedder = use), fixed rates only:", flush=True)
+                env = [*args.daemon_env, "MCHAT_MEMORY_EMBEDDER=use"]
+                proc, startup = await start_daemon(kids, dev, llm_url, tmp, env)
+                results["startup"][FAST] = startup
+                await asyncio.sleep(2.0)
+                results["remember_per_s_fast"] = await load_memories(dev, args.memories)
+                await asyncio.sleep(1.0)
+                await run_bot(dev, kids, FAST, proc, args, results, fixed_only=True)
+
             if not args.skip_mmpy:
                 print(f"mmpy_bot {MMPY_VERSION}:", flush=True)
                 proc, startup = await start_mmpy(kids, dev, llm_url, tmp)
@@ -650,7 +673,7 @@ def fmt(x: float, d: int = 1) -> str:
 
 def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     phases: list[Phase] = res["phases"]
-    bots = [b for b in ("mchat-bot", "mmpy_bot") if any(p.bot == b for p in phases)]
+    bots = [b for b in ("mchat-bot", FAST, "mmpy_bot") if any(p.bot == b for p in phases)]
 
     def get(bot: str, name: str, rate: float) -> Phase | None:
         return next((p for p in phases if p.bot == bot and p.name == name and p.rate == rate), None)
@@ -686,6 +709,9 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
     row = ["highest sustained rate (step-up)"]
     for b in bots:
         st = steps(b)
+        if not st and b not in res.get("sustained", {}):
+            row += ["– (fixed rates only)", "–"]
+            continue
         lag = next((p for p in st if not p.sustained), None)
         cap = (
             f"; at {lag.rate:.0f}/s it replied {lag.reply_rate:.0f}/s and lagged"
@@ -757,6 +783,10 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
     if ph is not None:
         t.append(("overhead p50 ≤ 5 ms at 100/s", f"{ph.p(50):.2f} ms", ph.p(50) <= 5))
         t.append(("overhead p99 ≤ 25 ms at 100/s", f"{ph.p(99):.2f} ms", ph.p(99) <= 25))
+    ph = get(FAST, "mentions", 100.0)
+    if ph is not None:
+        t.append(("the same, memory.embedder = use: p50", f"{ph.p(50):.2f} ms", ph.p(50) <= 5))
+        t.append(("the same, memory.embedder = use: p99", f"{ph.p(99):.2f} ms", ph.p(99) <= 25))
     if "mmpy_bot" in bots:
         a, b = res["sustained"].get("mchat-bot", 0), res["sustained"].get("mmpy_bot", 0)
         t.append(
@@ -812,6 +842,7 @@ def plot(res: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
     colours = {
         "mchat-bot": ("tab:blue", "tab:cyan", "navy"),
+        FAST: ("tab:green", "yellowgreen", "darkgreen"),
         "mmpy_bot": ("tab:red", "tab:orange", "darkred"),
     }
     for p in phases:
@@ -867,6 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="short phases, small memory runs (a smoke test)")
     ap.add_argument("--skip-mmpy", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-fast", action="store_true", help="skip the daemon run with the light embedder")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     ap.add_argument("--profile", action="store_true", help="py-spy the bots during the last fixed-rate phase")
     ap.add_argument(

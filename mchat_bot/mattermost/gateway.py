@@ -164,6 +164,8 @@ class Gateway:
         self._since_ms = 0  # newest post time delivered; the catch-up point after a loss
         self._first_auth_ms = 0
         self._ws: ClientConnection | None = None
+        self._waiting_since: float | None = None  # monotonic time the reader began waiting for a frame
+        self._silenced = False  # the watchdog closed this connection for silence
 
     # --- public -------------------------------------------------------------------------------
 
@@ -242,6 +244,9 @@ class Gateway:
             self._ws = ws
             self.stats.connects += 1
             pinger = asyncio.create_task(self._ping_loop(ws), name="mm-gateway-ping")
+            self._silenced = False
+            self._waiting_since = None
+            watchdog = asyncio.create_task(self._silence_watch(ws), name="mm-gateway-silence")
             got_hello = False
             try:
                 await self._read_loop(ws, resumed=bool(query))
@@ -253,9 +258,21 @@ class Gateway:
                 log.info("gateway.closed", code=exc.rcvd.code if exc.rcvd else None)
             finally:
                 pinger.cancel()
-                await asyncio.gather(pinger, return_exceptions=True)
+                watchdog.cancel()
+                await asyncio.gather(pinger, watchdog, return_exceptions=True)
                 got_hello = self.authenticated.is_set()
             return got_hello
+
+    async def _silence_watch(self, ws: ClientConnection) -> None:
+        """Close the connection once the reader has waited `silence_timeout` for a frame."""
+        period = max(0.01, min(1.0, self.silence_timeout / 10))
+        while True:
+            await asyncio.sleep(period)
+            since = self._waiting_since
+            if since is not None and time.monotonic() - since >= self.silence_timeout:
+                self._silenced = True
+                ws.transport.abort()  # recv() raises ConnectionClosed; the reader turns it into _Silence
+                return
 
     async def _ping_loop(self, ws: ClientConnection) -> None:
         """Application pings: the pong reply proves the server end is alive and authenticated."""
@@ -268,14 +285,17 @@ class Gateway:
 
     async def _read_loop(self, ws: ClientConnection, *, resumed: bool) -> None:
         while True:
-            # Silence is measured while we listen, so a slow on_event never counts as a dead socket.
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
-            # with an arriving frame, and run() would then never stop.
+            # Silence is measured only while we wait here, so a slow on_event never counts as a dead
+            # socket. The watchdog task reads `_waiting_since`: no timer per frame (at thousands of
+            # frames a second, arming and cancelling one cost more than parsing the frame).
+            self._waiting_since = time.monotonic()
             try:
-                async with asyncio.timeout(self.silence_timeout):
-                    raw = await ws.recv()
-            except TimeoutError:
-                raise _Silence from None
+                raw = await ws.recv()
+            except ConnectionClosed:
+                if self._silenced:
+                    raise _Silence from None
+                raise
+            self._waiting_since = None
             self.stats.last_frame_at = time.time()
             try:
                 frame = parse_frame(raw, max_bytes=MAX_FRAME_BYTES)
