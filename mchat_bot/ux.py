@@ -71,6 +71,7 @@ class UserExtras:
             reactions=ux.reactions,
             typing_interval=ux.typing_interval,
             reserve=max(1.0, rest.limiter.burst / 3),
+            delay=ux.feedback_delay,
         )
         self.streams = (
             Streams(

@@ -43,6 +43,7 @@ async def bot(
     env = {
         "MCHAT_MATTERMOST_AUTO_JOIN": "mchat/no-bot",
         "MCHAT_UX_TYPING_INTERVAL": "0.3",
+        "MCHAT_UX_FEEDBACK_DELAY": "0",  # 👀 and typing at once (delayed: test_ux_feedback_delay)
         "MCHAT_UX_STREAM_EDIT_INTERVAL": str(EDIT_INTERVAL),
         "MCHAT_UX_ATTACHMENT_MAX_BYTES": str(MAX_FILE),
         "MCHAT_HTTP_LISTEN": f"127.0.0.1:{free_port()}",

@@ -142,7 +142,7 @@ async def test_a_short_answer_is_posted_once_without_edits(dev: DevServer, stora
 
 async def test_feedback_skips_when_the_reply_budget_is_short(dev: DevServer) -> None:
     main, quick = clients(dev)
-    fb = Feedback(quick, dev.seed.bot.id, typing=False, reactions=True, reserve=5.0)
+    fb = Feedback(quick, dev.seed.bot.id, typing=False, reactions=True, reserve=5.0, delay=0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
     msg = message(post, dev)
     try:

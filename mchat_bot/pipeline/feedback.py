@@ -1,9 +1,11 @@
 """What the asker sees while the bot works: the typing indicator and a reaction on the asking post.
 
-👀 while working, ✅ when the answer is posted, ⚠️ when it failed (👀 removed at the end). All of
-it is best effort and off the critical path: calls run in background tasks on a client with one try
-and short timeouts, share the reply client's token bucket, and are skipped (never queued) when that
-bucket has no spare tokens, so they can neither delay nor fail a reply. A 429 pauses them.
+👀 while working, ✅ when the answer is posted, ⚠️ when it failed (👀 removed at the end). Typing
+and 👀 start only once the work has run for ``delay`` seconds: a fast answer gets just ✅ (one call,
+not four), since a flash of 👀 and "typing" before it is noise. All of it is best effort and off
+the critical path: calls run in background tasks on a client with one try and short timeouts, share
+the reply client's token bucket, and are skipped (never queued) when that bucket has no spare
+tokens, so they can neither delay nor fail a reply. A 429 pauses them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = structlog.get_logger(__name__)
 WORKING, DONE, FAILED = "eyes", "white_check_mark", "warning"
 PAUSE_ON_429_S = 5.0
 FINAL_WAIT_S = 5.0  # how long the end-of-work reactions wait for spare tokens before going anyway
+MAX_LEFT = 1024  # posts awaiting a retry whose 👀 is remembered (older ones are forgotten)
 
 
 class FeedbackRest(Protocol):
@@ -39,9 +42,11 @@ class FeedbackRest(Protocol):
 @dataclass
 class _Session:
     msg: IncomingMessage
+    timer: asyncio.TimerHandle | None = None  # the delayed start of typing and 👀 (no task until then)
+    begun: bool = False  # typing and 👀 were started
     typing_task: asyncio.Task[None] | None = None
     chain: asyncio.Task[None] | None = None  # reaction calls, strictly one after another
-    eyes: bool = False  # 👀 was put (so it must be taken off)
+    eyes: bool = False  # 👀 was put, or may be (so it must be taken off)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -55,14 +60,19 @@ class Feedback:
         reactions: bool = True,
         typing_interval: float = 4.0,
         reserve: float = 3.0,
+        delay: float = 1.0,
     ) -> None:
         self.rest = rest
         self.bot_user_id = bot_user_id
         self.typing = typing
         self.reactions = reactions
         self.typing_interval = typing_interval
+        self.delay = max(0.0, delay)  # typing and 👀 only for work still running after this (0: at once)
         self.reserve = reserve  # tokens left for replies: below this, feedback waits its turn out
         self._sessions: dict[str, _Session] = {}
+        # sessions that ended with a retry to follow after 👀 was put: the retry's session takes over
+        # their chain (ordering) and their 👀 (taken off at its end, even when the retry is fast)
+        self._left: dict[str, _Session] = {}
         self._paused_until = 0.0
         self.skipped = 0
 
@@ -78,14 +88,32 @@ class Feedback:
     # --- the pool's hooks -------------------------------------------------------------------------
 
     def start(self, msg: IncomingMessage) -> None:
-        """Work on ``msg`` begins: typing now and every few seconds, 👀 on the post. Never blocks."""
+        """Work on ``msg`` begins: after ``delay`` s, typing every few seconds and 👀 on the post."""
         if not self.enabled or not self.wanted(msg) or msg.post_id in self._sessions:
             return
-        session = _Session(msg)
+        session = self._session(msg)
+        if self.delay <= 0:
+            self._begin(session)
+        else:
+            session.timer = asyncio.get_running_loop().call_later(self.delay, self._begin, session)
+
+    def _session(self, msg: IncomingMessage, *, eyes: bool = False) -> _Session:
+        before = self._left.pop(msg.post_id, None)
+        session = _Session(msg, eyes=eyes or before is not None)
+        if before is not None:
+            session.chain, session.tasks = before.chain, before.tasks
         self._sessions[msg.post_id] = session
+        return session
+
+    def _begin(self, session: _Session) -> None:
+        """The work is still running after ``delay`` s: show it. Synchronous, so ``finish`` either
+        cancels it before it ran or finds its 👀 call already on the chain, ahead of its own."""
+        session.timer = None
+        session.begun = True
         if self.typing:
+            msg = session.msg
             session.typing_task = asyncio.create_task(self._typing_loop(msg), name=f"typing-{msg.post_id}")
-        if self.reactions:
+        if self.reactions and not session.eyes:
             self._then(session, self._put_eyes(session))
 
     def finish(self, msg: IncomingMessage, outcome: str | None) -> None:
@@ -96,13 +124,19 @@ class Feedback:
             if outcome is None or not self.reactions or not self.wanted(msg):
                 return
             # a retry (after a restart, or a failed send): a 👀 may still be on the post
-            session = _Session(msg, eyes=True)
-            self._sessions[msg.post_id] = session
+            session = self._session(msg, eyes=True)
+        if session.timer is not None:  # done before the delay: no typing, no 👀 at all
+            session.timer.cancel()
+            session.timer = None
         if session.typing_task is not None:
             session.typing_task.cancel()
             session.typing_task = None
         if outcome is None:
             self._sessions.pop(msg.post_id, None)
+            if self.reactions and (session.eyes or session.begun):
+                self._left[msg.post_id] = session
+                while len(self._left) > MAX_LEFT:
+                    self._left.pop(next(iter(self._left)))
             return
         if self.reactions:
             emoji = {"done": DONE, "failed": FAILED}.get(outcome, "")
@@ -112,7 +146,10 @@ class Feedback:
     async def aclose(self, grace: float = 2.0) -> None:
         """Stop typing at once; give the last reactions ``grace`` seconds, then cancel."""
         tasks: set[asyncio.Task[None]] = set()
-        for session in list(self._sessions.values()):
+        for session in [*self._sessions.values(), *self._left.values()]:
+            if session.timer is not None:
+                session.timer.cancel()
+                session.timer = None
             if session.typing_task is not None:
                 session.typing_task.cancel()
                 tasks.add(session.typing_task)
@@ -123,6 +160,7 @@ class Feedback:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         self._sessions.clear()
+        self._left.clear()
 
     # --- wrappers for the worker pool's functions -------------------------------------------------
 
@@ -217,9 +255,8 @@ class Feedback:
 
     async def _put_eyes(self, session: _Session) -> None:
         post_id = session.msg.post_id
-        session.eyes = await self._call(
-            "reaction", lambda: self.rest.add_reaction(self.bot_user_id, post_id, WORKING)
-        )
+        put = await self._call("reaction", lambda: self.rest.add_reaction(self.bot_user_id, post_id, WORKING))
+        session.eyes = session.eyes or put
 
     async def _finish(self, session: _Session, emoji: str) -> None:
         post_id = session.msg.post_id
