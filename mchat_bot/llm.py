@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 CLIENTS = ("auto", "litellm")
 OPENAI_BASE = "https://api.openai.com/v1"
 _DIRECT_PREFIX = "openai/"
+_DRAIN_LIMIT = 65_536  # characters read after [DONE] to keep the connection; beyond, close it
 _POOL = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30.0)
 _MAX_ERROR_BODY = 64 * 1024  # an error answer is read (to free the connection), never kept whole
 
@@ -405,13 +406,23 @@ class _SSE:
         return self._chunks
 
     async def _read(self) -> AsyncIterator[dict[str, Any]]:
+        done = False
+        after_done = 0
         try:
             async for line in self._response.aiter_lines():
+                if done:
+                    # Read on to the end of the body so the connection goes back to the pool: a
+                    # response closed half-read costs a new TCP connection for every answer.
+                    after_done += len(line)
+                    if after_done > _DRAIN_LIMIT:
+                        return
+                    continue
                 if not line.startswith("data:"):
                     continue  # blank separators, ": keep-alive" comments, event:/id: fields
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    return
+                    done = True
+                    continue
                 try:
                     chunk = json.loads(data)
                 except ValueError as exc:

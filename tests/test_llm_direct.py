@@ -95,6 +95,41 @@ async def test_streaming_chunks_arrive_in_order() -> None:
         assert fake.requests[0]["model"] == "fake"
 
 
+async def test_answers_reuse_one_connection() -> None:
+    """A streamed answer is read to its end, so the next call does not open a new TCP connection."""
+    ports: list[int] = []
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ports.append(int(peer[1]) if peer else -1)
+        body = await request.json()
+        if not body.get("stream"):
+            return web.json_response({"choices": [{"message": {"role": "assistant", "content": "ok"}}]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices": [{"delta": {"content": "ok"}}]}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    llm = LLM("openai/m", f"http://127.0.0.1:{runner.addresses[0][1]}/v1", KEY, timeout=5.0)
+    try:
+        for _ in range(3):
+            assert await llm.complete_streaming(MESSAGES, lambda _text: None) == "ok"
+            assert await llm.complete(MESSAGES) == "ok"
+    finally:
+        await llm.aclose()
+        await runner.cleanup()
+    assert len(ports) == 6
+    assert len(set(ports)) == 1, f"one keep-alive connection expected, got ports {ports}"
+
+
 async def test_429_then_success_is_retried_plain_and_streaming() -> None:
     async with FakeLLM() as fake:
         llm = make_llm(fake)
