@@ -144,8 +144,14 @@ def event_type(event: object) -> str:
 def counting_events(on_event: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
     """Wrap the gateway's ``on_event`` so every delivered event is counted by type."""
 
+    counters: dict[str, Any] = {}  # label -> child: .labels() costs more than the increment
+
     async def on(event: Any) -> None:
-        EVENTS_RECEIVED.labels(event=event_type(event)).inc()
+        label = event_type(event)
+        counter = counters.get(label)
+        if counter is None:
+            counter = counters[label] = EVENTS_RECEIVED.labels(event=label)
+        counter.inc()
         await on_event(event)
 
     return on

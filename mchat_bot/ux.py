@@ -15,6 +15,7 @@ import structlog
 
 from mchat_bot.channels import Channels
 from mchat_bot.config import Settings
+from mchat_bot.mattermost.events import Posted
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.store import MemoryStore
 from mchat_bot.pipeline import replies
@@ -149,6 +150,8 @@ class UserExtras:
 
         async def dispatch(event: object) -> None:
             await on_event(event)
+            if isinstance(event, Posted):  # the listeners want edits, deletions and membership only
+                return
             for listener in listeners:
                 try:
                     await listener(event)

@@ -7,6 +7,7 @@ such as ``@ai``), outside code, so the rule is the same for every door.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -24,8 +25,14 @@ class BotIdentity:
 
     def names(self) -> tuple[str, ...]:
         """Lower-cased mention names without "@", longest first (so "@ai-bot" wins over "@ai")."""
-        found = {n.strip().lstrip("@").lower() for n in (self.username, *self.aliases)}
-        return tuple(sorted((n for n in found if n), key=len, reverse=True))
+        return _names(self.username, self.aliases)
+
+
+@functools.lru_cache(maxsize=64)
+def _names(username: str, aliases: tuple[str, ...]) -> tuple[str, ...]:
+    # Cached: the router asks for every post on the socket, thousands a second.
+    found = {n.strip().lstrip("@").lower() for n in (username, *aliases)}
+    return tuple(sorted((n for n in found if n), key=len, reverse=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +149,10 @@ def parse_scope(arg: str) -> tuple[Scope, str]:
 
 def strip_mentions(text: str, bot: BotIdentity) -> tuple[str, bool]:
     """Remove every mention of the bot (outside code); returns (clean text, was mentioned)."""
+    if "@" not in text:
+        return text.strip(), False
     names = bot.names()
-    if not names or "@" not in text:
+    if not names:
         return text.strip(), False
     masked = _mask_code(text)
     spans: list[tuple[int, int]] = []
