@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,13 @@ def _settings_or_exit(path: Path) -> Settings:
     except ConfigError as exc:
         print(f"mchat-bot: settings error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+
+
+# One BLAS/OpenMP thread: the daemon's numpy work is small (a few hundred floats per search) and
+# embedding runs in its own worker thread. Pools of spinning BLAS threads burned a core between
+# mentions (bench/run.py: 108 ms of CPU per mention at 10/s with the USE embedder). An operator's
+# own setting wins.
+_SINGLE_THREADED_MATH = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -81,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for name in _SINGLE_THREADED_MATH:  # before numpy is first imported (the parser's commands do)
+        os.environ.setdefault(name, "1")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devserver"]:
         return _cmd_devserver(argv[1:])
