@@ -308,7 +308,7 @@ class LLM:
                 metrics.observe_llm_error(self.model, "empty", final=True)
                 raise
             metrics.observe_llm(self.model, seconds, response)
-            log.info(
+            log.debug(  # the "handled" line and the LLM metrics carry it at info
                 "llm.completed",
                 model=self.model,
                 attempt=attempt,
@@ -381,7 +381,7 @@ class LLM:
                 metrics.observe_llm_error(self.model, "empty", final=True)
                 raise LLMError("LLM returned an empty answer")
             metrics.observe_llm(self.model, time.monotonic() - started, {"usage": usage})
-            log.info(
+            log.debug(
                 "llm.completed",
                 model=self.model,
                 attempt=attempt,
