@@ -40,6 +40,10 @@ class Scripted:
                 "query": dict(request.query),
                 "json": json.loads(body) if body else None,
                 "auth": request.headers.get("Authorization"),
+                "headers": dict(request.headers),
+                "raw_path": request.raw_path,
+                "raw_body": body,
+                "peer": request.transport.get_extra_info("peername") if request.transport else None,
                 "t": time.monotonic(),
             }
         )
@@ -208,3 +212,146 @@ async def test_token_never_logged(
     out = capsys.readouterr()
     assert TOKEN not in caplog.text + out.out + out.err
     assert TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+
+
+# --- the aiohttp transport: headers, body, redirects, pool, timeouts, proxies, lifecycle -------------
+
+
+async def test_default_headers_and_compact_utf8_json_body(server: Scripted) -> None:
+    async with client(server.url) as rc:
+        await rc.create_post("c1", "안녕 ☕", pending_post_id="p1")
+        await rc.get_me()
+    post, get = server.seen
+    assert post["headers"]["Accept"] == "application/json"
+    assert post["headers"]["User-Agent"] == "mchat-bot"
+    assert post["headers"]["X-Requested-With"] == "XMLHttpRequest"
+    assert post["headers"]["Content-Type"] == "application/json"
+    assert post["raw_body"] == '{"channel_id":"c1","message":"안녕 ☕","root_id":"","pending_post_id":"p1"}'
+    assert "Content-Type" not in get["headers"] and get["auth"] == f"Bearer {TOKEN}"
+
+
+async def test_query_values_as_text_and_sequences_repeat(server: Scripted) -> None:
+    async with client(server.url) as rc:
+        await rc.request(
+            "GET", "/commands", params={"custom_only": True, "page": 0, "x": None, "ids": ["a", "b"]}
+        )
+    assert server.seen[0]["raw_path"] == "/api/v4/commands?custom_only=true&page=0&ids=a&ids=b"
+
+
+async def test_redirect_is_not_followed(server: Scripted) -> None:
+    server.answers = [lambda: web.Response(status=302, headers={"Location": "/elsewhere"})]
+    async with client(server.url) as rc:
+        with pytest.raises(MattermostError) as info:
+            await rc.get_me()
+    assert info.value.status == 302 and len(server.seen) == 1
+
+
+async def test_sequential_calls_reuse_one_connection(server: Scripted) -> None:
+    async with client(server.url) as rc:
+        for _ in range(5):
+            await rc.ping()
+    assert len({s["peer"] for s in server.seen}) == 1
+
+
+async def test_total_timeout_bounds_a_trickling_answer(server: Scripted) -> None:
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        for _ in range(40):  # a byte every 0.1 s: each read is within sock_read, the whole is not
+            await resp.write(b" ")
+            await asyncio.sleep(0.1)
+        await resp.write(b"{}")
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", trickle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    t0 = time.monotonic()
+    try:
+        async with client(f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=0.4, max_tries=1) as rc:
+            with pytest.raises(MattermostUnavailable):
+                await rc.get_me()
+    finally:
+        await runner.cleanup()
+    assert time.monotonic() - t0 < 2.0  # total = 2 x timeout, not the 4 s the answer takes
+
+
+def test_built_before_the_loop_runs_and_used_inside_it() -> None:
+    """Daemon and CLI code build RestClients outside the loop; aiohttp needs one to make the session."""
+    rc = client("http://127.0.0.1:1")  # no running loop here
+
+    async def me(request: web.Request) -> web.Response:
+        return web.json_response({"id": "me"})
+
+    async def use() -> Any:
+        app = web.Application()
+        app.router.add_get("/api/v4/users/me", me)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        rc.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v4"
+        try:
+            async with rc:
+                return await rc.get_me()
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(use()) == {"id": "me"}
+
+
+async def test_closed_client_refuses_calls(server: Scripted) -> None:
+    unused = client(server.url)
+    await unused.aclose()  # never used: nothing to close, no error
+    with pytest.raises(RuntimeError):
+        await unused.get_me()
+    used = client(server.url)
+    await used.get_me()
+    await used.aclose()
+    with pytest.raises(RuntimeError):
+        await used.get_me()
+    assert len(server.seen) == 1
+
+
+async def test_env_proxy_is_used_unless_no_proxy(server: Scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # the "Mattermost" nobody listens on: only the proxy answers
+        s.bind(("127.0.0.1", 0))
+        target = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with client(target) as rc:
+        assert await rc.get_me() == {"ok": True}
+    assert server.seen[0]["raw_path"] == f"{target}/api/v4/users/me"  # absolute-form: via the proxy
+    assert server.seen[0]["auth"] == f"Bearer {TOKEN}"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with client(target, max_tries=1) as rc:
+        with pytest.raises(MattermostUnavailable):
+            await rc.get_me()
+    assert len(server.seen) == 1
+
+
+async def test_get_file_streams_and_stops_past_max_bytes(server: Scripted) -> None:
+    server.answers = [
+        lambda: web.Response(body=b"x" * 1000),
+        lambda: web.Response(body=b"y" * 100_000),
+        app_error(404, "app.file_info.get.app_error"),
+    ]
+    async with client(server.url) as rc:
+        assert await rc.get_file("f1", 1000) == b"x" * 1000
+        with pytest.raises(ValueError):
+            await rc.get_file("f2", 1000)
+        with pytest.raises(MattermostError) as info:
+            await rc.get_file("f3", 1000)
+    assert info.value.status == 404 and info.value.error_id == "app.file_info.get.app_error"
+    assert [s["path"] for s in server.seen] == ["/api/v4/files/f1", "/api/v4/files/f2", "/api/v4/files/f3"]
+
+
+async def test_get_file_unreachable_is_unavailable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with client(f"http://127.0.0.1:{port}") as rc:
+        with pytest.raises(MattermostUnavailable):
+            await rc.get_file("f1", 10)
