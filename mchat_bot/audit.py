@@ -84,25 +84,24 @@ class Audit:
 
     async def record(self, row: AuditRow) -> None:
         """Write one row; a failing write is logged and counted, never raised (replies go on)."""
-        try:
-            async with self.storage.transaction() as db:
-                await db.execute(
-                    f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.at,
-                        row.action,
-                        row.outcome,
-                        row.user_id,
-                        row.user_name,
-                        row.channel_id,
-                        row.channel_name,
-                        row.team_id,
-                        row.door,
-                        row.post_id,
-                        json.dumps(list(row.memory_ids)),
-                        row.detail,
-                    ),
-                )
+        try:  # one statement: one hop, one commit
+            await self.storage.execute(
+                f"INSERT INTO audit_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.at,
+                    row.action,
+                    row.outcome,
+                    row.user_id,
+                    row.user_name,
+                    row.channel_id,
+                    row.channel_name,
+                    row.team_id,
+                    row.door,
+                    row.post_id,
+                    json.dumps(list(row.memory_ids)),
+                    row.detail,
+                ),
+            )
         except Exception as exc:
             metrics.AUDIT_WRITE_ERRORS.inc()
             log.error("audit.write_failed", action=row.action, error=type(exc).__name__)
@@ -162,9 +161,7 @@ class Audit:
     async def prune(self, now: float | None = None) -> int:
         """Delete rows older than the retention period; returns how many."""
         cutoff = (now if now is not None else time.time()) - self.retention_days * DAY_S
-        async with self.storage.transaction() as db:
-            cur = await db.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,))
-            n = int(cur.rowcount)
+        n = await self.storage.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,))
         if n:
             log.info("audit.pruned", rows=n, retention_days=self.retention_days)
         return n

@@ -66,23 +66,41 @@ class Intake:
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""
-        routed = route(msg, self._bot)
-        if isinstance(routed, Ignore):
-            self.ignored += 1
-            return False
-        if not await self._inbox.put(msg):
-            return False
-        self.accepted += 1
-        log.info(
-            "accepted",
-            post_id=msg.post_id,
-            mchat_channel_id=msg.channel_id,
-            mchat_user_id=msg.user_id,
-            door=msg.door,
-            action=type(routed).__name__.lower(),
-        )
-        self._wake()
-        return True
+        return await self.accept_many([msg]) == 1
+
+    async def accept_many(self, msgs: list[IncomingMessage]) -> int:
+        """Route messages and put those addressed to us into the inbox together (one write for a
+        catch-up page instead of one per post); returns how many were new."""
+        wanted: list[tuple[IncomingMessage, str]] = []
+        for msg in msgs:
+            routed = route(msg, self._bot)
+            if isinstance(routed, Ignore):
+                self.ignored += 1
+            else:
+                wanted.append((msg, type(routed).__name__.lower()))
+        if not wanted:
+            return 0
+        if len(wanted) == 1:
+            added = [await self._inbox.put(wanted[0][0])]
+        else:
+            added = await self._inbox.put_many([m for m, _ in wanted])
+        found = 0
+        for (msg, action), new in zip(wanted, added, strict=True):
+            if not new:
+                continue
+            found += 1
+            log.info(
+                "accepted",
+                post_id=msg.post_id,
+                mchat_channel_id=msg.channel_id,
+                mchat_user_id=msg.user_id,
+                door=msg.door,
+                action=action,
+            )
+        self.accepted += found
+        if found:
+            self._wake()
+        return found
 
     async def _advance(self, post: Post) -> None:
         """Remember the newest post time seen, flushed to SQLite at most once a second."""
@@ -160,17 +178,20 @@ class Intake:
                 log.warning("catch_up_channel_failed", mchat_channel_id=channel.get("id"), error=str(exc))
                 failed += 1
                 continue
+            msgs = []
             for post in posts:
-                msg = post_to_message(
-                    post,
-                    channel_type=channel.get("type", "O"),
-                    channel_name=channel.get("name", ""),
-                    team_id=channel.get("team_id", ""),
-                    user_name=await self._user_name(post.user_id),
+                msgs.append(
+                    post_to_message(
+                        post,
+                        channel_type=channel.get("type", "O"),
+                        channel_name=channel.get("name", ""),
+                        team_id=channel.get("team_id", ""),
+                        user_name=await self._user_name(post.user_id),
+                    )
                 )
+                # a cursor flushed meanwhile is held at the gap being read (_reading_since)
                 await self._advance(post)
-                if await self.accept(msg):
-                    found += 1
+            found += await self.accept_many(msgs)
         log.info("caught_up", since_ms=since, channels=len(channels), accepted=found, failed=failed)
         if failed:
             raise RuntimeError(f"{failed} channel(s) could not be read")

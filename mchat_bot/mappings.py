@@ -3,7 +3,8 @@
 Rows are filled as messages addressed to the bot arrive (through any door), so an admin can list
 them and switch a channel off (`mchat-bot channels disable ID`): an inactive channel gets no
 answers. A channel may carry its own incoming-webhook URL, used for late webhook-door answers.
-Reads are cached briefly in memory so the hot path costs one SQLite read per channel per few seconds.
+Reads are cached briefly in memory so the hot path costs one SQLite read per channel per few seconds,
+and a row is written only when the message says something the last written values do not (issue 8).
 """
 
 from __future__ import annotations
@@ -50,40 +51,44 @@ class Mappings:
         self.storage = storage
         self.cache_ttl = cache_ttl
         self._channels: dict[str, tuple[float, ChannelMapping | None]] = {}
-        self._seen_users: set[str] = set()
+        self._users: dict[str, str] = {}  # user id -> the username last written (this process)
 
     # --- the pipeline's side ----------------------------------------------------------------
 
     async def see(self, msg: IncomingMessage) -> ChannelMapping:
-        """Record the message's channel and user (new rows, or a changed channel name); return the row."""
+        """Record the message's channel and user (new rows, or a changed name or team); return the row."""
         row = await self.channel(msg.channel_id)
         now = time.time()
-        if row is None or (msg.channel_name and row.mchat_channel_name != msg.channel_name):
-            async with self.storage.transaction() as db:
-                await db.execute(
-                    "INSERT INTO mchat_channel_mapping"
-                    " (mchat_channel_id, mchat_channel_name, mchat_team_id, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT(mchat_channel_id) DO UPDATE SET"
-                    " mchat_channel_name = excluded.mchat_channel_name,"
-                    " mchat_team_id = CASE WHEN excluded.mchat_team_id != '' THEN excluded.mchat_team_id"
-                    " ELSE mchat_channel_mapping.mchat_team_id END,"
-                    " updated_at = excluded.updated_at",
-                    (msg.channel_id, msg.channel_name, msg.team_id, now, now),
-                )
-            self._channels.pop(msg.channel_id, None)
-            row = await self.channel(msg.channel_id)
-        if msg.user_id and msg.user_id not in self._seen_users:
-            async with self.storage.transaction() as db:
-                await db.execute(
-                    "INSERT INTO mchat_user_mapping (mchat_user_id, mchat_username, created_at)"
-                    " VALUES (?, ?, ?) ON CONFLICT(mchat_user_id) DO UPDATE SET"
-                    " mchat_username = CASE WHEN excluded.mchat_username != ''"
-                    " THEN excluded.mchat_username ELSE mchat_user_mapping.mchat_username END",
-                    (msg.user_id, msg.user_name, now),
-                )
-            self._seen_users.add(msg.user_id)
-        assert row is not None
+        if (
+            row is None
+            or (msg.channel_name and row.mchat_channel_name != msg.channel_name)
+            or (msg.team_id and row.mchat_team_id != msg.team_id)
+        ):
+            rows = await self.storage.execute_returning(
+                "INSERT INTO mchat_channel_mapping"
+                " (mchat_channel_id, mchat_channel_name, mchat_team_id, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(mchat_channel_id) DO UPDATE SET"
+                " mchat_channel_name = CASE WHEN excluded.mchat_channel_name != ''"
+                " THEN excluded.mchat_channel_name ELSE mchat_channel_mapping.mchat_channel_name END,"
+                " mchat_team_id = CASE WHEN excluded.mchat_team_id != '' THEN excluded.mchat_team_id"
+                " ELSE mchat_channel_mapping.mchat_team_id END,"
+                f" updated_at = excluded.updated_at RETURNING {_CHANNEL_COLS}",
+                (msg.channel_id, msg.channel_name, msg.team_id, now, now),
+            )
+            row = _channel(rows[0])
+            self._channels[msg.channel_id] = (time.monotonic(), row)
+        if msg.user_id and (
+            msg.user_id not in self._users or (msg.user_name and self._users[msg.user_id] != msg.user_name)
+        ):
+            await self.storage.execute(
+                "INSERT INTO mchat_user_mapping (mchat_user_id, mchat_username, created_at)"
+                " VALUES (?, ?, ?) ON CONFLICT(mchat_user_id) DO UPDATE SET"
+                " mchat_username = CASE WHEN excluded.mchat_username != ''"
+                " THEN excluded.mchat_username ELSE mchat_user_mapping.mchat_username END",
+                (msg.user_id, msg.user_name, now),
+            )
+            self._users[msg.user_id] = msg.user_name or self._users.get(msg.user_id, "")
         return row
 
     async def is_active(self, channel_id: str) -> bool:
@@ -130,13 +135,12 @@ class Mappings:
         if column not in ("is_active", "incoming_webhook_url"):
             raise ValueError(column)
         now = time.time()
-        async with self.storage.transaction() as db:
-            await db.execute(
-                f"INSERT INTO mchat_channel_mapping (mchat_channel_id, {column}, created_at, updated_at)"
-                f" VALUES (?, ?, ?, ?) ON CONFLICT(mchat_channel_id) DO UPDATE SET"
-                f" {column} = excluded.{column}, updated_at = excluded.updated_at",
-                (channel_id, value, now, now),
-            )
+        await self.storage.execute(
+            f"INSERT INTO mchat_channel_mapping (mchat_channel_id, {column}, created_at, updated_at)"
+            f" VALUES (?, ?, ?, ?) ON CONFLICT(mchat_channel_id) DO UPDATE SET"
+            f" {column} = excluded.{column}, updated_at = excluded.updated_at",
+            (channel_id, value, now, now),
+        )
         self._channels.pop(channel_id, None)
         log.info("mappings.channel_changed", mchat_channel_id=channel_id, column=column)
 

@@ -1,8 +1,17 @@
 """The bot's SQLite database: one aiosqlite connection, WAL, migrations by ``PRAGMA user_version``.
 
-One connection is enough for one process, and it keeps SQLite's locking simple: every write goes
-through :meth:`Storage.transaction`, which serialises writers with an asyncio lock so a
-read-modify-write (such as claiming inbox items) is atomic between coroutines.
+One connection is enough for one process, and it keeps SQLite's locking simple. Every await on the
+connection is a hop to its thread and back, which is what the hot path pays for (issue 8), so a
+write that is one statement (a claim as ``UPDATE … RETURNING``, an ``INSERT OR IGNORE``) goes
+through :meth:`Storage.execute` / :meth:`Storage.execute_returning`: one hop, SQLite's own
+autocommit transaction. :meth:`Storage.transaction` (``BEGIN IMMEDIATE`` … ``COMMIT``, one hop per
+statement) is for the rare writes that need several statements. Both take the same asyncio lock,
+so a one-statement write never lands inside another coroutine's open transaction.
+
+Pragmas: WAL with ``synchronous=NORMAL``. A commit is in the WAL file (the OS's page cache) before
+it returns, so a killed process (SIGKILL, OOM) loses nothing committed; only an OS crash or power
+loss can drop the last commits before a checkpoint. ``FULL`` would add an fsync to every inbox
+write, i.e. to every event the socket hands over, for a case systemd restarts cannot cause.
 """
 
 from __future__ import annotations
@@ -123,11 +132,15 @@ class Storage:
         # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE) below.
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        await self._migrate()
+        try:
+            await self._db.executescript(  # one hop; the reasons are in the module docstring
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                f" PRAGMA busy_timeout={int(self._busy_timeout_ms)}; PRAGMA foreign_keys=ON;"
+            )
+            await self._migrate()
+        except BaseException:
+            await self.close()  # else its (non-daemon) thread outlives the refusal and blocks exit
+            raise
         return self
 
     async def close(self) -> None:
@@ -144,8 +157,7 @@ class Storage:
         await self.close()
 
     async def schema_version(self) -> int:
-        async with self.db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = await self.fetchone("PRAGMA user_version")
         return int(row[0]) if row else 0
 
     async def _migrate(self) -> None:
@@ -164,7 +176,8 @@ class Storage:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction; coroutines take turns, so read-then-write inside is atomic."""
+        """A write transaction of several statements; coroutines take turns, so read-then-write
+        inside is atomic. Inside, use the connection it yields (the lock is not re-entrant)."""
         async with self._lock:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
@@ -176,25 +189,45 @@ class Storage:
             else:
                 await db.execute("COMMIT")
 
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement as its own transaction, in one hop; returns the number of rows changed."""
+        async with self._lock:
+            cur = await self.db.execute(sql, params)
+            return int(cur.rowcount)
+
+    async def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """One write statement with ``RETURNING``, as its own transaction, in one hop; its rows.
+
+        All rows are read in the same hop: an autocommit statement commits only once it is finished.
+        """
+        async with self._lock:
+            return list(await self.db.execute_fetchall(sql, params))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """One statement over many parameter rows, one transaction, one hop; rows changed in total."""
+        if not rows:
+            return 0
+        async with self._lock:
+            cur = await self.db.executemany(sql, rows)
+            return int(cur.rowcount)
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self.db.execute_fetchall(sql, params))  # one hop (execute + fetch + close)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self.db.execute(sql, params) as cur:
-            return await cur.fetchone()
+        """The first row, for queries of one row (a key lookup, an aggregate): one hop."""
+        rows = await self.db.execute_fetchall(sql, params)
+        return next(iter(rows), None)
 
     async def get_kv(self, key: str, default: str | None = None) -> str | None:
         row = await self.fetchone("SELECT value FROM kv WHERE key = ?", (key,))
         return str(row[0]) if row else default
 
     async def set_kv(self, key: str, value: str) -> None:
-        async with self.transaction() as db:
-            await db.execute(
-                "INSERT INTO kv (key, value) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+        await self.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
 def _statements(script: str) -> list[str]:

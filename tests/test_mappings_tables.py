@@ -69,3 +69,31 @@ async def test_migration_adds_the_tables(tmp_path: Path) -> None:
         assert await st.schema_version() >= 2
         names = {r[0] for r in await st.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"mchat_channel_mapping", "mchat_user_mapping", "door_context"} <= names
+
+
+async def test_a_change_after_caching_is_still_written(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    async with Storage(path) as st:
+        m = Mappings(st)  # the default TTL: the rows below are served from memory
+        await m.see(msg())
+        await m.see(msg())  # nothing new: no write
+        await m.see(msg(name="qa-2", user_name="kim-2"))  # renamed channel and user: written
+        await m.see(msg(name="", user_name=""))  # a door that does not know the names: kept
+        row = await m.see(
+            IncomingMessage(
+                post_id="p2",
+                channel_id="c1",
+                channel_type="O",
+                channel_name="qa-2",
+                team_id="t2",
+                user_id="u1",
+                user_name="kim-2",
+                message="@ai help",
+            )
+        )
+        assert row.mchat_team_id == "t2" and row.mchat_channel_name == "qa-2"
+    async with Storage(path) as st:  # what another process (the admin's CLI) reads
+        m = Mappings(st)
+        [channel] = await m.channels()
+        assert (channel.mchat_channel_name, channel.mchat_team_id) == ("qa-2", "t2")
+        assert [u.mchat_username for u in await m.users()] == ["kim-2"]

@@ -165,3 +165,82 @@ async def test_concurrent_claims_never_hand_out_an_item_twice(storage: Storage) 
     for r in range(20):
         thread = [p for p in seen if int(p[1:]) % 20 == r]
         assert thread == sorted(thread, key=lambda p: int(p[1:]))
+
+
+async def test_put_many_dedupes_within_the_batch_and_against_the_inbox(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    assert await inbox.put(msg("old", at=1)) is True
+    inbox.changed.clear()
+    batch = [msg(f"p{i}", root=f"r{i % 7}", at=10 + i) for i in range(1200)]  # more than one statement
+    added = await inbox.put_many([msg("old", at=1), *batch, msg("p5", at=15)])
+    assert added == [False, *([True] * 1200), False]
+    assert inbox.changed.is_set()
+    assert await inbox.depth() == 1201
+    assert await inbox.put_many([msg("old", at=1)]) == [False]
+    assert await inbox.put_many([]) == []
+
+
+async def test_concurrent_batch_claims_hand_out_each_item_once_and_one_per_thread(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    await inbox.put_many([msg(f"p{i}", root=f"r{i % 10}", at=i) for i in range(300)])
+    seen: list[str] = []
+    holding: set[str] = set()  # threads with an item out right now
+
+    async def worker() -> None:
+        while await inbox.depth():
+            items = await inbox.claim(4)
+            for item in items:
+                root = item.message.thread_root
+                assert root not in holding, f"two items of thread {root} claimed at once"
+                holding.add(root)
+            await asyncio.sleep(0)
+            for item in items:
+                seen.append(item.post_id)
+                holding.discard(item.message.thread_root)
+                await inbox.ack(item.post_id)
+            if not items:
+                await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(6))), 30)
+    assert sorted(seen) == sorted(f"p{i}" for i in range(300))  # every item exactly once
+    for r in range(10):
+        thread = [int(p[1:]) for p in seen if int(p[1:]) % 10 == r]
+        assert thread == sorted(thread)
+
+
+async def test_sent_parts_of_a_claimed_item_follow_record_sent_and_are_read_again_after(
+    storage: Storage,
+) -> None:
+    inbox = Inbox(storage)
+    await inbox.put(msg("p1"))
+    assert [i.post_id for i in await inbox.claim(1)] == ["p1"]
+    assert await inbox.sent_parts("p1") == {}
+    await inbox.record_sent("p1", 1, "r1")
+    await inbox.record_sent("p1", 0, "r0")
+    assert list((await inbox.sent_parts("p1")).items()) == [(0, "r0"), (1, "r1")]
+    assert await Inbox(storage).sent_parts("p1") == {0: "r0", 1: "r1"}  # committed, not only held
+    assert await inbox.retry_later("p1", "503", delay=0) == 1
+    assert len(await inbox.claim(1)) == 1  # claimed again: the claim reads the sent-log back
+    assert await inbox.sent_parts("p1") == {0: "r0", 1: "r1"}
+    await inbox.ack("p1")
+    await storage.execute("DELETE FROM sent_log WHERE source_post_id = 'p1'")
+    assert await inbox.sent_parts("p1") == {}  # finished: read from SQLite, not from memory
+
+
+async def test_a_one_statement_write_never_joins_a_transaction_that_rolls_back(storage: Storage) -> None:
+    inside = asyncio.Event()
+
+    async def failing_transaction() -> None:
+        async with storage.transaction() as db:
+            await db.execute("INSERT INTO kv (key, value) VALUES ('a', '1')")
+            inside.set()
+            await asyncio.sleep(0.05)  # another coroutine writes meanwhile
+            raise RuntimeError("rolled back")
+
+    task = asyncio.create_task(failing_transaction())
+    await inside.wait()
+    await storage.set_kv("b", "2")  # waits for the transaction instead of landing inside it
+    with pytest.raises(RuntimeError):
+        await task
+    assert await storage.get_kv("a") is None
+    assert await storage.get_kv("b") == "2"

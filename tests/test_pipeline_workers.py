@@ -321,3 +321,66 @@ async def test_empty_reply_is_acked_without_posting(inbox: Inbox) -> None:
         await inbox.put(msg("p1"))
         await until(lambda: _depth_zero(inbox))
     assert poster.posts == [] and await inbox.state("p1") == "done"
+
+
+async def test_a_freed_worker_takes_the_next_item_at_once(inbox: Inbox) -> None:
+    poster = Poster()
+    for i in range(5):
+        await inbox.put(msg(f"p{i}", at=i))  # five threads, one worker: one after the other
+    started = time.monotonic()
+    async with pool_for(inbox, poster, echo, workers=1, poll_interval=5.0):
+        await until(lambda: len(poster.posts) == 5, within=3.0)
+    assert time.monotonic() - started < 1.0  # no item waits for the 5 s poll
+    assert [p["message"] for p in poster.posts] == [f"answer to p{i}" for i in range(5)]
+
+
+async def test_pool_handles_each_item_once_never_two_of_a_thread_at_once(inbox: Inbox) -> None:
+    poster = Poster()
+    handled: list[str] = []
+    busy: set[str] = set()
+    overlaps: list[str] = []
+    peak = 0
+
+    async def handle(m: IncomingMessage) -> str:
+        nonlocal peak
+        if m.thread_root in busy:
+            overlaps.append(m.post_id)
+        busy.add(m.thread_root)
+        peak = max(peak, len(busy))
+        await asyncio.sleep(0.002)
+        busy.discard(m.thread_root)
+        handled.append(m.post_id)
+        return m.post_id
+
+    async with pool_for(inbox, poster, handle, workers=3):
+        for i in range(120):
+            await inbox.put(msg(f"p{i}", root=f"p{i % 8}" if i >= 8 else "", at=i))
+        await until(lambda: _depth_zero(inbox), within=20.0)
+    assert overlaps == []
+    assert sorted(handled) == sorted(f"p{i}" for i in range(120))  # each once
+    assert [p["message"] for p in poster.posts] == handled  # each answered once, in handling order
+    assert peak == 3  # never more than ``workers`` at once, and all of them used
+    for r in range(8):
+        thread = [int(p[1:]) for p in handled if int(p[1:]) % 8 == r]
+        assert thread == sorted(thread)
+
+
+async def test_stop_gives_in_flight_work_its_grace_while_run_is_supervised(inbox: Inbox) -> None:
+    poster = Poster()
+    started = asyncio.Event()
+
+    async def slowish(m: IncomingMessage) -> str:
+        started.set()
+        await asyncio.sleep(0.3)
+        return m.post_id
+
+    pool = pool_for(inbox, poster, slowish, workers=1)
+    runner = asyncio.create_task(pool.run())  # as the daemon's supervisor runs it
+    await inbox.put(msg("p1"))
+    await inbox.put(msg("p2", at=1))
+    await asyncio.wait_for(started.wait(), 2)
+    await pool.stop(grace=3.0)
+    await asyncio.wait_for(runner, 2)
+    assert [p["message"] for p in poster.posts] == ["p1"]  # finished within the grace
+    assert await inbox.state("p1") == "done"
+    assert await inbox.state("p2") == "pending"  # never started: left for the next start

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -35,36 +36,81 @@ def thread_key(msg: IncomingMessage) -> str:
     return f"{msg.channel_id}:{msg.thread_root}"
 
 
+_PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_at)"
+_PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
+
+# One statement: pick the due items (the oldest pending post of each thread that has no claimed
+# item), mark them claimed, and return them with the parts of their answer already in the sent-log.
+# The subquery is read before any row changes, and one statement is one atomic transaction.
+_CLAIM = """
+UPDATE inbox SET state = 'claimed', updated_at = ?
+WHERE seq IN (
+    SELECT i.seq FROM inbox i
+    WHERE i.state = 'pending'
+      AND i.not_before <= ?
+      AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed')
+      AND NOT EXISTS (SELECT 1 FROM inbox e
+                      WHERE e.thread_key = i.thread_key AND e.state = 'pending'
+                        AND (e.create_at < i.create_at OR (e.create_at = i.create_at AND e.seq < i.seq)))
+    ORDER BY i.create_at, i.seq
+    LIMIT ?)
+RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at, seq,
+    (SELECT json_group_array(json_array(part, reply_post_id)) FROM sent_log
+     WHERE source_post_id = inbox.post_id)
+"""
+
+
 class Inbox:
-    """SQLite-backed queue on a :class:`Storage`; ``changed`` is set whenever work may be claimable."""
+    """SQLite-backed queue on a :class:`Storage`; ``changed`` is set whenever work may be claimable.
+
+    Every write is one statement, i.e. one hop to the connection's thread and one commit (issue 8).
+    The sent-log of the items this inbox holds claimed is also kept in memory: it is loaded by the
+    claim itself and every write to it goes through :meth:`record_sent`, so :meth:`sent_parts` for a
+    claimed item needs no read; an item that is finished or let go is read from SQLite again.
+    """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.changed = asyncio.Event()
+        self._sent: dict[str, dict[int, str]] = {}  # claimed here: post id -> part -> reply post id
 
     @staticmethod
     def _now() -> float:
         return time.time()
 
     async def put(self, msg: IncomingMessage) -> bool:
-        """Enqueue; False if this post id was seen before (pending, done or failed)."""
+        """Enqueue; False if this post id was seen before (pending, done or failed).
+
+        When this returns, the item is committed (one ``INSERT OR IGNORE``, one hop).
+        """
         now = self._now()
-        async with self.storage.transaction() as db:
-            cur = await db.execute(
-                "INSERT OR IGNORE INTO inbox"
-                " (post_id, thread_key, create_at, payload, enqueued_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    msg.post_id,
-                    thread_key(msg),
-                    msg.create_at,
-                    json.dumps(msg.to_dict(), ensure_ascii=False),
-                    now,
-                    now,
-                ),
+        added = (
+            await self.storage.execute(
+                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)", _put_row(msg, now)
             )
-            added = cur.rowcount == 1
+            == 1
+        )
         if added:
+            self.changed.set()
+        return added
+
+    async def put_many(self, msgs: Sequence[IncomingMessage]) -> list[bool]:
+        """Enqueue several (e.g. a catch-up page) in one statement per 500; which ones were new."""
+        now = self._now()
+        new: set[str] = set()
+        for start in range(0, len(msgs), _PUT_ROWS_PER_STATEMENT):
+            chunk = msgs[start : start + _PUT_ROWS_PER_STATEMENT]
+            rows = await self.storage.execute_returning(
+                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES"
+                f" {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))} RETURNING post_id",
+                [v for m in chunk for v in _put_row(m, now)],
+            )
+            new.update(str(r[0]) for r in rows)
+        added = []
+        for m in msgs:  # a post id twice in the batch: only its first occurrence is new
+            added.append(m.post_id in new)
+            new.discard(m.post_id)
+        if any(added):
             self.changed.set()
         return added
 
@@ -73,45 +119,26 @@ class Inbox:
         if limit <= 0:
             return []
         now = self._now()
-        async with self.storage.transaction() as db:
-            async with db.execute(
-                """
-                SELECT i.post_id, i.payload, i.attempts, i.enqueued_at, i.last_error, i.reply
-                FROM inbox i
-                WHERE i.state = 'pending'
-                  AND i.not_before <= ?
-                  AND NOT EXISTS (SELECT 1 FROM inbox c
-                                  WHERE c.thread_key = i.thread_key AND c.state = 'claimed')
-                  AND NOT EXISTS (SELECT 1 FROM inbox e
-                                  WHERE e.thread_key = i.thread_key AND e.state = 'pending'
-                                    AND (e.create_at < i.create_at
-                                         OR (e.create_at = i.create_at AND e.seq < i.seq)))
-                ORDER BY i.create_at, i.seq
-                LIMIT ?
-                """,
-                (now, limit),
-            ) as cur:
-                rows = list(await cur.fetchall())
-            items = []
-            for row in rows:
-                await db.execute(
-                    "UPDATE inbox SET state = 'claimed', updated_at = ? WHERE post_id = ?", (now, row[0])
+        rows = await self.storage.execute_returning(_CLAIM, (now, now, limit))
+        rows.sort(key=lambda r: (r[6], r[7]))  # RETURNING has no order
+        items = []
+        for row in rows:
+            self._sent[row[0]] = {int(p): str(r) for p, r in json.loads(row[8] or "[]")}
+            items.append(
+                InboxItem(
+                    post_id=row[0],
+                    message=IncomingMessage.from_dict(json.loads(row[1])),
+                    attempts=int(row[2]),
+                    enqueued_at=float(row[3]),
+                    last_error=row[4],
+                    reply=row[5],
                 )
-                items.append(
-                    InboxItem(
-                        post_id=row[0],
-                        message=IncomingMessage.from_dict(json.loads(row[1])),
-                        attempts=int(row[2]),
-                        enqueued_at=float(row[3]),
-                        last_error=row[4],
-                        reply=row[5],
-                    )
-                )
+            )
         return items
 
     async def _set_state(self, post_id: str, sql: str, params: tuple[object, ...]) -> None:
-        async with self.storage.transaction() as db:
-            await db.execute(sql, (*params, self._now(), post_id))
+        self._sent.pop(post_id, None)  # no longer held here: read the sent-log from SQLite again
+        await self.storage.execute(sql, (*params, self._now(), post_id))
         # a finished or released item may unblock the next one of its thread
         self.changed.set()
 
@@ -123,21 +150,19 @@ class Inbox:
 
     async def save_reply(self, post_id: str, text: str) -> None:
         """Keep the computed reply so a retry sends the same parts instead of asking the LLM again."""
-        async with self.storage.transaction() as db:
-            await db.execute("UPDATE inbox SET reply = ? WHERE post_id = ?", (text, post_id))
+        await self.storage.execute("UPDATE inbox SET reply = ? WHERE post_id = ?", (text, post_id))
 
     async def retry_later(self, post_id: str, error: str, delay: float) -> int:
         """Back to pending after ``delay`` seconds; returns the number of failed attempts so far."""
-        async with self.storage.transaction() as db:
-            await db.execute(
-                "UPDATE inbox SET state = 'pending', attempts = attempts + 1, last_error = ?,"
-                " not_before = ?, updated_at = ? WHERE post_id = ?",
-                (error[:2000], self._now() + max(0.0, delay), self._now(), post_id),
-            )
-            async with db.execute("SELECT attempts FROM inbox WHERE post_id = ?", (post_id,)) as cur:
-                row = await cur.fetchone()
+        self._sent.pop(post_id, None)
+        now = self._now()
+        rows = await self.storage.execute_returning(
+            "UPDATE inbox SET state = 'pending', attempts = attempts + 1, last_error = ?,"
+            " not_before = ?, updated_at = ? WHERE post_id = ? RETURNING attempts",
+            (error[:2000], now + max(0.0, delay), now, post_id),
+        )
         self.changed.set()
-        return int(row[0]) if row else 0
+        return int(rows[0][0]) if rows else 0
 
     async def fail(self, post_id: str, error: str) -> None:
         """Give up on an item (it stays for dedupe and inspection)."""
@@ -158,15 +183,14 @@ class Inbox:
 
     async def recover(self) -> int:
         """On start: items claimed by a process that died go back to pending. Returns how many."""
-        async with self.storage.transaction() as db:
-            cur = await db.execute(
-                "UPDATE inbox SET state = 'pending', updated_at = ? WHERE state = 'claimed'", (self._now(),)
-            )
-            n = cur.rowcount
+        self._sent.clear()
+        n = await self.storage.execute(
+            "UPDATE inbox SET state = 'pending', updated_at = ? WHERE state = 'claimed'", (self._now(),)
+        )
         if n:
             log.info("inbox.recovered", items=n)
             self.changed.set()
-        return int(n)
+        return n
 
     async def state(self, post_id: str) -> str | None:
         row = await self.storage.fetchone("SELECT state FROM inbox WHERE post_id = ?", (post_id,))
@@ -201,17 +225,34 @@ class Inbox:
             return int(cur.rowcount)
 
     async def record_sent(self, source_post_id: str, part: int, reply_post_id: str) -> None:
-        async with self.storage.transaction() as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO sent_log (source_post_id, part, reply_post_id, sent_at)"
-                " VALUES (?, ?, ?, ?)",
-                (source_post_id, part, reply_post_id, self._now()),
-            )
+        """A part is posted; committed when this returns (one statement, one hop)."""
+        await self.storage.execute(
+            "INSERT OR REPLACE INTO sent_log (source_post_id, part, reply_post_id, sent_at)"
+            " VALUES (?, ?, ?, ?)",
+            (source_post_id, part, reply_post_id, self._now()),
+        )
+        held = self._sent.get(source_post_id)
+        if held is not None:
+            held[part] = reply_post_id
 
     async def sent_parts(self, source_post_id: str) -> dict[int, str]:
         """part index -> reply post id, for the parts of this answer already posted."""
+        held = self._sent.get(source_post_id)
+        if held is not None:
+            return dict(sorted(held.items()))
         rows = await self.storage.fetchall(
             "SELECT part, reply_post_id FROM sent_log WHERE source_post_id = ? ORDER BY part",
             (source_post_id,),
         )
         return {int(r[0]): str(r[1]) for r in rows}
+
+
+def _put_row(msg: IncomingMessage, now: float) -> tuple[object, ...]:
+    return (
+        msg.post_id,
+        thread_key(msg),
+        msg.create_at,
+        json.dumps(msg.to_dict(), ensure_ascii=False),
+        now,
+        now,
+    )

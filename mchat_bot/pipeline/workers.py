@@ -141,7 +141,12 @@ class PoolStats:
 
 
 class WorkerPool:
-    """``workers`` tasks claiming one item at a time; the inbox keeps each thread in order."""
+    """Up to ``workers`` items at a time; the inbox keeps each thread in order.
+
+    One claimer task claims as many items as there are free slots, in one statement, and starts a
+    task per item. Idle workers each claiming on every wake-up cost a thread hop and a commit per
+    worker per event (issue 8); a single claimer claims once per wake-up, and in batches under load.
+    """
 
     def __init__(
         self,
@@ -170,7 +175,8 @@ class WorkerPool:
         self.retry_max = retry_max
         self.handle_timeout = handle_timeout
         self.stats = PoolStats()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the claimer
+        self._jobs: set[asyncio.Task[None]] = set()  # one per item being processed
         self._in_flight: set[str] = set()
         self._stopping = False
 
@@ -179,12 +185,10 @@ class WorkerPool:
         return bool(self._tasks) and not self._stopping
 
     def start(self) -> None:
-        if self._tasks:
+        if any(not t.done() for t in self._tasks):
             return
         self._stopping = False
-        self._tasks = [
-            asyncio.create_task(self._worker(n), name=f"mchat-worker-{n}") for n in range(self.workers)
-        ]
+        self._tasks = [asyncio.create_task(self._claimer(), name="mchat-inbox-claimer")]
         log.info("workers.started", workers=self.workers)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -192,25 +196,33 @@ class WorkerPool:
         if not self._tasks:
             return
         self._stopping = True
-        self.inbox.changed.set()  # wake idle workers so they notice
-        _, pending = await asyncio.wait(self._tasks, timeout=grace)
-        for task in pending:
+        self.inbox.changed.set()  # wake the idle claimer so it notices
+        deadline = asyncio.get_running_loop().time() + grace
+        await asyncio.wait(self._tasks, timeout=grace)  # a claim in progress still starts its items
+        jobs = list(self._jobs)
+        pending: set[asyncio.Task[None]] = set()
+        if jobs:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            _, pending = await asyncio.wait(jobs, timeout=left)
+        for task in [*self._tasks, *pending]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        left = list(self._in_flight)
-        for post_id in left:
+        await asyncio.gather(*self._tasks, *jobs, return_exceptions=True)
+        released = list(self._in_flight)
+        for post_id in released:
             await self.inbox.release(post_id)
         self._in_flight.clear()
         self._tasks = []
-        log.info("workers.stopped", cancelled=len(pending), released=len(left))
+        log.info("workers.stopped", cancelled=len(pending), released=len(released))
 
     async def run(self) -> None:
         """Start the workers and wait for them, for a supervisor; cancelling it stops them."""
         self.start()
         try:
             await asyncio.gather(*self._tasks)
+            while self._jobs:  # the claimer ended because stop() was called: its grace covers these
+                await asyncio.wait(list(self._jobs))
         finally:
-            for task in self._tasks:
+            for task in [*self._tasks, *self._jobs]:
                 task.cancel()
 
     def wake(self) -> None:
@@ -224,30 +236,43 @@ class WorkerPool:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _worker(self, n: int) -> None:
+    async def _claimer(self) -> None:
         changed = self.inbox.changed
         while not self._stopping:
-            changed.clear()  # before claim: a put() after this point wakes us or is seen by claim
-            try:
-                items = await self.inbox.claim(1)
-            except Exception:
-                log.exception("workers.claim_failed")
-                items = []
-                await asyncio.sleep(self.poll_interval)
-            if not items:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await changed.wait()
-                continue
-            item = items[0]
-            self._in_flight.add(item.post_id)
-            try:
-                await self._process(item)
-            except Exception:  # a bug in our own code: keep the worker alive, fail the item
-                log.exception("workers.process_crashed", post_id=item.post_id)
-                with contextlib.suppress(Exception):
-                    await self.inbox.fail(item.post_id, "internal error in worker")
-            self._in_flight.discard(item.post_id)
+            changed.clear()  # before claim: a put() or a finished item after this wakes us
+            free = self.workers - len(self._jobs)
+            items: list[InboxItem] = []
+            if free > 0:
+                try:
+                    items = await self.inbox.claim(free)
+                except Exception:
+                    log.exception("workers.claim_failed")
+                    await asyncio.sleep(self.poll_interval)
+                    continue
+            for item in items:  # even when stopping meanwhile: stop() waits for them or releases them
+                self._in_flight.add(item.post_id)
+                job = asyncio.create_task(self._work(item), name=f"mchat-worker-{item.post_id}")
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+            if free > 0 and len(items) == free:
+                continue  # every slot got one: there may be more (it waits for a slot above)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await changed.wait()
+
+    async def _work(self, item: InboxItem) -> None:
+        try:
+            await self._process(item)
+        except Exception:  # a bug in our own code: keep the pool alive, fail the item
+            log.exception("workers.process_crashed", post_id=item.post_id)
+            with contextlib.suppress(Exception):
+                await self.inbox.fail(item.post_id, "internal error in worker")
+        # not reached when cancelled: stop() releases what is still in flight
+        self._in_flight.discard(item.post_id)
+        # The slot is free now, not when the done callback runs (after the claimer has woken up).
+        if (task := asyncio.current_task()) is not None:
+            self._jobs.discard(task)
+        self.inbox.changed.set()  # the claimer may take the next item
 
     async def _process(self, item: InboxItem) -> None:
         msg = item.message
@@ -264,7 +289,8 @@ class WorkerPool:
                 )
                 return
             self.stats.handled += 1
-            await self.inbox.save_reply(msg.post_id, text)
+            if text.strip():  # nothing to send is acked at once: no reply to keep for a retry
+                await self.inbox.save_reply(msg.post_id, text)
         if not text.strip():
             await self.inbox.ack(msg.post_id)
             return
