@@ -89,7 +89,7 @@ class Intake:
             if not new:
                 continue
             found += 1
-            log.info(
+            log.debug(  # at info, "handled" and "replied" say it once the work is done
                 "accepted",
                 post_id=msg.post_id,
                 mchat_channel_id=msg.channel_id,

@@ -313,7 +313,7 @@ class WorkerPool:
             return
         await self.inbox.ack(msg.post_id)
         self.stats.sent += 1
-        log.info("workers.replied", post_id=msg.post_id, chars=len(text))
+        log.debug("workers.replied", post_id=msg.post_id, chars=len(text))
 
     async def _give_up(self, item: InboxItem, error: str, notice: str) -> None:
         msg = item.message
