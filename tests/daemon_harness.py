@@ -12,6 +12,7 @@ from typing import Any
 from mchat_bot.demo import http_port, replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
+from mchat_bot.pipeline.message import IncomingMessage
 
 READY_TIMEOUT_S = 90.0
 
@@ -98,3 +99,18 @@ class DaemonProcess:
         post = await self.dev.user_post(user, channel_id, text, root_id=root_id)
         replies = await self.replies_to(post, timeout=timeout)
         return post, "".join(r["message"] for r in replies)
+
+
+def message_in_qa(post: dict[str, Any], dev: DevServer) -> IncomingMessage:
+    """The pipeline's message for a post kim made in the seed's #qa (for tests that drive parts directly)."""
+    return IncomingMessage(
+        post_id=post["id"],
+        channel_id=post["channel_id"],
+        channel_type="O",
+        channel_name="qa",
+        team_id=dev.seed.team_id,
+        user_id=post["user_id"],
+        user_name="kim",
+        message=post["message"],
+        create_at=post["create_at"],
+    )

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -34,6 +35,16 @@ def make_llm(fake: FakeLLM, model: str = "openai/fake", **kw: object) -> LLM:
     opts: dict[str, object] = {"timeout": 5.0, "retry_base": 0.05}
     opts.update(kw)
     return LLM(model, f"{fake.url}/v1", KEY, **opts)  # type: ignore[arg-type]
+
+
+async def serve(handler: Any) -> tuple[web.AppRunner, int]:
+    """A one-route endpoint on 127.0.0.1 that records what the fake LLM does not (headers, peers)."""
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, int(runner.addresses[0][1])
 
 
 def tokens(model: str, kind: str) -> float:
@@ -60,13 +71,7 @@ async def test_bearer_key_sent_and_base_url_joined() -> None:
         seen.append((request.path, request.headers.get("Authorization", "")))
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": " hi "}}]})
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve(completions)
     try:
         with_key = LLM("openai/m", f"http://127.0.0.1:{port}/base/v1/", KEY, timeout=5.0)
         without_key = LLM("openai/m", f"http://127.0.0.1:{port}/v1", "", timeout=5.0)
@@ -112,13 +117,8 @@ async def test_answers_reuse_one_connection() -> None:
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    llm = LLM("openai/m", f"http://127.0.0.1:{runner.addresses[0][1]}/v1", KEY, timeout=5.0)
+    runner, port = await serve(completions)
+    llm = LLM("openai/m", f"http://127.0.0.1:{port}/v1", KEY, timeout=5.0)
     try:
         for _ in range(3):
             assert await llm.complete_streaming(MESSAGES, lambda _text: None) == "ok"

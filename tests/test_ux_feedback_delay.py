@@ -28,8 +28,7 @@ from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.feedback import Feedback
-from mchat_bot.pipeline.message import IncomingMessage
-from tests.daemon_harness import DaemonProcess, free_port, tag
+from tests.daemon_harness import DaemonProcess, free_port, message_in_qa, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -205,20 +204,6 @@ async def test_a_slow_answer_shows_typing_and_eyes_then_a_check_mark(
 # (plain posts without a mention, so that the daemon above leaves them alone)
 
 
-def message(post: dict[str, Any], dev: DevServer) -> IncomingMessage:
-    return IncomingMessage(
-        post_id=post["id"],
-        channel_id=post["channel_id"],
-        channel_type="O",
-        channel_name="qa",
-        team_id=dev.seed.team_id,
-        user_id=post["user_id"],
-        user_name="kim",
-        message=post["message"],
-        create_at=post["create_at"],
-    )
-
-
 def feedback_tasks() -> list[asyncio.Task[Any]]:
     return [
         t
@@ -232,7 +217,7 @@ async def test_work_done_before_the_delay_leaves_no_timer_or_task(dev: CountingD
     quick = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5)
     fb = Feedback(quick, dev.seed.bot.id, delay=0.3, typing_interval=0.1)
     posts = [await dev.user_post("kim", dev.seed.channels["qa"], f"q{i} {tag()}") for i in range(3)]
-    msgs = [message(p, dev) for p in posts]
+    msgs = [message_in_qa(p, dev) for p in posts]
     try:
         for m in msgs:
             fb.start(m)
@@ -254,7 +239,7 @@ async def test_a_fast_retry_still_takes_the_first_attempts_eyes_off(dev: Countin
     quick = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5)
     fb = Feedback(quick, dev.seed.bot.id, typing=False, delay=0.2)
     post = await dev.user_post("kim", dev.seed.channels["qa"], f"재시도 {tag()}")
-    msg = message(post, dev)
+    msg = message_in_qa(post, dev)
     try:
         fb.start(msg)
         await until(lambda: reactions(dev, post["id"]) == {"eyes"}, timeout=5)  # a slow first attempt
@@ -273,9 +258,9 @@ async def test_aclose_cancels_pending_and_running_feedback(dev: CountingDev) -> 
     waiting = await dev.user_post("kim", dev.seed.channels["qa"], f"대기 {tag()}")
     working = await dev.user_post("kim", dev.seed.channels["qa"], f"작업 {tag()}")
     try:
-        fb.start(message(working, dev))
+        fb.start(message_in_qa(working, dev))
         await asyncio.sleep(0.4)  # past the delay: typing and 👀 running
-        fb.start(message(waiting, dev))  # still within its delay
+        fb.start(message_in_qa(waiting, dev))  # still within its delay
         await fb.aclose()
         assert not feedback_tasks()
         await asyncio.sleep(0.5)  # the cancelled delayed start never fires

@@ -17,10 +17,10 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.attachments import chunk_text, decode
 from mchat_bot.pipeline.feedback import Feedback
 from mchat_bot.pipeline.inbox import Inbox
-from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.streaming import MARKER, Streams
 from mchat_bot.pipeline.workers import ReplySender
 from mchat_bot.storage import Storage
+from tests.daemon_harness import message_in_qa
 
 
 @pytest_asyncio.fixture
@@ -33,20 +33,6 @@ async def dev() -> AsyncIterator[DevServer]:
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     async with Storage(tmp_path / "s.sqlite3") as st:
         yield st
-
-
-def message(post: dict, dev: DevServer) -> IncomingMessage:
-    return IncomingMessage(
-        post_id=post["id"],
-        channel_id=post["channel_id"],
-        channel_type="O",
-        channel_name="qa",
-        team_id=dev.seed.team_id,
-        user_id=post["user_id"],
-        user_name="kim",
-        message=post["message"],
-        create_at=post["create_at"],
-    )
 
 
 def clients(dev: DevServer) -> tuple[RestClient, RestClient]:
@@ -68,7 +54,7 @@ async def test_streaming_backs_off_on_429_and_still_ends_complete(dev: DevServer
     inbox = Inbox(storage)
     streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.2, first_post_after=0.0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 긴 답변 부탁")
-    msg = message(post, dev)
+    msg = message_in_qa(post, dev)
     answer = " ".join(f"w{i}" for i in range(300))
     try:
         dev.faults.rate_limit(per_sec=3, burst=2)
@@ -99,7 +85,7 @@ async def test_a_streamed_part_is_edited_not_doubled_after_a_restart(
     main, quick = clients(dev)
     inbox = Inbox(storage)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
-    msg = message(post, dev)
+    msg = message_in_qa(post, dev)
     try:
         first = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.1, first_post_after=0.0)
         session = first.open(msg)
@@ -125,7 +111,7 @@ async def test_a_short_answer_is_posted_once_without_edits(dev: DevServer, stora
     inbox = Inbox(storage)
     streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.5, first_post_after=1.0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 짧은 질문")
-    msg = message(post, dev)
+    msg = message_in_qa(post, dev)
     try:
         session = streams.open(msg)
         session.feed("짧은 답")
@@ -144,7 +130,7 @@ async def test_feedback_skips_when_the_reply_budget_is_short(dev: DevServer) -> 
     main, quick = clients(dev)
     fb = Feedback(quick, dev.seed.bot.id, typing=False, reactions=True, reserve=5.0, delay=0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
-    msg = message(post, dev)
+    msg = message_in_qa(post, dev)
     try:
         for _ in range(18):  # the replies' client spends the bucket
             await main.limiter.acquire()
