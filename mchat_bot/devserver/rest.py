@@ -371,13 +371,13 @@ class RestApi:
             since = int(q["since"]) if q.get("since") else None
         except ValueError:
             raise invalid_url_param("page") from None
-        live = self.store.live_posts(c.id)  # oldest first
         if since is not None:
             rows = [self.store.posts[i] for i in self.store.channel_posts[c.id]]
             changed = sorted(
                 (p for p in rows if p["update_at"] > since), key=lambda p: p["create_at"], reverse=True
             )
             return json_response(self._post_list(changed[:SINCE_CAP]))
+        live = self.store.live_posts(c.id)  # oldest first (not needed by `since`: it sorts them all)
         before, after = q.get("before", ""), q.get("after", "")
         newest_first = list(reversed(live))
         if after or before:
