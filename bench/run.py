@@ -617,6 +617,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc, startup = await start_daemon(kids, dev, llm_url, tmp, env)
                 results["startup"][FAST] = startup
                 await asyncio.sleep(2.0)
+                if '"embedder": "use"' not in (tmp / "daemon.log").read_text(errors="replace"):
+                    # without its model every answer would be a fast apology, and the figures a lie
+                    raise RuntimeError("the daemon did not load the use embedder (see daemon.log)")
                 results["remember_per_s_fast"] = await load_memories(dev, args.memories)
                 await asyncio.sleep(1.0)
                 await run_bot(dev, kids, FAST, proc, args, results, filters=False)

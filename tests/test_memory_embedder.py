@@ -42,6 +42,15 @@ def test_load_embedder_shares_local_models(embedder):
     assert load_embedder("use").name == "use"
 
 
+def test_the_light_embedder_is_installed_and_embeds():
+    """`memory.embedder = "use"` is a documented choice: its package must come with `make install`."""
+    use = load_embedder("use")
+    docs = np.array(use.embed_documents(["회의는 월요일 10시", "점심은 김치찌개"]))
+    q = np.array(use.embed_query("회의 몇 시야?"))
+    assert docs.shape == (2, 512) and q.shape == (512,)
+    assert (docs @ q)[0] > (docs @ q)[1]
+
+
 def test_concurrent_embedding_is_consistent(embedder):
     texts = [f"메모 {i}: 배포는 금요일에 하지 않습니다" for i in range(16)]
     expected = [embedder.embed_query(t) for t in texts]
