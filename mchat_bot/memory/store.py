@@ -335,6 +335,17 @@ class _BaseStore:
     def sparse_document(self, text: str) -> SparseQuery:
         return sparse.document_vector(text, self.tokenizer)
 
+    def _keyword_vectors(self, models: Any, records: Sequence[Any]) -> list[Any]:
+        """``PointVectors`` giving scrolled records the configured tokenizer's keyword vector, from
+        their stored text (re-indexing; qdrant-edge and qdrant-client models build them alike)."""
+        out = []
+        for r in records:
+            idx, val = self.sparse_document(str((r.payload or {}).get("text", "")))
+            if idx:
+                vec = {self.sparse_name: models.SparseVector(indices=idx, values=val)}
+                out.append(models.PointVectors(id=r.id, vector=vec))
+        return out
+
     async def add(self, memory: Memory) -> None:
         await self.add_many([memory])
 
@@ -547,12 +558,7 @@ class EdgeMemoryStore(_BaseStore):
         while True:
             req = qe.ScrollRequest(offset=offset, limit=512, filter=lacking, with_payload=True)
             recs, offset = shard.scroll(req)
-            updates = []
-            for r in recs:
-                idx, val = self.sparse_document(str(r.payload.get("text", "")))
-                if idx:
-                    vec: dict[str, Any] = {self.sparse_name: qe.SparseVector(indices=idx, values=val)}
-                    updates.append(qe.PointVectors(id=r.id, vector=vec))
+            updates = self._keyword_vectors(qe, recs)
             if updates:
                 shard.update(qe.UpdateOperation.update_vectors(updates))
                 done += len(updates)
@@ -792,12 +798,7 @@ class QdrantMemoryStore(_BaseStore):
             recs, offset = await self._client.scroll(
                 self._collection, scroll_filter=lacking, limit=512, offset=offset, with_payload=True
             )
-            updates = []
-            for r in recs:
-                idx, val = self.sparse_document(str((r.payload or {}).get("text", "")))
-                if idx:
-                    vec: dict[str, Any] = {self.sparse_name: qm.SparseVector(indices=idx, values=val)}
-                    updates.append(qm.PointVectors(id=r.id, vector=vec))
+            updates = self._keyword_vectors(qm, recs)
             if updates:
                 await self._client.update_vectors(self._collection, points=updates)
                 done += len(updates)
