@@ -180,11 +180,16 @@ class LLM:
             kwargs["api_base"] = self.api_base
         if self._api_key:
             kwargs["api_key"] = self._api_key
+        return kwargs | self._sampling()
+
+    def _sampling(self) -> dict[str, Any]:
+        """temperature and max_tokens when set: the same on both paths."""
+        out: dict[str, Any] = {}
         if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
+            out["temperature"] = self.temperature
         if self.max_tokens is not None:
-            kwargs["max_tokens"] = self.max_tokens
-        return kwargs
+            out["max_tokens"] = self.max_tokens
+        return out
 
     # --- the direct OpenAI-compatible path --------------------------------------------------------
 
@@ -213,10 +218,7 @@ class LLM:
     def _body(self, messages: list[dict[str, str]], stream: bool = False) -> bytes:
         """The JSON body: the fields ``_request`` gives litellm, with the ``openai/`` prefix dropped."""
         body: dict[str, Any] = {"model": self.model[len(_DIRECT_PREFIX) :], "messages": messages}
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
+        body |= self._sampling()
         if stream:
             body["stream"] = True
         return json.dumps(body, ensure_ascii=False).encode()
