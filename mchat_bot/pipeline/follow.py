@@ -26,6 +26,7 @@ from mchat_bot.pipeline.handlers import guess_category
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import ChannelType
 from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.pipeline.workers import PostCreator
 
 log = structlog.get_logger(__name__)
 
@@ -33,18 +34,9 @@ QUEUE_SIZE = 1000
 DOCUMENT = "document"  # category of the pieces of an attached file (attachments.py)
 
 
-class FollowRest(Protocol):
+class FollowRest(PostCreator, Protocol):
     async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
     async def patch_post(self, post_id: str, *, message: str | None = None) -> dict[str, Any]: ...
-    async def create_post(
-        self,
-        channel_id: str,
-        message: str,
-        *,
-        root_id: str = "",
-        props: dict[str, Any] | None = None,
-        pending_post_id: str | None = None,
-    ) -> dict[str, Any]: ...
 
 
 async def memories_from_post(store: MemoryStore, channel_id: str, post_id: str) -> list[Memory]:

@@ -23,6 +23,7 @@ import structlog
 from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.workers import PostCreator
 
 log = structlog.get_logger(__name__)
 
@@ -35,18 +36,8 @@ ANSWER_PROMPT_MARK = "Answer the user's question using the memories below"
 CURRENT: ContextVar[IncomingMessage | None] = ContextVar("mchat_current_message", default=None)
 
 
-class StreamingPoster(Protocol):
+class StreamingPoster(PostCreator, Protocol):
     """``RestClient`` with one try (a 429 must reach us, not be waited out inside the client)."""
-
-    async def create_post(
-        self,
-        channel_id: str,
-        message: str,
-        *,
-        root_id: str = "",
-        props: dict[str, Any] | None = None,
-        pending_post_id: str | None = None,
-    ) -> dict[str, Any]: ...
 
     async def patch_post(self, post_id: str, *, message: str | None = None) -> dict[str, Any]: ...
 
