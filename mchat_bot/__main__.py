@@ -1,5 +1,5 @@
 """`python -m mchat_bot` is `mchat-bot`."""
 
-from mchat_bot.cli import main
+from mchat_bot.cli.main import main
 
 raise SystemExit(main())

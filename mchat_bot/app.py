@@ -17,23 +17,23 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from mchat_bot import health, metrics
-from mchat_bot.audit import Audit, AuditTrail
 from mchat_bot.config import Settings
-from mchat_bot.http.server import WebDoors
-from mchat_bot.intake import Intake
+from mchat_bot.doors.web.server import WebDoors
+from mchat_bot.doors.websocket import Intake
 from mchat_bot.llm import LLM
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
+from mchat_bot.observe import health, metrics
+from mchat_bot.pipeline.audit import Audit, AuditTrail
+from mchat_bot.pipeline.extras import UserExtras
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.workers import ReplySender, WorkerPool
 from mchat_bot.storage import Storage
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
-from mchat_bot.ux import UserExtras
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from mchat_bot import metrics
+from mchat_bot.observe import metrics
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.daemon_harness import STARTED
+from tests.support.daemon import STARTED
 
 
 # One dev server and one fake LLM per module for the end-to-end modules that share a daemon;

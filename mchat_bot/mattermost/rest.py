@@ -25,7 +25,7 @@ import aiohttp
 import backoff
 import structlog
 
-from mchat_bot import metrics
+from mchat_bot.observe import metrics
 
 __all__ = ["MattermostError", "MattermostUnavailable", "RateLimiter", "RestClient"]
 

@@ -18,11 +18,11 @@ import structlog
 
 from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
-from mchat_bot.memory.redaction import describe, redact
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
 from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
+from mchat_bot.redaction import describe, redact
 
 log = structlog.get_logger(__name__)
 

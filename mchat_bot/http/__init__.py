@@ -1,1 +1,0 @@
-"""The daemon's HTTP doors: Mattermost outgoing webhooks and slash commands in, incoming webhooks out."""

@@ -1,0 +1,127 @@
+"""structlog JSON-lines logging with a redaction processor.
+
+Redaction runs last before rendering, on every value of every event, so a secret that slips
+into an exception message or a URL is still masked: the known secret values from the settings,
+`Bearer <token>` forms, `token=`/`api_key=` style assignments, and everything the memory filter
+(:mod:`mchat_bot.redaction`) finds: phone numbers, e-mail addresses, card numbers, 주민등록번호,
+passwords and token shapes, as ``[REDACTED:<kind>]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from mchat_bot.redaction import redact
+
+REDACTED = "[REDACTED]"
+_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|token)\s+[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)\b(authorization)[\"']?\s*[:=]\s*[\"']?[^\"',}\s]+(\s+[A-Za-z0-9._\-]{8,})?"),
+    re.compile(r"(?i)\b(access_token|api_key|apikey|password|secret|token)=([^&\s\"']+)"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
+]
+
+
+class Redactor:
+    """Masks secrets anywhere in a log event; the secret list can grow once settings are loaded."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        for s in secrets:
+            if s and len(s) >= 4 and s not in self._secrets:
+                self._secrets.append(s)
+        self._secrets.sort(key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern in _PATTERNS:
+            value = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}" if m.lastindex else REDACTED, value)
+        # personal data too (phone, e-mail, card, 주민등록번호, passwords, token shapes)
+        return redact(value).text
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: REDACTED if _secret_key(k) else self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.value(v) for v in value)
+        return value
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key in list(event):
+            event[key] = REDACTED if _secret_key(key) else self.value(event[key])
+        return event
+
+
+def _secret_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower() in {"token", "api_key", "authorization", "password", "secret"}
+
+
+REDACTOR = Redactor()
+
+
+def configure_logging(level: str = "info", stream: TextIO | None = None, secrets: Iterable[str] = ()) -> None:
+    """JSON lines to stderr (journald keeps them); safe to call again after settings are loaded."""
+    REDACTOR.add(secrets)
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    out = stream or sys.stderr
+    # Lines from other libraries (uvicorn, litellm, asyncio, ...) become JSON lines through the
+    # same redaction, so nothing reaches the log unmasked.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _add_service,
+                _add_logger_name,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                REDACTOR,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=numeric, force=True)
+    for noisy in ("httpx", "httpcore", "websockets", "LiteLLM", "litellm", "aiohttp.access", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _add_service,
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _add_logger_name(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    record = event.get("_record")
+    if record is not None:
+        event.setdefault("logger", record.name)
+    return event
+
+
+def _add_service(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event.setdefault("service", "mchat-bot")
+    return event

@@ -1,0 +1,265 @@
+"""Memories follow their source post: an edit supersedes the memory, a deletion forgets it.
+
+``post_edited`` / ``post_deleted`` events are queued here and worked off in one background task, so
+the socket reader never waits for embedding or REST. Only posts that can have made a memory are
+looked up (a ``remember`` addressed to the bot, a post with files, or any post of a channel with
+automatic extraction). The edit keeps the old memory as history (``supersede``), the deletion
+removes every memory made from the post (earlier versions and attachment pieces too) and says so
+in the thread, or in the channel when the thread went with the post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Collection
+from typing import Any, Protocol
+
+import structlog
+
+from mchat_bot.mattermost.events import FrameError, OtherEvent, Post, post_to_message
+from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
+from mchat_bot.pipeline import replies, router
+from mchat_bot.pipeline.handlers import guess_category
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.message import ChannelType
+from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.pipeline.workers import PostCreator
+from mchat_bot.redaction import redact
+
+log = structlog.get_logger(__name__)
+
+QUEUE_SIZE = 1000
+DOCUMENT = "document"  # category of the pieces of an attached file (attachments.py)
+
+
+class FollowRest(PostCreator, Protocol):
+    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
+    async def patch_post(self, post_id: str, *, message: str | None = None) -> dict[str, Any]: ...
+
+
+async def memories_from_post(store: MemoryStore, channel_id: str, post_id: str) -> list[Memory]:
+    """Every memory (superseded ones included) whose source is ``post_id``, in that post's channel."""
+    finder = getattr(store, "find_by_source", None)
+    if finder is not None:
+        return list(await finder(post_id))
+    from mchat_bot.memory.store import Selection  # issue 5's administrator selection
+
+    return [m async for m in store.scan(Selection(channel_id=channel_id)) if m.source_post_id == post_id]  # type: ignore[attr-defined]
+
+
+def _scope_and_text(arg: str) -> str:
+    parse_scope = getattr(router, "parse_scope", None)
+    return parse_scope(arg)[1] if parse_scope is not None else arg.strip()
+
+
+def format_updated(memory: Memory, lang: str) -> str:
+    note = replies._t(
+        lang,
+        "_✏️ 원본 메시지가 수정되어 메모리도 새 내용으로 바꿨습니다 (이전 내용은 이력에 남습니다)._",
+        "_✏️ The source message was edited, so the memory now says this (the old text stays in its history)._",
+    )
+    return replies.format_remembered(memory, lang) + "\n\n" + note
+
+
+def format_forgotten_by_delete(memories: list[Memory], lang: str) -> str:
+    current = [m for m in memories if m.valid_until <= 0] or memories
+    lines = [f"- {replies._one_line(m.text, 120)} (`{replies.short_id(m.id)}`)" for m in current[:5]]
+    if len(current) > 5:
+        lines.append(f"- … (+{len(current) - 5})")
+    head = replies._t(
+        lang,
+        f"#### 🗑️ 원본 메시지가 삭제되어 메모리 {len(current)}개를 잊었습니다",
+        f"#### 🗑️ The source message was deleted, so I forgot {len(current)} "
+        f"memor{'y' if len(current) == 1 else 'ies'}",
+    )
+    return "\n".join([head, *lines])
+
+
+class Follower:
+    def __init__(
+        self,
+        store: MemoryStore,
+        rest: FollowRest,
+        inbox: Inbox,
+        bot: BotIdentity,
+        *,
+        sensitive: str = "mask",
+        extract_channels: Collection[str] = (),
+    ) -> None:
+        self.store = store
+        self.rest = rest
+        self.inbox = inbox
+        self.bot = bot
+        self.sensitive = sensitive
+        self.extract_channels = set(extract_channels)
+        self.queue: asyncio.Queue[tuple[str, Post]] = asyncio.Queue(QUEUE_SIZE)
+        self._channels: dict[str, dict[str, Any]] = {}
+        self.updated = 0
+        self.forgotten = 0
+
+    async def on_event(self, event: object) -> None:
+        """From the gateway reader: queue edits and deletions of other people's posts."""
+        if not isinstance(event, OtherEvent) or event.event not in ("post_edited", "post_deleted"):
+            return
+        try:
+            post = event.post()
+        except FrameError:
+            return
+        if post is None or post.user_id == self.bot.user_id or post.type.startswith("system_"):
+            return
+        if post.original_id:
+            return
+        try:
+            self.queue.put_nowait((event.event, post))
+        except asyncio.QueueFull:
+            log.warning("follow.queue_full", post_id=post.id, event=event.event)
+
+    async def run(self) -> None:
+        """Work off the queue until cancelled; one bad item never stops the loop."""
+        while True:
+            kind, post = await self.queue.get()
+            try:
+                async with asyncio.timeout(120):
+                    if kind == "post_edited":
+                        await self.edited(post)
+                    else:
+                        await self.deleted(post)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("follow.failed", post_id=post.id, event=kind)
+
+    # --- the two cases --------------------------------------------------------------------------
+
+    async def _routed(self, post: Post) -> tuple[Command | None, str]:
+        """(the remember command in the post, or None; the channel type) — no REST for most posts."""
+        channel = await self._channel(post.channel_id)
+        ctype: ChannelType = "O"
+        for kind in ("P", "D", "G"):
+            if channel.get("type") == kind:
+                ctype = kind
+        msg = post_to_message(
+            post,
+            channel_type=ctype,
+            channel_name=str(channel.get("name", "")),
+            team_id=str(channel.get("team_id", "")),
+            user_name="",
+        )
+        routed = router.route(msg, self.bot)
+        if isinstance(routed, Command) and routed.name == "remember":
+            return routed, ctype
+        return None, ctype
+
+    def _may_have_memories(self, post: Post) -> bool:
+        return (
+            "remember" in post.message.lower()
+            or "기억" in post.message
+            or bool(post.file_ids)
+            or (post.channel_id in self.extract_channels)
+        )
+
+    async def edited(self, post: Post) -> None:
+        if not post.edit_at or not self._may_have_memories(post):
+            return  # a props-only change (reactions, pins), or nothing that makes memories
+        found = [
+            m for m in await memories_from_post(self.store, post.channel_id, post.id) if m.valid_until <= 0
+        ]
+        found = [m for m in found if m.category != DOCUMENT]
+        if not found:
+            return
+        command, _ = await self._routed(post)
+        lang = replies.detect_lang(post.message)
+        text = _scope_and_text(command.arg) if command is not None else ""
+        if not text:
+            log.info("follow.edit_not_a_remember", post_id=post.id)  # left as it was
+            return
+        filtered = (
+            redact(text, self.sensitive)
+            if len(text) < 4000
+            else await asyncio.to_thread(redact, text, self.sensitive)
+        )
+        if filtered.found and self.sensitive == "refuse":
+            await self._say(
+                post,
+                replies.format_sensitive_refused(", ".join(sorted(filtered.counts())), lang),
+                f"edit-{post.id}-{post.edit_at}",
+            )
+            return
+        text = filtered.text
+        old = found[0]
+        if old.text == text:
+            return
+        now = time.time()
+        new = Memory(
+            id=new_memory_id(),
+            text=text,
+            category=guess_category(text),
+            scope=old.scope,
+            team_id=old.team_id,
+            channel_id=old.channel_id,
+            user_id=old.user_id,
+            user_name=old.user_name,
+            source_post_id=post.id,
+            permalink=old.permalink,
+            created_at=now,
+            replaces=old.id,
+        )
+        await self.store.add(new)
+        for stale in found:
+            await self._supersede(stale, new, now)
+        self.updated += 1
+        log.info("memory.followed_edit", memory_id=new.id, replaces=old.id, channel_id=post.channel_id)
+        reply = format_updated(new, lang)
+        confirmation = (await self.inbox.sent_parts(post.id)).get(0)
+        if confirmation:
+            with contextlib.suppress(Exception):
+                await self.rest.patch_post(confirmation, message=reply)  # message only: markers stay
+                return
+        await self._say(post, reply, f"edit-{post.id}-{post.edit_at}")
+
+    async def _supersede(self, old: Memory, new: Memory, at: float) -> None:
+        supersede = getattr(self.store, "supersede", None)
+        if supersede is not None:
+            await supersede(old.id, new.id, at)
+        else:  # a store without history: the old version goes
+            await self.store.delete(old.id)
+
+    async def deleted(self, post: Post) -> None:
+        if not self._may_have_memories(post):
+            return
+        found = await memories_from_post(self.store, post.channel_id, post.id)
+        if not found:
+            return
+        for memory in found:
+            await self.store.delete(memory.id)
+        self.forgotten += len(found)
+        log.info("memory.followed_delete", post_id=post.id, memories=[m.id for m in found])
+        await self._say(
+            post, format_forgotten_by_delete(found, replies.detect_lang(post.message)), f"forgot-{post.id}"
+        )
+
+    async def _say(self, post: Post, text: str, key: str) -> None:
+        """In the post's thread; in the channel when the thread is gone (a deleted root takes it along)."""
+        props = {"mchat_follow": post.id}
+        root = post.root_id or post.id
+        try:
+            await self.rest.create_post(
+                post.channel_id, text, root_id=root, props=props, pending_post_id=f"mchat-{key}"
+            )
+            return
+        except Exception as exc:
+            if getattr(exc, "status", None) != 400:
+                log.warning("follow.say_failed", post_id=post.id, error=type(exc).__name__)
+                return
+        with contextlib.suppress(Exception):
+            await self.rest.create_post(post.channel_id, text, props=props, pending_post_id=f"mchat-{key}-c")
+
+    async def _channel(self, channel_id: str) -> dict[str, Any]:
+        if channel_id not in self._channels:
+            try:
+                self._channels[channel_id] = await self.rest.get_channel(channel_id)
+            except Exception:
+                return {}
+        return self._channels[channel_id]

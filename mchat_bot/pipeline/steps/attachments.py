@@ -1,0 +1,219 @@
+"""Text and Markdown files attached to a ``remember`` become memories, cut into pieces.
+
+The file list is read from the post itself (``GET /posts/{id}``: the inbox message carries no
+files), only for ``remember`` commands. Each file is checked by name and size before it is
+downloaded, the download stops past the limit, the sensitive-data filter runs on the text, and the
+pieces (category ``document``, each starting with the file name) are stored in one engine call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
+from mchat_bot.pipeline import replies, router
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.redaction import describe, redact
+
+log = structlog.get_logger(__name__)
+
+TEXT_EXTENSIONS = frozenset({"txt", "text", "md", "markdown", "mdown", "log", "csv", "tsv"})
+DOCUMENT = "document"
+MAX_FILES = 10
+
+
+class FileRest(Protocol):
+    async def get_post(self, post_id: str) -> dict[str, Any]: ...
+    async def get_file_info(self, file_id: str) -> dict[str, Any]: ...
+    async def get_file(self, file_id: str, max_bytes: int) -> bytes: ...
+
+
+def chunk_text(text: str, size: int) -> list[str]:
+    """Pieces of about ``size`` characters, cut at blank lines, then lines, then sentences, then anywhere."""
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        return []
+    blocks = [b.strip() for b in re.split(r"\n\s*\n", text) if b.strip()]
+    units: list[str] = []
+    for block in blocks:
+        if len(block) <= size:
+            units.append(block)
+            continue
+        for line in block.split("\n"):
+            while len(line) > size:
+                cut = max(line.rfind(". ", 0, size), line.rfind("다. ", 0, size), line.rfind(" ", 0, size))
+                cut = cut + 1 if cut > size // 2 else size
+                units.append(line[:cut].strip())
+                line = line[cut:]
+            if line.strip():
+                units.append(line.strip())
+    pieces: list[str] = []
+    current = ""
+    for unit in units:
+        if current and len(current) + 2 + len(unit) > size:
+            pieces.append(current)
+            current = unit
+        else:
+            current = f"{current}\n\n{unit}" if current else unit
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def decode(data: bytes) -> str | None:
+    """UTF-8 (with or without BOM), else CP949 (Korean Windows files); None for binary data."""
+    if b"\x00" in data[:4096]:
+        return None
+    for encoding in ("utf-8-sig", "cp949"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:,.0f} KiB" if n >= 1024 else f"{n} B"
+
+
+class Attachments:
+    def __init__(
+        self,
+        rest: FileRest,
+        store: MemoryStore,
+        bot: BotIdentity,
+        *,
+        site_url: str,
+        max_bytes: int = 262144,
+        chunk_chars: int = 1200,
+        sensitive: str = "mask",
+    ) -> None:
+        self.rest = rest
+        self.store = store
+        self.bot = bot
+        self.site_url = site_url.rstrip("/")
+        self.max_bytes = max_bytes
+        self.chunk_chars = chunk_chars
+        self.sensitive = sensitive
+
+    def wrap_handle(
+        self, handle_fn: Callable[[IncomingMessage], Awaitable[str]]
+    ) -> Callable[[IncomingMessage], Awaitable[str]]:
+        """A ``remember`` with files: the text (if any) as before, then each file."""
+
+        async def handle(msg: IncomingMessage) -> str:
+            routed = router.route(msg, self.bot)
+            if not (isinstance(routed, Command) and routed.name == "remember"):
+                return await handle_fn(msg)
+            try:
+                post = await self.rest.get_post(msg.post_id)
+            except Exception as exc:  # the files are a bonus: the text is still remembered
+                log.warning("attachments.post_unreadable", post_id=msg.post_id, error=type(exc).__name__)
+                return await handle_fn(msg)
+            file_ids = [f for f in (post.get("file_ids") or []) if isinstance(f, str)][:MAX_FILES]
+            if not file_ids:
+                return await handle_fn(msg)
+            parse_scope = getattr(router, "parse_scope", None)
+            text = parse_scope(routed.arg)[1] if parse_scope is not None else routed.arg
+            out = [await handle_fn(msg)] if text.strip() else []
+            out.append(await self.remember_files(msg, file_ids, routed.lang))
+            return "\n\n".join(out)
+
+        return handle
+
+    async def remember_files(self, msg: IncomingMessage, file_ids: list[str], lang: str) -> str:
+        lines = [replies._t(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")]
+        for file_id in file_ids:
+            lines.append(await self._one(msg, file_id, lang))
+        return "\n".join(lines)
+
+    async def _one(self, msg: IncomingMessage, file_id: str, lang: str) -> str:
+        t = replies._t
+        try:
+            info = await self.rest.get_file_info(file_id)
+        except Exception as exc:
+            log.warning("attachments.info_failed", file_id=file_id, error=type(exc).__name__)
+            return t(lang, "- (읽을 수 없는 파일)", "- (a file I could not read)")
+        name = str(info.get("name") or file_id)
+        ext = str(info.get("extension") or name.rpartition(".")[2]).lower()
+        size = int(info.get("size") or 0)
+        if ext not in TEXT_EXTENSIONS:
+            return t(
+                lang,
+                f"- `{name}`: 텍스트(.txt)나 마크다운(.md) 파일만 기억할 수 있어 건너뛰었습니다.",
+                f"- `{name}`: skipped; I can only remember text (.txt) and Markdown (.md) files.",
+            )
+        if size > self.max_bytes:
+            return self._too_large(name, size, lang)
+        try:
+            data = await self.rest.get_file(file_id, self.max_bytes)
+        except ValueError:
+            return self._too_large(name, size, lang)
+        except Exception as exc:
+            log.warning("attachments.download_failed", file_id=file_id, error=type(exc).__name__)
+            return t(lang, f"- `{name}`: 내려받지 못했습니다.", f"- `{name}`: could not be downloaded.")
+        content = decode(data)
+        if content is None:
+            return t(
+                lang,
+                f"- `{name}`: UTF-8 텍스트가 아니어서 건너뛰었습니다.",
+                f"- `{name}`: skipped; not UTF-8 text.",
+            )
+        filtered = await asyncio.to_thread(redact, content, self.sensitive)
+        masked = ""
+        if filtered.found:
+            kinds = describe(filtered, lang)
+            if self.sensitive == "refuse":
+                return f"- `{name}`: " + replies.format_sensitive_refused(kinds, lang)
+            content = filtered.text
+            masked = " " + t(lang, f"(민감정보 {kinds} 가림)", f"(masked: {kinds})")
+        pieces = chunk_text(content, self.chunk_chars)
+        if not pieces:
+            return t(lang, f"- `{name}`: 빈 파일입니다.", f"- `{name}`: the file is empty.")
+        now = time.time()
+        memories = [
+            Memory(
+                id=new_memory_id(),
+                text=f"[{name}] {piece}",
+                category=DOCUMENT,
+                scope="channel",
+                team_id=msg.team_id,
+                channel_id=msg.channel_id,
+                user_id=msg.user_id,
+                user_name=msg.user_name,
+                source_post_id=msg.post_id,
+                permalink=f"{self.site_url}/_redirect/pl/{msg.post_id}",
+                created_at=now,
+            )
+            for piece in pieces
+        ]
+        await self.store.add_many(memories)  # type: ignore[attr-defined]  # both engines have it
+        log.info(
+            "memory.remembered_file",
+            post_id=msg.post_id,
+            channel_id=msg.channel_id,
+            memories=len(memories),
+            chars=len(content),
+        )
+        return t(
+            lang,
+            f"- `{name}` ({_kib(len(data))}): 메모리 {len(memories)}개로 나누어 저장했습니다.{masked}",
+            f"- `{name}` ({_kib(len(data))}): saved as {len(memories)} "
+            f"memor{'y' if len(memories) == 1 else 'ies'}.{masked}",
+        )
+
+    def _too_large(self, name: str, size: int, lang: str) -> str:
+        return replies._t(
+            lang,
+            f"- `{name}` ({_kib(size)}): 너무 커서 저장하지 않았습니다. 최대 {_kib(self.max_bytes)}까지 "
+            "기억할 수 있습니다. 나누어 올리거나 핵심만 `remember`로 알려 주세요.",
+            f"- `{name}` ({_kib(size)}): not saved, too large. The limit is {_kib(self.max_bytes)}; "
+            "split the file, or `remember` the key points.",
+        )

@@ -1,0 +1,172 @@
+"""Streaming, feedback and attachments pieces against the dev server (no daemon): 429 backoff, the
+token-bucket etiquette of feedback, crash recovery of a streamed part, chunking, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from mchat_bot.config import ConfigError, load_settings
+from mchat_bot.devserver import DevServer
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.steps.attachments import chunk_text, decode
+from mchat_bot.pipeline.steps.feedback import Feedback
+from mchat_bot.pipeline.steps.streaming import MARKER, Streams
+from mchat_bot.pipeline.workers import ReplySender
+from mchat_bot.storage import Storage
+from tests.support.daemon import message_in_qa
+
+
+@pytest_asyncio.fixture
+async def dev() -> AsyncIterator[DevServer]:
+    async with DevServer() as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    async with Storage(tmp_path / "s.sqlite3") as st:
+        yield st
+
+
+def clients(dev: DevServer) -> tuple[RestClient, RestClient]:
+    main = RestClient(dev.url, dev.seed.bot.token, rate_per_sec=50, burst=20)
+    quick = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5)
+    quick.limiter = main.limiter
+    return main, quick
+
+
+async def write_slowly(session_feed: object, text: str, seconds: float) -> None:
+    words = text.split(" ")
+    for i in range(1, len(words) + 1):
+        session_feed(" ".join(words[:i]))  # type: ignore[operator]
+        await asyncio.sleep(seconds / len(words))
+
+
+async def test_streaming_backs_off_on_429_and_still_ends_complete(dev: DevServer, storage: Storage) -> None:
+    main, quick = clients(dev)
+    inbox = Inbox(storage)
+    streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.2, first_post_after=0.0)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 긴 답변 부탁")
+    msg = message_in_qa(post, dev)
+    answer = " ".join(f"w{i}" for i in range(300))
+    try:
+        dev.faults.rate_limit(per_sec=3, burst=2)
+        session = streams.open(msg)
+        await write_slowly(session.feed, answer, 3.0)
+        await session.stop()
+        dev.faults.rate_limit(False)
+        sender = ReplySender(main, inbox)
+        await streams.wrap_send(sender.send)(msg, answer)
+    finally:
+        dev.faults.rate_limit(False)
+        await main.aclose()
+        await quick.aclose()
+    assert session.backoffs >= 1, "a 429 was met and backed off from"
+    assert session.interval > 0.2
+    replies = [p for p in dev.posts_by(dev.seed.bot.id) if p["props"].get("mchat_reply_to") == post["id"]]
+    assert len(replies) == 1
+    assert replies[0]["message"] == answer
+    stamps = dev.posts.edit_timestamps[replies[0]["id"]]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert gaps and min(gaps) >= 0.2 - 0.01
+
+
+async def test_a_streamed_part_is_edited_not_doubled_after_a_restart(
+    dev: DevServer, storage: Storage
+) -> None:
+    """The process died mid-stream: the next attempt finds part 0 in the sent-log and edits it."""
+    main, quick = clients(dev)
+    inbox = Inbox(storage)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
+    msg = message_in_qa(post, dev)
+    try:
+        first = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.1, first_post_after=0.0)
+        session = first.open(msg)
+        session.feed("앞부분만 쓰고")
+        await asyncio.sleep(0.5)
+        session.cancel()  # the crash
+        assert len(await inbox.sent_parts(post["id"])) == 1
+        again = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.1, first_post_after=0.0)
+        session = again.open(msg)
+        session.feed("처음부터 다시 쓴 답")
+        await asyncio.sleep(0.5)
+        await session.stop()
+        await again.wrap_send(ReplySender(main, inbox).send)(msg, "처음부터 다시 쓴 답, 끝.")
+    finally:
+        await main.aclose()
+        await quick.aclose()
+    replies = [p for p in dev.posts_by(dev.seed.bot.id) if p["props"].get("mchat_reply_to") == post["id"]]
+    assert [r["message"] for r in replies] == ["처음부터 다시 쓴 답, 끝."]
+
+
+async def test_a_short_answer_is_posted_once_without_edits(dev: DevServer, storage: Storage) -> None:
+    main, quick = clients(dev)
+    inbox = Inbox(storage)
+    streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.5, first_post_after=1.0)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 짧은 질문")
+    msg = message_in_qa(post, dev)
+    try:
+        session = streams.open(msg)
+        session.feed("짧은 답")
+        await session.stop()
+        await streams.wrap_send(ReplySender(main, inbox).send)(msg, "짧은 답")
+    finally:
+        await main.aclose()
+        await quick.aclose()
+    replies = [p for p in dev.posts_by(dev.seed.bot.id) if p["props"].get("mchat_reply_to") == post["id"]]
+    assert [r["message"] for r in replies] == ["짧은 답"]
+    assert replies[0]["id"] not in dev.posts.edit_timestamps
+    assert MARKER not in replies[0]["message"]
+
+
+async def test_feedback_skips_when_the_reply_budget_is_short(dev: DevServer) -> None:
+    main, quick = clients(dev)
+    fb = Feedback(quick, dev.seed.bot.id, typing=False, reactions=True, reserve=5.0, delay=0)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
+    msg = message_in_qa(post, dev)
+    try:
+        for _ in range(18):  # the replies' client spends the bucket
+            await main.limiter.acquire()
+        fb.start(msg)
+        await asyncio.sleep(0.1)
+        assert fb.skipped >= 1
+        assert not dev.store.reactions.get(post["id"])  # skipped, not queued ahead of replies
+        await asyncio.sleep(0.5)  # the bucket refills
+        fb.finish(msg, "done")
+        await fb.aclose(grace=5.0)
+    finally:
+        await main.aclose()
+        await quick.aclose()
+    assert {r.emoji_name for r in dev.store.reactions.get(post["id"], [])} == {"white_check_mark"}
+
+
+def test_chunks_cut_at_paragraphs_and_stay_under_the_size() -> None:
+    text = "\n\n".join(f"문단 {i}. " + "내용입니다. " * 40 for i in range(10))
+    pieces = chunk_text(text, 500)
+    assert all(len(p) <= 500 for p in pieces)
+    assert "".join(pieces).replace("\n", "").replace(" ", "") == text.replace("\n", "").replace(" ", "")
+    assert chunk_text("  ", 500) == []
+    assert decode("한글".encode("cp949")) == "한글"
+    assert decode(b"\x89PNG\r\n\x00\x00") is None
+
+
+def test_ux_settings_are_validated(tmp_path: Path) -> None:
+    env = {"MCHAT_MATTERMOST_URL": "http://127.0.0.1:1", "MCHAT_MATTERMOST_TOKEN": "t"}
+    s = load_settings(None, env | {"MCHAT_MATTERMOST_AUTO_JOIN": "mchat/qa, mchat/town-square"})
+    assert s.mattermost.auto_join == ["mchat/qa", "mchat/town-square"]
+    assert s.ux.stream and s.ux.typing and s.ux.reactions and s.ux.greet
+    with pytest.raises(ConfigError, match=r"mattermost\.auto_join"):
+        load_settings(None, env | {"MCHAT_MATTERMOST_AUTO_JOIN": "qa"})
+    with pytest.raises(ConfigError, match=r"ux\.stream_edit_interval"):
+        load_settings(None, env | {"MCHAT_UX_STREAM_EDIT_INTERVAL": "0"})
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[mattermost]\nurl = "http://127.0.0.1:1"\n[ux]\ntyping = false\nfoo = 1\n')
+    with pytest.raises(ConfigError, match=r"ux\.foo"):
+        load_settings(cfg, {"MCHAT_MATTERMOST_TOKEN": "t"})
