@@ -353,6 +353,11 @@ class RestClient:
     async def get_channel(self, channel_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/channels/{channel_id}")
 
+    async def get_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]:
+        """``user_id``'s membership of the channel: 404 when not a member, 403 when the bot cannot
+        read the channel (``GET /channels/{id}/members/{user_id}``)."""
+        return await self.request("GET", f"/channels/{channel_id}/members/{user_id}")
+
     async def get_my_channels(self, user_id: str) -> list[dict[str, Any]]:
         """All channels of ``user_id`` across teams (``GET /users/{id}/channels``)."""
         return await self.request("GET", f"/users/{user_id}/channels")

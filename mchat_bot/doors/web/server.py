@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from mchat_bot import __version__
 from mchat_bot.config import Settings
+from mchat_bot.doors.web.claims import ClaimChecker
 from mchat_bot.doors.web.senders import IncomingWebhookSender
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
@@ -162,7 +163,9 @@ class WebDoors:
         self.endpoints = WebhookEndpoints(
             bot=bot,
             inbox=inbox,
-            rest=rest,
+            claims=ClaimChecker(rest),
+            storage=storage,
+            server_url=settings.mattermost.url,
             mappings=self.mappings,
             contexts=self.contexts,
             delivery=self.delivery,
