@@ -26,6 +26,7 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.observe import health, metrics
+from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audit import Audit, AuditTrail
 from mchat_bot.pipeline.extras import UserExtras
 from mchat_bot.pipeline.handlers import Handlers
@@ -70,6 +71,7 @@ class Daemon:
 
     async def run(self) -> int:
         s = self.settings
+        quiet_loop_errors(asyncio.get_running_loop())
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
         storage = await Storage(s.storage.path).open()
         readiness = health.Readiness()  # issue 7: /readyz asks the parts as they are built

@@ -94,7 +94,12 @@ class HTTPSettings:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""  # how Mattermost reaches this daemon, for register-commands
     allow_from: list[str] = field(default_factory=list)  # CIDRs allowed to call the webhook endpoints
+    allow_from_metrics: list[str] = field(
+        default_factory=list
+    )  # /metrics, /openapi.json, health (else allow_from)
     max_body_bytes: int = 65536
+    header_timeout: float = 10.0  # seconds a request head may take before the connection is closed
+    max_connections: int = 512  # connections at once; past it every request is a 503
 
 
 @dataclass(slots=True)
@@ -335,13 +340,12 @@ def _validate(settings: Settings) -> None:
     host, sep, port = settings.http.listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"http.listen: expected host:port, got {settings.http.listen!r}")
-    for cidr in settings.http.allow_from:
+    for cidr in [*settings.http.allow_from, *settings.http.allow_from_metrics]:
         try:
             ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
-            raise ConfigError(
-                f"http.allow_from: not an address or CIDR (e.g. 10.0.0.0/8): {cidr!r:.60}"
-            ) from None
+            key = "http.allow_from" if cidr in settings.http.allow_from else "http.allow_from_metrics"
+            raise ConfigError(f"{key}: not an address or CIDR (e.g. 10.0.0.0/8): {cidr!r:.60}") from None
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -360,6 +364,8 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "llm.timeout": (0, False, 3600),
     "memory.top_k": (1, True, 100),
     "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),
+    "http.header_timeout": (0, False, 300),
+    "http.max_connections": (1, True, 100_000),
     "webhooks.response_budget": (0, False, 30),
     "bot.workers": (1, True, 1024),
     "bot.shutdown_grace": (0, True, 3600),

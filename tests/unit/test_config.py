@@ -92,3 +92,8 @@ def test_a_bad_cidr_is_refused_at_load_time(tmp_path: Path, cidr: str) -> None:
 def test_good_cidrs_and_addresses_pass(tmp_path: Path) -> None:
     settings = _load(tmp_path, "[http]\nallow_from = ['10.0.0.0/8', '127.0.0.1', '::1', '192.168.1.7/24']\n")
     assert len(settings.http.allow_from) == 4
+
+
+def test_a_bad_operator_cidr_names_its_own_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^http\.allow_from_metrics: not an address or CIDR"):
+        _load(tmp_path, "[http]\nallow_from = ['10.0.0.0/8']\nallow_from_metrics = ['nope']\n")

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from mchat_bot import __version__
 from mchat_bot.config import Settings
 from mchat_bot.doors.web.claims import ClaimChecker
+from mchat_bot.doors.web.guard import PathAllowlist, guarded_protocol, networks
 from mchat_bot.doors.web.senders import IncomingWebhookSender
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
@@ -74,10 +75,21 @@ def split_listen(listen: str) -> tuple[str, int]:
 class HttpServer:
     """uvicorn on ``listen`` (host:port; port 0 picks a free one, see :attr:`port`)."""
 
-    def __init__(self, app: FastAPI, listen: str, *, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        listen: str,
+        *,
+        grace: float = 10.0,
+        accept_from: Sequence[str] = (),
+        header_timeout: float = 10.0,
+        max_connections: int = 512,
+    ) -> None:
         self.app = app
         self.host, self.port = split_listen(listen)
         self.grace = grace
+        self.protocol = guarded_protocol(accept_from=networks(accept_from), header_timeout=header_timeout)
+        self.max_connections = max_connections
         self._sock: socket.socket | None = None
         self.server: uvicorn.Server | None = None
 
@@ -110,6 +122,9 @@ class HttpServer:
             proxy_headers=False,  # http.allow_from must see the real peer, not X-Forwarded-For
             server_header=False,
             timeout_graceful_shutdown=int(self.grace) or 1,
+            http=self.protocol,  # accept-time allowlist and the request-head deadline
+            limit_concurrency=self.max_connections,  # past it: 503 at once, never a queue of sockets
+            timeout_keep_alive=5,
         )
         server = _QuietServer(config)
         self.server = server
@@ -178,8 +193,18 @@ class WebDoors:
             icon_url=w.icon_url,
         )
         self.enabled = bool(w.outgoing_tokens or w.slash_tokens)
+        h = settings.http
+        operators = h.allow_from_metrics or h.allow_from
+        app = create_app(self.endpoints)
+        app.add_middleware(PathAllowlist, webhooks=networks(h.allow_from), operators=networks(operators))
         self.server = HttpServer(
-            create_app(self.endpoints), settings.http.listen, grace=w.response_budget + 1
+            app,
+            h.listen,
+            grace=w.response_budget + 1,
+            # a connection must be wanted by one of the lists; an empty list lets everyone in
+            accept_from=[*h.allow_from, *operators] if h.allow_from and operators else (),
+            header_timeout=h.header_timeout,
+            max_connections=h.max_connections,
         )
         self.wrap_handle = self.delivery.wrap_handle
         self.send = self.delivery.send

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
+from mchat_bot.doors.web.guard import allowed, networks
 from mchat_bot.doors.web.waiters import (
     DOOR_OUTGOING,
     DOOR_SLASH,
@@ -44,6 +45,9 @@ log = structlog.get_logger(__name__)
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
+MAX_JSON_DEPTH = 16  # Mattermost's bodies are flat objects; deeper nesting is an attack or a bug
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 SLASH_TEAM_KEY = "slash_token_team:"  # + sha256(token): the team a slash token was registered in
 
 # slash trigger -> the command word put in front of the text ("" = a question or any command)
@@ -145,15 +149,16 @@ def token_ok(given: str, allowed: Sequence[str]) -> bool:
     return found and bool(given)
 
 
-def parse_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """http.allow_from as networks; a bad entry raises ValueError naming it."""
-    nets = []
-    for cidr in cidrs:
-        try:
-            nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"http.allow_from: not a CIDR: {cidr!r}") from None
-    return nets
+def nesting(text: str) -> int:
+    """How deep the brackets of a JSON text nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def strip_trigger(text: str) -> str:
@@ -222,7 +227,7 @@ class WebhookEndpoints:
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
         self.max_body_bytes = max_body_bytes
-        self.networks = parse_networks(allow_from)
+        self.networks = networks(allow_from)
         self.username = username
         self.icon_url = icon_url
 
@@ -253,14 +258,8 @@ class WebhookEndpoints:
     # --- request checks -------------------------------------------------------------------------
 
     def _check_client(self, request: Request) -> None:
-        if not self.networks:
-            return
-        host = request.client.host if request.client else ""
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            raise HTTPException(403, "caller address unknown; http.allow_from is set") from None
-        if not any(addr in net for net in self.networks):
+        host = request.client.host if request.client else None
+        if not allowed(host, self.networks):
             log.warning("http.forbidden", client=host, path=request.url.path)
             raise HTTPException(403, "caller not allowed (http.allow_from)")
 
@@ -282,6 +281,8 @@ class WebhookEndpoints:
         except UnicodeDecodeError:
             raise HTTPException(400, "body is not UTF-8") from None
         if media == JSON:
+            if nesting(text) > MAX_JSON_DEPTH:  # json.loads would recurse into a RecursionError
+                raise HTTPException(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
             try:
                 data = json.loads(text) if text.strip() else None
             except ValueError:
