@@ -153,6 +153,7 @@ class Daemon:
             supervisor.start("ux", ux.run)  # issue 7: auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
+            supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)
             await self._serve(supervisor)

@@ -87,6 +87,7 @@ class MemorySettings:
 @dataclass(slots=True)
 class StorageSettings:
     path: Path = Path("data/mchat_bot.sqlite3")
+    retention_days: int = 7  # finished inbox items (ids only) are kept this long for dedupe
 
 
 @dataclass(slots=True)
@@ -371,6 +372,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "bot.shutdown_grace": (0, True, 3600),
     "bot.max_attempts": (1, True, 100),
     "audit.retention_days": (1, True, 36500),
+    "storage.retention_days": (1, True, 36500),
     "ux.typing_interval": (0, False, 3600),
     "ux.feedback_delay": (0, True, 3600),
     "ux.stream_edit_interval": (0, False, 3600),

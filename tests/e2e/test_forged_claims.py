@@ -289,3 +289,37 @@ async def test_a_reused_trigger_id_changes_nothing(world: World) -> None:
     assert again.status_code == 200 and again.json()["text"] == ""
     post_id = "slash-" + hashlib.sha256(trigger.encode()).hexdigest()[:26]
     assert world.sql("SELECT response_url FROM door_context WHERE post_id = ?", post_id) == [(first_url,)]
+
+
+SENSITIVE = {
+    "rrn": "900101-1234567",
+    "phone": "010-2345-6789",
+    "card": "4111-1111-1111-1111",
+    "api_key": "sk-proj-abcdefghijklmnopqrstuvwx1234",
+    "password": "hunter2x9",
+    "email": "kim.private@example.com",
+}
+
+
+async def test_nothing_sensitive_stays_in_the_inbox_once_answered(world: World) -> None:
+    """A `remember` of every sensitive kind: the memory is masked, and the inbox row the message went
+    through keeps its ids for dedupe but none of the words once the answer is posted."""
+    text = (
+        f"remember 주민번호 {SENSITIVE['rrn']} 전화 {SENSITIVE['phone']} 카드 {SENSITIVE['card']}"
+        f" 키 {SENSITIVE['api_key']} password: {SENSITIVE['password']} 메일 {SENSITIVE['email']}"
+    )
+    post, reply = await world.bot.ask("kim", "dm", text)
+    assert "REDACTED" not in reply or all(v not in reply for v in SENSITIVE.values())
+    for _ in range(50):  # the ack follows the reply post
+        state = world.sql("SELECT state, payload, reply FROM inbox WHERE post_id = ?", post["id"])
+        if state and state[0][0] == "done":
+            break
+        await asyncio.sleep(0.1)
+    [(state, payload, saved)] = state
+    assert state == "done" and saved is None
+    assert json.loads(payload)["post_id"] == post["id"]
+    # nor in the file's pages, once the write-ahead log is folded in (the daemon does it hourly)
+    world.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = (world.folder / "mchat_bot.sqlite3").read_bytes()
+    found = [kind for kind, value in SENSITIVE.items() if value.encode() in raw]
+    assert found == [], f"raw {found} at rest in SQLite"
