@@ -19,8 +19,6 @@ import copy
 import http
 import json as jsonlib
 import time
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from mchat_bot.net.http import LazySession, timeouts
 from mchat_bot.net.retry import HttpStatusError, RetryPolicy, server_wait
 
 __all__ = ["MattermostError", "MattermostUnavailable", "RateLimiter", "RestClient", "RestHooks"]
@@ -36,8 +35,6 @@ __all__ = ["MattermostError", "MattermostUnavailable", "RateLimiter", "RestClien
 log = structlog.get_logger(__name__)
 
 MAX_SERVER_WAIT = 60.0  # never sleep longer than this on a server-supplied Retry-After
-POOL_SIZE = 100  # connections to the server at most (httpx's default, which this client replaced)
-KEEPALIVE_S = 15.0  # idle connections are closed after this, before any proxy's idle timeout
 _JSON_BODY = {"Content-Type": "application/json"}
 _TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -169,14 +166,6 @@ def _phrase(status: int) -> str:
         return ""
 
 
-def _timeouts(timeout: float) -> aiohttp.ClientTimeout:
-    """connect: waiting for a pooled connection + opening one; sock_connect: the TCP/TLS connect;
-    sock_read: the gap between reads; total bounds the whole call."""
-    return aiohttp.ClientTimeout(
-        total=2 * timeout, connect=timeout, sock_connect=min(timeout, 5.0), sock_read=timeout
-    )
-
-
 def _dumps(value: Any) -> bytes:
     """The JSON body as httpx sent it: compact, UTF-8, no NaN."""
     return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
@@ -191,22 +180,6 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
         for item in value if isinstance(value, list | tuple) else (value,):
             pairs.append((key, ("true" if item else "false") if isinstance(item, bool) else str(item)))
     return pairs or None
-
-
-def _env_proxy(url: str) -> str | None:
-    """The HTTP(S)_PROXY/ALL_PROXY for ``url`` unless NO_PROXY exempts it, read once per session.
-
-    (aiohttp's ``trust_env`` would look this up in a thread on every call and also apply ~/.netrc,
-    whose Basic auth would replace the bot's Bearer token.)"""
-    parts = urllib.parse.urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
-        return None
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if proxy and not proxy.startswith(("http://", "https://")):
-        log.warning("mattermost.rest.proxy_ignored", scheme=proxy.partition(":")[0])
-        return None
-    return proxy or None
 
 
 class RestClient:
@@ -239,17 +212,15 @@ class RestClient:
             max_server_wait=MAX_SERVER_WAIT,
         )
         self.limiter = RateLimiter(rate_per_sec, burst, hooks=self.hooks)
-        self._root = self  # a variant shares its root's session
+        self._root = self  # a variant (see variant()) shares its root's session
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": "mchat-bot",
             "X-Requested-With": "XMLHttpRequest",
         }
-        self._timeout = _timeouts(timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
-        self._closed = False
+        self._timeout = timeouts(timeout)
+        self._http_session = LazySession(base, timeout=self._timeout, headers=self._headers)
 
     @property
     def max_tries(self) -> int:
@@ -262,25 +233,12 @@ class RestClient:
         if tries is not None:
             other.policy = self.policy.but(tries=max(1, tries))
         if timeout is not None:
-            other._timeout = _timeouts(timeout)
+            other._timeout = timeouts(timeout)
         return other
 
     def _http(self) -> aiohttp.ClientSession:
-        """The session, made on first use (aiohttp binds it to the running loop)."""
-        if self._root is not self:
-            return self._root._http()
-        session = self._session
-        if session is None:
-            if self._closed:
-                raise RuntimeError("RestClient is closed")
-            self._proxy = _env_proxy(self.base_url)
-            session = self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=KEEPALIVE_S),
-                trust_env=False,  # the proxy is resolved once above; ~/.netrc is never applied
-            )
-        return session
+        """The one session (a variant shares its root's), made on first use."""
+        return self._http_session.get()
 
     async def __aenter__(self) -> RestClient:
         return self
@@ -291,9 +249,7 @@ class RestClient:
     async def aclose(self) -> None:
         if self._root is not self:
             return  # a variant: the root owns the session
-        self._closed = True
-        if self._session is not None:
-            await self._session.close()
+        await self._http_session.aclose()
 
     # --- the one request path ------------------------------------------------------------------
 
@@ -308,7 +264,7 @@ class RestClient:
             params=query,
             headers=_JSON_BODY if body is not None else None,
             allow_redirects=False,
-            proxy=self._root._proxy,
+            proxy=self._http_session.proxy,
             timeout=self._timeout,
         ) as resp:
             return _Answer(resp, await resp.read())
@@ -495,7 +451,7 @@ class RestClient:
         path = f"/files/{file_id}"
         try:
             async with self._http().get(
-                self.base_url + path, allow_redirects=False, proxy=self._proxy
+                self.base_url + path, allow_redirects=False, proxy=self._http_session.proxy
             ) as resp:
                 if not 200 <= resp.status < 300:
                     raise _Answer(resp, await resp.read()).error()
