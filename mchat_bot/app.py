@@ -22,7 +22,7 @@ from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.llm import LLM
 from mchat_bot.mattermost.gateway import Gateway
-from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.mattermost.rest import RestClient, RestHooks
 from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.observe import health, metrics
@@ -81,6 +81,7 @@ class Daemon:
             s.mattermost.token.get(),
             timeout=s.mattermost.request_timeout,
             rate_per_sec=s.mattermost.rate_per_sec,
+            hooks=RestHooks(on_wait=metrics.observe_wait),
         )
         store: MemoryStore | None = None
         pool: WorkerPool | None = None
@@ -150,6 +151,7 @@ class Daemon:
             log.info("http_listening", host=doors.server.host, port=doors.server.port)
             supervisor.start("workers", pool.run)
             supervisor.start("gateway", gateway.run)
+            supervisor.start("catch-up", intake.run_catch_up)
             supervisor.start("ux", ux.run)  # issue 7: auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
@@ -158,8 +160,7 @@ class Daemon:
             await self._until_ready(gateway, intake, llm, embedder)
             await self._serve(supervisor)
             log.info("stopping", grace_s=s.bot.shutdown_grace)
-            await supervisor.stop(["gateway", "http"])  # stop intake first
-            await intake.close()
+            await supervisor.stop(["gateway", "http", "catch-up"])  # stop intake first
             await pool.stop(s.bot.shutdown_grace)
             await supervisor.stop()
             for task in self._background:

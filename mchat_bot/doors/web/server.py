@@ -13,7 +13,6 @@ import contextlib
 import socket
 from collections.abc import Generator, Sequence
 
-import httpx
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
@@ -23,7 +22,7 @@ from mchat_bot import __version__
 from mchat_bot.config import Settings
 from mchat_bot.doors.web.claims import ClaimChecker
 from mchat_bot.doors.web.guard import PathAllowlist, guarded_protocol, networks
-from mchat_bot.doors.web.senders import IncomingWebhookSender
+from mchat_bot.doors.web.senders import IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
 from mchat_bot.mattermost.rest import RestClient
@@ -34,8 +33,6 @@ from mchat_bot.pipeline.workers import ReplySender
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
-
-HOOK_TIMEOUT = 10.0
 
 
 def create_app(endpoints: WebhookEndpoints, routers: Sequence[object] = ()) -> FastAPI:
@@ -160,7 +157,7 @@ class WebDoors:
         sender: ReplySender,
     ) -> None:
         w = settings.webhooks
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(HOOK_TIMEOUT, connect=5.0))
+        self.client = hook_session(settings.mattermost.url)
         self.mappings = Mappings(storage)
         self.contexts = DoorContexts(storage)
         self.incoming = IncomingWebhookSender(

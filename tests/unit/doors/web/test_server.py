@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from mchat_bot.doors.web.claims import ClaimChecker
-from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender
+from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.server import HttpServer, create_app
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
 from mchat_bot.doors.web.webhooks import (
@@ -75,7 +75,7 @@ class _NoPost:
 async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEndpoints, Inbox]]:
     async with Storage(tmp_path / "db.sqlite3") as st:
         inbox = Inbox(st)
-        client = httpx.AsyncClient()
+        client = hook_session("http://127.0.0.1:1")
         mappings = Mappings(st)
         delivery = DoorDelivery(
             ReplySender(_NoPost(), inbox), mappings, DoorContexts(st), IncomingWebhookSender(client), client
@@ -173,9 +173,10 @@ async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
     try:
-        async with httpx.AsyncClient() as c:
+        session = hook_session(f"http://127.0.0.1:{unused_tcp_port}")
+        try:
             sender = IncomingWebhookSender(
-                c, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", username="AI Memory Bot"
+                session, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", username="AI Memory Bot"
             )
             await sender.send("hello", channel="qa")
             assert len(seen) == 3 and seen[-1] == {
@@ -187,6 +188,8 @@ async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int)
             with pytest.raises(HookError) as err:
                 await sender.send("bad")
             assert err.value.status == 400
+        finally:
+            await session.aclose()
     finally:
         await runner.cleanup()
 
