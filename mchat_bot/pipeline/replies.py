@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
+from mchat_bot.pipeline.texts import one_line, pick
+
 if TYPE_CHECKING:
     from mchat_bot.memory.store import Hit, Memory
 
@@ -25,8 +27,7 @@ def detect_lang(text: str) -> str:
     return "ko" if _HANGUL.search(text or "") else "en"
 
 
-def _t(lang: str, ko: str, en: str) -> str:
-    return ko if lang == "ko" else en
+_t = pick  # short: used on almost every line below
 
 
 def short_id(memory_id: str) -> str:
@@ -42,9 +43,7 @@ def _local_date(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d")
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+_one_line = one_line
 
 
 SCOPE_LABELS = {
@@ -232,6 +231,14 @@ def format_forget_not_found(ref: str, lang: str) -> str:
         lang,
         f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 삭제할 수 없는 메모리입니다.",
         f"No memory with id `{ref}` that you can delete here.",
+    )
+
+
+def format_history_not_found(ref: str, lang: str) -> str:
+    return _t(
+        lang,
+        f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 볼 수 없는 메모리입니다.",
+        f"No memory with id `{ref}` that you can see here.",
     )
 
 

@@ -24,16 +24,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from mchat_bot.doors.web.waiters import (
-    DOOR_OUTGOING,
-    DOOR_SLASH,
-    DoorContexts,
-    DoorDelivery,
-    wait_answer,
-    working_on_it,
-)
+from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, DoorContexts, Waiters, wait_answer
 from mchat_bot.mattermost.rest import RestClient
-from mchat_bot.pipeline import replies
+from mchat_bot.pipeline import replies, texts
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
@@ -197,7 +190,7 @@ class WebhookEndpoints:
         rest: RestClient | None,
         mappings: Mappings,
         contexts: DoorContexts,
-        delivery: DoorDelivery,
+        waiters: Waiters,
         outgoing_tokens: Sequence[str],
         slash_tokens: Sequence[str],
         budget: float = 4.5,
@@ -211,7 +204,7 @@ class WebhookEndpoints:
         self.rest = rest
         self.mappings = mappings
         self.contexts = contexts
-        self.delivery = delivery
+        self.waiters = waiters
         self.outgoing_tokens = list(outgoing_tokens)
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
@@ -335,7 +328,7 @@ class WebhookEndpoints:
         # A comment on a reply would be dropped by the server: then the answer goes over REST
         # into the root's thread, and the response says nothing.
         inline = not root_id
-        waiters = self.delivery.waiters
+        waiters = self.waiters
         fut = waiters.register(msg.post_id) if inline else None
         if not await self.inbox.put(msg):
             waiters.discard(msg.post_id)
@@ -345,7 +338,7 @@ class WebhookEndpoints:
             return _nothing()
         answer = await wait_answer(waiters, msg.post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
-            text = working_on_it(replies.detect_lang(request_text))
+            text = texts.working_on_it(replies.detect_lang(request_text))
         elif not answer.strip():
             return _nothing()
         else:
@@ -396,7 +389,7 @@ class WebhookEndpoints:
         text = f.get("text", "").strip()
         lang = replies.detect_lang(text)
         if name not in SLASH_COMMANDS:
-            return _slash(_t(lang, f"알 수 없는 명령입니다: /{name}", f"Unknown command: /{name}"))
+            return _slash(texts.unknown_slash_command(lang, name))
         public = False
         first, _, rest = text.partition(" ")
         if first.lower() in PUBLIC_FLAGS:
@@ -404,9 +397,7 @@ class WebhookEndpoints:
         if name in ALWAYS_EPHEMERAL:
             public = False
         if not await self.mappings.is_active(f["channel_id"]):
-            return _slash(
-                _t(lang, "이 채널에서는 봇이 꺼져 있습니다.", "The bot is switched off in this channel.")
-            )
+            return _slash(texts.switched_off_here(lang))
         trigger = f.get("trigger_id", "")
         seed = trigger or uuid.uuid4().hex
         post_id = "slash-" + hashlib.sha256(seed.encode()).hexdigest()[:26]
@@ -426,7 +417,7 @@ class WebhookEndpoints:
         )
         response_type = "in_channel" if public else "ephemeral"
         await self.contexts.save(post_id, DOOR_SLASH, f.get("response_url", ""), response_type)
-        waiters = self.delivery.waiters
+        waiters = self.waiters
         fut = waiters.register(post_id)
         if not await self.inbox.put(msg):
             waiters.discard(post_id)
@@ -434,7 +425,7 @@ class WebhookEndpoints:
         log.info("accepted", post_id=post_id, mchat_channel_id=msg.channel_id, door=msg.door, command=name)
         answer = await wait_answer(waiters, post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
-            return _slash(working_on_it(lang))
+            return _slash(texts.working_on_it(lang))
         return JSONResponse(self._slash_reply(answer, response_type))
 
     def _slash_reply(self, text: str, response_type: str) -> dict[str, Any]:
@@ -447,10 +438,6 @@ class WebhookEndpoints:
         if len(parts) > 1:
             body["extra_responses"] = [{"response_type": response_type, "text": p} for p in parts[1:]]
         return body
-
-
-def _t(lang: str, ko: str, en: str) -> str:
-    return ko if lang == "ko" else en
 
 
 def _nothing() -> JSONResponse:

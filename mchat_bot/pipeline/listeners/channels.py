@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -25,36 +27,10 @@ LEFT = "left:"
 JOIN_TRIES = 5
 
 
-class ChannelRest(Protocol):
-    async def get_team_by_name(self, name: str) -> dict[str, Any]: ...
-    async def get_channel_by_name(self, team_id: str, name: str) -> dict[str, Any]: ...
-    async def add_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]: ...
-    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
-    async def create_post(
-        self,
-        channel_id: str,
-        message: str,
-        *,
-        root_id: str = "",
-        props: dict[str, Any] | None = None,
-        pending_post_id: str | None = None,
-    ) -> dict[str, Any]: ...
-
-
-def greeting(mention: str) -> str:
-    """Short, in both languages (a channel has no single language)."""
-    return (
-        "👋 안녕하세요! 저는 AI 메모리 봇입니다. / Hi, I'm the AI Memory Bot.\n"
-        f"- `{mention} remember 내용`: 이 채널에 기억합니다 / remember something for this channel\n"
-        f"- `{mention} 질문`: 기억한 내용을 근거로 답합니다 / ask, and I answer from what I remember\n"
-        f"- `{mention} help`: 자세한 사용법 / all commands"
-    )
-
-
 class Channels:
     def __init__(
         self,
-        rest: ChannelRest,
+        rest: ChatServer,
         storage: Storage,
         bot_user_id: str,
         *,
@@ -149,7 +125,7 @@ class Channels:
                 return False  # DMs and group DMs get no greeting
             await self.rest.create_post(
                 channel_id,
-                greeting(self.mention),
+                texts.greeting(self.mention),
                 props={"mchat_greeting": True},
                 pending_post_id=f"mchat-greet-{channel_id}",
             )

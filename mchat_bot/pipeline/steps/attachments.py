@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import replace
 
 import structlog
 
 from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
-from mchat_bot.pipeline import replies, router
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.pipeline import replies
+from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
+from mchat_bot.pipeline.ports import ChatServer
+from mchat_bot.pipeline.router import BotIdentity, Command, parse_scope
+from mchat_bot.pipeline.texts import pick
+from mchat_bot.pipeline.turn import Next, Turn
 from mchat_bot.redaction import describe, redact
 
 log = structlog.get_logger(__name__)
@@ -27,12 +29,6 @@ log = structlog.get_logger(__name__)
 TEXT_EXTENSIONS = frozenset({"txt", "text", "md", "markdown", "mdown", "log", "csv", "tsv"})
 DOCUMENT = "document"
 MAX_FILES = 10
-
-
-class FileRest(Protocol):
-    async def get_post(self, post_id: str) -> dict[str, Any]: ...
-    async def get_file_info(self, file_id: str) -> dict[str, Any]: ...
-    async def get_file(self, file_id: str, max_bytes: int) -> bytes: ...
 
 
 def chunk_text(text: str, size: int) -> list[str]:
@@ -86,7 +82,7 @@ def _kib(n: int) -> str:
 class Attachments:
     def __init__(
         self,
-        rest: FileRest,
+        rest: ChatServer,
         store: MemoryStore,
         bot: BotIdentity,
         *,
@@ -103,39 +99,47 @@ class Attachments:
         self.chunk_chars = chunk_chars
         self.sensitive = sensitive
 
-    def wrap_handle(
-        self, handle_fn: Callable[[IncomingMessage], Awaitable[str]]
-    ) -> Callable[[IncomingMessage], Awaitable[str]]:
+    async def __call__(self, turn: Turn, next: Next) -> None:
         """A ``remember`` with files: the text (if any) as before, then each file."""
+        routed, msg = turn.routed, turn.msg
+        if not (isinstance(routed, Command) and routed.name == "remember"):
+            await next(turn)
+            return
+        try:
+            post = await self.rest.get_post(msg.post_id)
+        except Exception as exc:  # the files are a bonus: the text is still remembered
+            log.warning("attachments.post_unreadable", post_id=msg.post_id, error=type(exc).__name__)
+            await next(turn)
+            return
+        file_ids = [f for f in (post.get("file_ids") or []) if isinstance(f, str)][:MAX_FILES]
+        if not file_ids:
+            await next(turn)
+            return
+        said = Reply.nothing()
+        if parse_scope(routed.arg)[1].strip():
+            await next(turn)
+            said = turn.reply or said
+        files = await self.remember_files(msg, file_ids, routed.lang)
+        reply = said.plus(files)
+        if files.outcome is Outcome.STORED:  # something was stored, whatever the text part came to
+            reply = replace(reply, outcome=Outcome.STORED)
+        turn.reply = reply
 
-        async def handle(msg: IncomingMessage) -> str:
-            routed = router.route(msg, self.bot)
-            if not (isinstance(routed, Command) and routed.name == "remember"):
-                return await handle_fn(msg)
-            try:
-                post = await self.rest.get_post(msg.post_id)
-            except Exception as exc:  # the files are a bonus: the text is still remembered
-                log.warning("attachments.post_unreadable", post_id=msg.post_id, error=type(exc).__name__)
-                return await handle_fn(msg)
-            file_ids = [f for f in (post.get("file_ids") or []) if isinstance(f, str)][:MAX_FILES]
-            if not file_ids:
-                return await handle_fn(msg)
-            parse_scope = getattr(router, "parse_scope", None)
-            text = parse_scope(routed.arg)[1] if parse_scope is not None else routed.arg
-            out = [await handle_fn(msg)] if text.strip() else []
-            out.append(await self.remember_files(msg, file_ids, routed.lang))
-            return "\n\n".join(out)
+    async def settle(self, turn: Turn) -> None:
+        return None
 
-        return handle
-
-    async def remember_files(self, msg: IncomingMessage, file_ids: list[str], lang: str) -> str:
-        lines = [replies._t(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")]
+    async def remember_files(self, msg: IncomingMessage, file_ids: list[str], lang: str) -> Reply:
+        lines = [pick(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")]
+        stored: list[Memory] = []
         for file_id in file_ids:
-            lines.append(await self._one(msg, file_id, lang))
-        return "\n".join(lines)
+            lines.append(await self._one(msg, file_id, lang, stored))
+        outcome = Outcome.STORED if stored else Outcome.REFUSED
+        return Reply(
+            "\n".join(lines), outcome, unique(*(m.id for m in stored)), tuple(m.scope for m in stored)
+        )
 
-    async def _one(self, msg: IncomingMessage, file_id: str, lang: str) -> str:
-        t = replies._t
+    async def _one(self, msg: IncomingMessage, file_id: str, lang: str, stored: list[Memory]) -> str:
+        t = pick
         try:
             info = await self.rest.get_file_info(file_id)
         except Exception as exc:
@@ -194,7 +198,8 @@ class Attachments:
             )
             for piece in pieces
         ]
-        await self.store.add_many(memories)  # type: ignore[attr-defined]  # both engines have it
+        await self.store.add_many(memories)
+        stored.extend(memories)
         log.info(
             "memory.remembered_file",
             post_id=msg.post_id,
@@ -210,7 +215,7 @@ class Attachments:
         )
 
     def _too_large(self, name: str, size: int, lang: str) -> str:
-        return replies._t(
+        return pick(
             lang,
             f"- `{name}` ({_kib(size)}): 너무 커서 저장하지 않았습니다. 최대 {_kib(self.max_bytes)}까지 "
             "기억할 수 있습니다. 나누어 올리거나 핵심만 `remember`로 알려 주세요.",

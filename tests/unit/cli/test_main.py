@@ -8,7 +8,7 @@ import sys
 
 CODE = """
 import contextlib, os, sys
-from mchat_bot import cli
+from mchat_bot.cli import main as cli
 with contextlib.suppress(SystemExit), contextlib.redirect_stdout(open(os.devnull, "w")):
     cli.main(["run", "--help"])  # builds the whole parser, which imports numpy
 import numpy

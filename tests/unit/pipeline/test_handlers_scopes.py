@@ -58,7 +58,7 @@ def msg(
 
 async def say(h: Handlers, text: str, **kw: object) -> str:
     m = msg(text, **kw)  # type: ignore[arg-type]
-    return await h.handle(m, route(m, BOT))
+    return (await h.handle(m, route(m, BOT))).text
 
 
 def test_scope_grammar() -> None:

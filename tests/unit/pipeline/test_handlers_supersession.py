@@ -66,7 +66,7 @@ async def say(h: Handlers, text: str, channel: str = "c1", user: str = "u1") -> 
         root_id="",
         create_at=int(time.time() * 1000),
     )
-    return await h.handle(m, route(m, BOT))
+    return (await h.handle(m, route(m, BOT))).text
 
 
 def mem(text: str, id: str = "", at: float = 1.0) -> Memory:

@@ -17,12 +17,16 @@ from aiohttp import web
 
 from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender
 from mchat_bot.doors.web.server import HttpServer, create_app
-from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
+from mchat_bot.doors.web.waiters import DoorContexts, Waiters
 from mchat_bot.doors.web.webhooks import WebhookEndpoints, strip_trigger, token_ok
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
+from mchat_bot.pipeline.message import Outcome, Reply
+from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.pipeline.steps.gate import ChannelGate
+from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 
 TOKEN = "outgoing-token-123"
@@ -40,16 +44,13 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
         inbox = Inbox(st)
         client = httpx.AsyncClient()
         mappings = Mappings(st)
-        delivery = DoorDelivery(
-            ReplySender(_NoPost(), inbox), mappings, DoorContexts(st), IncomingWebhookSender(client), client
-        )
         endpoints = WebhookEndpoints(
-            bot=BotIdentity("bot-id", "memorybot", ("@ai",)),
+            bot=BOT,
             inbox=inbox,
             rest=None,
             mappings=mappings,
             contexts=DoorContexts(st),
-            delivery=delivery,
+            waiters=Waiters(),
             outgoing_tokens=[TOKEN],
             slash_tokens=[SLASH],
             budget=kw.pop("budget", 2.0),
@@ -65,6 +66,9 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await client.aclose()
+
+
+BOT = BotIdentity("bot-id", "memorybot", ("@ai",))
 
 
 def hook_body(**over: Any) -> dict[str, Any]:
@@ -100,12 +104,12 @@ async def test_allowlist_refuses_other_callers_before_anything(tmp_path: Path) -
 async def test_answer_within_budget_is_the_response_body(tmp_path: Path) -> None:
     async with serve(tmp_path) as (url, endpoints, inbox):
 
-        async def handle(msg: Any) -> str:
-            return f"handled: {msg.message}"
+        async def handle(turn: Turn) -> Reply:
+            return Reply(f"handled: {turn.msg.message}", Outcome.STORED)
 
-        pool = WorkerPool(
-            inbox, endpoints.delivery.wrap_handle(handle), endpoints.delivery.send, poll_interval=0.05
-        )
+        writer = ReplyWriter(_NoPost(), inbox, waiters=endpoints.waiters)  # type: ignore[arg-type]
+        chain = Chain([ChannelGate(endpoints.mappings)], handle)
+        pool = WorkerPool(inbox, chain, writer, BOT, poll_interval=0.05)
         async with pool:
             async with httpx.AsyncClient(timeout=10) as c:
                 r = await c.post(
