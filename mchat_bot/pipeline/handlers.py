@@ -22,7 +22,7 @@ from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
 from mchat_bot.observe import metrics
-from mchat_bot.pipeline import replies
+from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
@@ -124,13 +124,13 @@ class Handlers:
                 return await self._answer(msg, routed.text, lang, sink)
             return await self._command(msg, routed)
         except LLMError:
-            return Reply(replies.llm_error(lang), Outcome.LLM_FAILED)
+            return Reply(texts.llm_error(lang), Outcome.LLM_FAILED)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError, NameError, AssertionError):
             raise  # programming errors: let them show
         except Exception as exc:
             # the store (or another I/O part) failed: tell the user instead of going silent
             log.error("handler.io_failed", post_id=msg.post_id, error=type(exc).__name__, exc_info=True)
-            return Reply(replies.internal_error(lang), Outcome.FAILED)
+            return Reply(texts.internal_error(lang), Outcome.FAILED)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -139,22 +139,22 @@ class Handlers:
         lang = cmd.lang
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)
-            text = replies.format_memories(shown, lang, self.tz)
+            text = texts.format_memories(shown, lang, self.tz)
             return Reply(text, Outcome.LISTED, unique(*(m.id for m in shown)))
         if cmd.name in ("remember", "search", "history", "forget") and not cmd.arg:
-            return Reply(replies.format_usage(cmd.name, lang), Outcome.REFUSED)
+            return Reply(texts.format_usage(cmd.name, lang), Outcome.REFUSED)
         if cmd.name == "remember":
             return await self._remember(msg, cmd.arg, lang)
         if cmd.name == "search":
             hits = await self._search(cmd.arg, viewer)
             previous = await self._previous(hits, viewer)
-            text = replies.format_search(cmd.arg, hits, lang, self.tz, previous)
+            text = texts.format_search(cmd.arg, hits, lang, self.tz, previous)
             return Reply(text, Outcome.LISTED, _ids(hits))
         if cmd.name == "history":
             return await self._history(viewer, cmd.arg, lang)
         if cmd.name == "forget":
             return await self._forget(viewer, cmd.arg, lang)
-        return Reply(replies.format_help(lang, self.mention), Outcome.HELP)
+        return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
 
     async def _search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         started = time.monotonic()
@@ -165,10 +165,10 @@ class Handlers:
     async def _remember(self, msg: IncomingMessage, arg: str, lang: str) -> Reply:
         scope, text = parse_scope(arg)
         if not text:
-            return Reply(replies.format_usage("remember", lang), Outcome.REFUSED)
+            return Reply(texts.format_usage("remember", lang), Outcome.REFUSED)
         if scope == "team" and not self._may_make_team_memory(msg):
             log.info("memory.team_refused", channel_id=msg.channel_id, channel_type=msg.channel_type)
-            return Reply(replies.format_scope_refused(lang, in_dm=not msg.team_id), Outcome.REFUSED)
+            return Reply(texts.format_scope_refused(lang, in_dm=not msg.team_id), Outcome.REFUSED)
         # the sensitive-data filter runs before anything is stored (long texts off the event loop)
         if len(text) > REDACT_INLINE_CHARS:
             filtered = await asyncio.to_thread(redact, text, self.sensitive)
@@ -183,16 +183,16 @@ class Handlers:
                 channel_id=msg.channel_id,
             )
             if self.sensitive == "refuse":
-                return Reply(replies.format_sensitive_refused(kinds, lang), Outcome.REFUSED)
+                return Reply(texts.format_sensitive_refused(kinds, lang), Outcome.REFUSED)
             text = filtered.text
         memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
         if decision.action == "keep" and old is not None:
-            return Reply(replies.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
-        reply = replies.format_remembered(memory, lang)
+            return Reply(texts.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
+        reply = texts.format_remembered(memory, lang)
         if old is not None:
-            reply += "\n" + replies.format_replaced(old, lang, decision.action)
+            reply += "\n" + texts.format_replaced(old, lang, decision.action)
         if filtered.found:
-            reply += "\n\n" + replies.format_sensitive_masked(len(filtered.findings), kinds, lang)
+            reply += "\n\n" + texts.format_sensitive_masked(len(filtered.findings), kinds, lang)
         touched = unique(memory.id, old.id if old is not None and memory.replaces else "")
         return Reply(reply, Outcome.STORED, touched, (memory.scope,))
 
@@ -254,14 +254,14 @@ class Handlers:
                 if await self.store.delete(found.id):
                     log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
                     await self._restore_previous(found)
-                    return Reply(replies.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
-                return Reply(replies.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
+                    return Reply(texts.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
+                return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
             if found == "ambiguous":
-                return Reply(replies.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
+                return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
             if " " not in arg and _looks_like_id(ref):
-                return Reply(replies.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
+                return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
         hits = await self._search(arg, viewer)
-        text = replies.format_forget_candidates(arg, hits, lang, self.tz)
+        text = texts.format_forget_candidates(arg, hits, lang, self.tz)
         return Reply(text, Outcome.NOTHING_FOUND, _ids(hits))
 
     async def _resolve_id(self, ref: str, viewer: Viewer) -> Memory | str | None:
@@ -274,7 +274,7 @@ class Handlers:
         want = ref.replace("-", "").upper()
         pool = await self.store.recent_all(viewer, limit=1000)  # superseded versions too
         matches = [
-            mem for mem in pool if replies.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
+            mem for mem in pool if texts.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
         ]
         if len(matches) > 1:
             return "ambiguous"
@@ -295,11 +295,11 @@ class Handlers:
         ref = arg.strip().strip("`")
         found = await self._resolve_id(ref, viewer) if _ID_LIKE.match(ref) else None
         if found == "ambiguous":
-            return Reply(replies.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
+            return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
         if not isinstance(found, Memory):
-            return Reply(replies.format_history_not_found(ref, lang), Outcome.NOTHING_FOUND)
+            return Reply(texts.format_history_not_found(ref, lang), Outcome.NOTHING_FOUND)
         versions = await self.chain(found, viewer)
-        text = replies.format_history(versions, lang, self.tz)
+        text = texts.format_history(versions, lang, self.tz)
         return Reply(text, Outcome.LISTED, unique(*(v.id for v in versions)))
 
     async def chain(self, memory: Memory, viewer: Viewer) -> list[Memory]:
@@ -344,19 +344,19 @@ class Handlers:
         hits = await self._search(question, viewer, limit=ANSWER_MEMORIES)
         previous = await self._previous(hits, viewer)
         if self.llm is None:
-            text = replies.format_retrieval_only(hits, lang, previous, self.tz)
-            reply = replies.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
+            text = texts.format_retrieval_only(hits, lang, previous, self.tz)
+            reply = texts.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
         else:
             thread = await self._thread(msg)
             messages = build_prompt(question, hits, thread, lang, tz=self.tz, previous=previous)
             answer = await (
                 sink.complete(self.llm, messages) if sink is not None else self.llm.complete(messages)
             )
-            cited = replies.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
-            reply = replies.join_sources(answer, self._sources(msg, hits, cited, lang))
+            cited = texts.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+            reply = texts.join_sources(answer, self._sources(msg, hits, cited, lang))
         extracted = await self._extract(msg, question)
         if extracted:
-            reply += "\n\n" + replies.format_extracted(extracted, lang)
+            reply += "\n\n" + texts.format_extracted(extracted, lang)
         ids = unique(*(m.id for m in extracted), *_ids(hits))
         return Reply(reply, Outcome.ANSWERED, ids, tuple(m.scope for m in extracted))
 
@@ -406,7 +406,7 @@ class Handlers:
             channel = (
                 msg.channel_name if memory.channel_id == msg.channel_id and msg.channel_type in "OP" else ""
             )
-            lines.append(replies.format_source(n, memory, lang, channel_name=channel, tz=self.tz))
+            lines.append(texts.format_source(n, memory, lang, channel_name=channel, tz=self.tz))
         return lines
 
     # --- helpers ----------------------------------------------------------------------------
@@ -463,9 +463,9 @@ def build_prompt(
         for i, hit in enumerate(hits, 1):
             m = hit.memory
             lines.append(f"[{i}] {' '.join(m.text.split())}")
-            lines.append(f"    (by {m.user_name or '?'}, {replies.format_date(m.created_at, tz)})")
+            lines.append(f"    (by {m.user_name or '?'}, {texts.format_date(m.created_at, tz)})")
             if previous and m.id in previous:
-                lines.append(f"    {replies.was_note(previous[m.id], m, 'en', tz)}")
+                lines.append(f"    {texts.was_note(previous[m.id], m, 'en', tz)}")
     else:
         lines.append("(none)")
     if thread:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,6 @@ from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, post_h
 from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, RESPONSE_URL_USES, DoorContexts, Waiters
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable
 from mchat_bot.observe import metrics
-from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
@@ -34,6 +34,9 @@ from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.turn import Turn
 
 log = structlog.get_logger(__name__)
+
+MAX_POST_CHARS = 16383  # Mattermost's limit in code points (runes)
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
 
 class PermanentSendError(Exception):
@@ -72,7 +75,7 @@ class ReplyWriter:
         server: ChatServer,
         inbox: Inbox,
         *,
-        limit: int = replies.MAX_POST_CHARS,
+        limit: int = MAX_POST_CHARS,
         waiters: Waiters | None = None,
         hooks: Hooks | None = None,
         edit_sent_parts: bool = False,
@@ -138,7 +141,7 @@ class ReplyWriter:
 
     async def post_parts(self, msg: IncomingMessage, text: str) -> list[str]:
         """Post the missing parts in the asker's thread; the reply post ids of all parts, in order."""
-        parts = replies.split_message(text, self.limit)
+        parts = split_message(text, self.limit)
         sent = await self.inbox.sent_parts(msg.post_id)
         ids: list[str] = []
         for i, part in enumerate(parts):
@@ -215,7 +218,7 @@ class ReplyWriter:
         sent = await self.inbox.sent_parts(msg.post_id)
         if not sent:
             return
-        parts = replies.split_message(text, self.limit)
+        parts = split_message(text, self.limit)
         last = session.last_write if session is not None else 0.0
         interval = session.interval if session is not None else 0.0
         for part, reply_id in sorted(sent.items()):
@@ -292,7 +295,7 @@ class ReplyWriter:
         if hooks is None or ctx is None or not ctx.response_url:
             log.warning("doors.slash_answer_dropped", post_id=msg.post_id, reason="no response_url")
             return
-        parts = replies.split_message(text)
+        parts = split_message(text)
         left = RESPONSE_URL_USES - ctx.uses
         if left < 1:
             raise PermanentSendError("response_url used up")
@@ -315,3 +318,104 @@ class ReplyWriter:
             await hooks.contexts.add_uses(msg.post_id, used)
             left -= used
         log.info("doors.answered_response_url", post_id=msg.post_id, parts=len(parts))
+
+
+# --- splitting --------------------------------------------------------------------------------
+
+
+def split_message(text: str, limit: int = MAX_POST_CHARS) -> list[str]:
+    """Split into posts of at most ``limit`` code points.
+
+    Breaks at a paragraph (blank line) when one is in the second half of a part, else at a line
+    end, else inside a long line (at a space if possible). A code fence cut in two is closed at
+    the end of one part and reopened, with its info string, at the start of the next.
+    """
+    if limit < 32:
+        raise ValueError("limit too small")
+    if len(text) <= limit:
+        return [text]
+    lines = text.splitlines(keepends=True)
+    parts: list[str] = []
+    fence: str | None = None  # the opener line of the fence open at the current position
+    i = 0
+    while i < len(lines):
+        if fence is not None and len(_reopen(fence)) + _close_len(fence) > limit // 4:
+            fence = None  # an absurd fence line: give up keeping it balanced rather than loop
+        prefix = _reopen(fence)
+        body: list[str] = []
+        length = len(prefix)
+        f = fence
+        states: list[str | None] = []
+        last_para: int | None = None  # number of body lines up to a blank line outside code
+        j = i
+        while j < len(lines):
+            line = lines[j]
+            nf = _fence_after(f, line)
+            if nf is not None and len(_reopen(nf)) + _close_len(nf) > limit // 4:
+                nf = None
+            if length + len(line) + _close_len(nf) > limit:
+                break
+            body.append(line)
+            states.append(nf)
+            length += len(line)
+            f = nf
+            j += 1
+            if nf is None and not line.strip():
+                last_para = len(body)
+        if j == i:
+            # one line longer than the room left: cut it
+            room = limit - length - _close_len(fence)
+            line = lines[i]
+            cut = _cut_point(line, room)
+            body, states = [line[:cut]], [fence]
+            lines[i] = line[cut:]
+            f = fence
+        elif j < len(lines) and last_para is not None and sum(map(len, body[:last_para])) >= limit // 2:
+            body, states = body[:last_para], states[:last_para]
+            j = i + last_para
+            f = states[-1]
+            i = j
+        else:
+            i = j
+        part = prefix + "".join(body)
+        if f is not None:
+            part = part.rstrip("\n") + "\n" + _marker(f)
+        if part.strip():
+            parts.append(part.rstrip())
+        fence = f
+    return parts
+
+
+def _cut_point(line: str, room: int) -> int:
+    room = max(1, room)
+    space = line.rfind(" ", room // 2, room)
+    return space + 1 if space > 0 else room
+
+
+def _fence_after(fence: str | None, line: str) -> str | None:
+    m = _FENCE.match(line)
+    if fence is None:
+        return line if m else None
+    if m:
+        marker = _marker(fence)
+        run = m.group(1)
+        if run[0] == marker[0] and len(run) >= len(marker) and not line.strip()[len(run) :].strip():
+            return None
+    return fence
+
+
+def _marker(opener: str) -> str:
+    m = _FENCE.match(opener)
+    return m.group(1) if m else "```"
+
+
+def _reopen(fence: str | None) -> str:
+    if fence is None:
+        return ""
+    marker = _marker(fence)
+    info = fence.strip()[len(marker) :].strip()[:40]
+    return marker + info + "\n"
+
+
+def _close_len(fence: str | None) -> int:
+    return 0 if fence is None else len(_marker(fence)) + 1

@@ -1,11 +1,20 @@
-"""What the bot says outside the handlers' formatted replies (``replies.py``), in Korean and English.
+"""Every text the bot shows users, in Korean and English, in one module.
 
-The web doors' answers, the channel greeting, the follow-up notes about edited and deleted
-sources, and the attachment lines; with :func:`pick` and :func:`one_line`, which every module that
-writes text for users shares.
+The handlers' replies, the door answers, the channel greeting, the notes about edited and deleted
+sources. One formatter for all doors. Memories are read by attribute (``memory.store.Memory`` /
+``Hit``), so this module needs nothing from the store at run time. Splitting a long reply into
+posts belongs to the reply writer (``replying.py``), detecting the asker's language to the router.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mchat_bot.memory.store import Hit, Memory
 
 
 def pick(lang: str, ko: str, en: str) -> str:
@@ -67,4 +76,428 @@ def source_deleted_head(lang: str, n: int) -> str:
         lang,
         f"#### 🗑️ 원본 메시지가 삭제되어 메모리 {n}개를 잊었습니다",
         f"#### 🗑️ The source message was deleted, so I forgot {n} {plural(n)}",
+    )
+
+
+def short_id(memory_id: str) -> str:
+    """The last 8 characters: the random end of a ULID (its start is a timestamp shared by neighbours)."""
+    return memory_id.replace("-", "")[-8:]
+
+
+def format_date(ts: float, tz: tzinfo | None = None) -> str:
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d") if tz else _local_date(ts)
+
+
+def _local_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d")
+
+
+SCOPE_LABELS = {
+    "channel": ("이 채팅방", "this channel"),
+    "user": ("개인", "personal"),
+    "team": ("팀", "team"),
+}
+
+
+def scope_label(scope: str, lang: str) -> str:
+    ko, en = SCOPE_LABELS.get(scope, (scope, scope))
+    return pick(lang, ko, en)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def format_remembered(memory: Memory, lang: str) -> str:
+    if lang == "ko":
+        return (
+            "#### 🧠 메모리 저장됨\n"
+            f"- **내용:** {memory.text}\n"
+            f"- **범위:** {scope_label(memory.scope, lang)}\n"
+            f"- **카테고리:** {memory.category}"
+        )
+    return (
+        "#### 🧠 Memory saved\n"
+        f"- **Content:** {memory.text}\n"
+        f"- **Scope:** {scope_label(memory.scope, lang)}\n"
+        f"- **Category:** {memory.category}"
+    )
+
+
+def format_scope_refused(lang: str, *, in_dm: bool = False) -> str:
+    """`remember --team` from a private channel (or a DM) by someone who is not a team admin."""
+    if in_dm:
+        return pick(
+            lang,
+            "🚫 DM에는 팀이 없어 팀 메모리를 만들 수 없습니다. 저장하지 않았습니다. "
+            "팀의 공개 채널에서 `remember 팀: 내용`으로 요청해 주세요.",
+            "🚫 A DM has no team, so no team memory can be made here. Use `remember --team TEXT` in one of "
+            "the team's public channels. Nothing was saved.",
+        )
+    return pick(
+        lang,
+        "🚫 팀 메모리는 공개 채널에서만(또는 관리자만) 만들 수 있습니다. 저장하지 않았습니다. "
+        "이 채팅방에만 기억하려면 `remember 내용`을 쓰세요.",
+        "🚫 Team memories can only be made from a public channel (or by a team admin). Nothing was saved. "
+        "To remember it in this channel only, use `remember TEXT`.",
+    )
+
+
+def format_already_known(memory: Memory, lang: str) -> str:
+    sid = short_id(memory.id)
+    return pick(
+        lang,
+        f"🧠 이미 기억하고 있습니다: {one_line(memory.text)} (`{sid}`)",
+        f"🧠 I already remember that: {one_line(memory.text)} (`{sid}`)",
+    )
+
+
+def format_replaced(old: Memory, lang: str, action: str = "update") -> str:
+    """Appended to the saved reply when the new memory replaced (or retired) an older one."""
+    sid, text = short_id(old.id), one_line(old.text, 120)
+    if action == "delete":
+        return pick(
+            lang,
+            f"♻️ 더 이상 유효하지 않음으로 표시: {text} (`{sid}`)",
+            f"♻️ Marked no longer valid: {text} (`{sid}`)",
+        )
+    return pick(
+        lang, f"♻️ 이전 내용을 대체했습니다: {text} (`{sid}`)", f"♻️ Replaces the earlier: {text} (`{sid}`)"
+    )
+
+
+def format_history(chain: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
+    """Oldest first, each with the time it held: ``2026-11-20 ~ 2026-11-25`` or ``~ 현재``."""
+    if not chain:
+        return pick(lang, "이력을 찾을 수 없습니다.", "No history found.")
+    head = pick(lang, f"#### 🕘 메모리 이력 ({len(chain)})", f"#### 🕘 Memory history ({len(chain)})")
+    now = pick(lang, "현재", "now")
+    lines = [head]
+    for i, m in enumerate(chain, 1):
+        start = format_date(m.valid_from or m.created_at, tz)
+        end = format_date(m.valid_until, tz) if m.valid_until > 0 else now
+        mark = " ✅" if m.valid_until <= 0 else ""
+        lines.append(
+            f"{i}. `{short_id(m.id)}` {start} ~ {end}{mark}: {one_line(m.text)} — {m.user_name or '?'}"
+        )
+    return "\n".join(lines)
+
+
+def format_extracted(memories: Sequence[Memory], lang: str) -> str:
+    """Appended to an answer in an extraction channel: what was remembered from the message."""
+    items = "; ".join(f"{one_line(m.text, 120)} (`{short_id(m.id)}`, {m.category})" for m in memories)
+    return pick(lang, f"🧠 기억해 둠: {items}", f"🧠 Remembered: {items}")
+
+
+def format_sensitive_masked(count: int, kinds: str, lang: str) -> str:
+    """Appended to the saved reply: what kinds were masked (``kinds`` names kinds, never values)."""
+    return pick(
+        lang,
+        f"🔒 민감정보 {count}건({kinds})을 가려서 저장했습니다.",
+        f"🔒 Masked {count} sensitive item{'s' if count != 1 else ''} ({kinds}) before saving.",
+    )
+
+
+def format_sensitive_refused(kinds: str, lang: str) -> str:
+    return pick(
+        lang,
+        f"🔒 민감정보({kinds})가 포함되어 있어 저장하지 않았습니다. 해당 부분을 빼고 다시 요청해 주세요.",
+        f"🔒 Not saved: the text contains sensitive data ({kinds}). Remove it and try again.",
+    )
+
+
+def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
+    score_txt = f" ({score:.2f})" if score is not None else ""
+    was_txt = f" {was}" if was else ""
+    return (
+        f"{i}. `{short_id(memory.id)}`{score_txt} {one_line(memory.text)}{was_txt}"
+        f" — {memory.user_name or '?'}, {format_date(memory.created_at, tz)}"
+    )
+
+
+def changed_part(old_text: str, new_text: str) -> str:
+    """What the old version said that the new one does not ("12%"), or the old text when unclear."""
+    new_words = set(new_text.split())
+    diff = [w for w in old_text.split() if w not in new_words]
+    part = " ".join(diff)
+    return part if part and len(part) <= 60 else one_line(old_text, 80)
+
+
+def was_note(old: Memory, new: Memory, lang: str, tz: tzinfo | None = None) -> str:
+    """``(이전: 12%, 2026-11-20까지)`` / ``(was 12% until 2026-11-20)``."""
+    part = changed_part(old.text, new.text)
+    until = format_date(old.valid_until or new.created_at, tz)
+    return pick(lang, f"(이전: {part}, {until}까지)", f"(was {part} until {until})")
+
+
+def format_search(
+    query: str,
+    hits: Sequence[Hit],
+    lang: str,
+    tz: tzinfo | None = None,
+    previous: Mapping[str, Memory] | None = None,
+) -> str:
+    """`previous` maps a hit's id to the version it replaced, shown as "(was ... until ...)"."""
+    if not hits:
+        q = one_line(query, 80)
+        return pick(lang, f"🔎 `{q}`와(과) 맞는 메모리가 없습니다.", f"🔎 No memories match `{q}`.")
+    q = one_line(query, 80)
+    head = pick(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
+    prev = previous or {}
+    lines = [
+        _memory_line(
+            i,
+            h.memory,
+            tz,
+            h.score,
+            was_note(prev[h.memory.id], h.memory, lang, tz) if h.memory.id in prev else "",
+        )
+        for i, h in enumerate(hits, 1)
+    ]
+    tail = pick(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
+    return "\n".join([head, *lines, tail])
+
+
+def format_memories(memories: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
+    if not memories:
+        return pick(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
+    head = pick(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
+    return "\n".join([head, *(_memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
+
+
+def format_forgotten(memory: Memory, lang: str) -> str:
+    text, sid = one_line(memory.text), short_id(memory.id)
+    if lang == "ko":
+        return f"#### 🗑️ 메모리 삭제됨\n- **내용:** {text}\n- **ID:** `{sid}`"
+    return f"#### 🗑️ Memory forgotten\n- **Content:** {text}\n- **ID:** `{sid}`"
+
+
+def format_forget_not_found(ref: str, lang: str) -> str:
+    # One message for "no such id" and "not yours to see": existence of a hidden memory must not leak.
+    return pick(
+        lang,
+        f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 삭제할 수 없는 메모리입니다.",
+        f"No memory with id `{ref}` that you can delete here.",
+    )
+
+
+def format_history_not_found(ref: str, lang: str) -> str:
+    return pick(
+        lang,
+        f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 볼 수 없는 메모리입니다.",
+        f"No memory with id `{ref}` that you can see here.",
+    )
+
+
+def format_forget_ambiguous(ref: str, lang: str) -> str:
+    return pick(
+        lang,
+        f"ID `{ref}`로 시작하는 메모리가 여러 개입니다. 더 긴 ID를 입력해 주세요.",
+        f"Several memories start with `{ref}`; please give a longer id.",
+    )
+
+
+def format_forget_candidates(query: str, hits: Sequence[Hit], lang: str, tz: tzinfo | None = None) -> str:
+    if not hits:
+        q = one_line(query, 80)
+        return pick(
+            lang,
+            f"🗑️ `{q}`와(과) 맞는 메모리가 없어 아무것도 삭제하지 않았습니다.",
+            f"🗑️ Nothing matches `{q}`; nothing was deleted.",
+        )
+    head = pick(
+        lang,
+        "#### 🗑️ 삭제할 메모리의 ID를 골라 주세요 (아직 아무것도 삭제하지 않았습니다)",
+        "#### 🗑️ Which memory should I forget? (nothing deleted yet)",
+    )
+    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    tail = pick(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
+    return "\n".join([head, *lines, "", tail])
+
+
+def format_usage(command: str, lang: str) -> str:
+    ko = {
+        "remember": "사용법: `@ai remember 기억할 내용`",
+        "search": "사용법: `@ai search 검색어`",
+        "history": "사용법: `@ai history <ID>` (이력)",
+        "forget": "사용법: `@ai forget <ID>` 또는 `@ai forget 검색어` (후보를 보여 드립니다)",
+    }
+    en = {
+        "remember": "Usage: `@ai remember TEXT`",
+        "search": "Usage: `@ai search QUERY`",
+        "history": "Usage: `@ai history <id>`",
+        "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
+    }
+    return pick(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
+
+
+def format_help(lang: str, mention: str = "@ai") -> str:
+    if lang == "ko":
+        return (
+            "#### 🤖 AI 메모리 봇 사용법\n"
+            f"채널에서는 `{mention}`으로 불러 주세요 (DM에서는 필요 없습니다).\n"
+            f"- `{mention} remember 내용` (기억, 기억해): 이 채팅방에 기억합니다\n"
+            f"- `{mention} remember 개인: 내용` (`--me`): 나만, 어느 채널에서든 볼 수 있게 기억합니다\n"
+            f"- `{mention} remember 팀: 내용` (`--team`): 팀 전체가 보도록 기억합니다 (공개 채널에서만)\n"
+            f"- `{mention} search 검색어` (검색, 찾아): 기억한 내용을 ID와 점수와 함께 찾습니다\n"
+            f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
+            f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
+            f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
+            f"- `{mention} help` (도움말): 이 안내\n"
+            f"- 그 밖의 말은 질문으로 보고, 기억한 내용을 근거로 출처와 함께 답합니다"
+        )
+    return (
+        "#### 🤖 AI Memory Bot help\n"
+        f"In a channel, mention me with `{mention}` (not needed in a DM).\n"
+        f"- `{mention} remember TEXT`: remember TEXT in this channel\n"
+        f"- `{mention} remember --me TEXT`: personal, visible only to you, in any channel\n"
+        f"- `{mention} remember --team TEXT`: visible in all of the team's channels (from a public channel)\n"
+        f"- `{mention} search QUERY`: find memories, with ids and scores\n"
+        f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
+        f"- `{mention} memories`: list recent memories\n"
+        f"- `{mention} history ID`: how a memory changed over time\n"
+        f"- `{mention} help`: this text\n"
+        f"- anything else is a question: I answer from what I remember and cite the sources"
+    )
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def format_source(
+    n: int, memory: Memory, lang: str, *, channel_name: str = "", tz: tzinfo | None = None
+) -> str:
+    """``[1] 김과장, 2026-11-25, #품질검사 (permalink)``."""
+    bits = [memory.user_name or "?", format_date(memory.created_at, tz)]
+    if channel_name:
+        bits.append(f"#{channel_name}")
+    line = f"[{n}] " + ", ".join(bits)
+    if memory.permalink:
+        line += f" ({memory.permalink})"
+    return line
+
+
+def format_retrieval_only(
+    hits: Sequence[Hit], lang: str, previous: Mapping[str, Memory] | None = None, tz: tzinfo | None = None
+) -> str:
+    """The answer when no LLM is configured: quote the best memories (and what they replaced)."""
+    if not hits:
+        return no_memories_found(lang)
+    prev = previous or {}
+    head = pick(
+        lang,
+        "LLM이 설정되어 있지 않아, 관련된 메모리를 그대로 보여 드립니다:",
+        "No LLM is configured, so here are the most relevant memories:",
+    )
+    lines = []
+    for i, h in enumerate(hits, 1):
+        was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
+        lines.append(f"> [{i}] {one_line(h.memory.text, 1000)}{was}")
+    return "\n".join([head, *lines])
+
+
+def no_memories_found(lang: str) -> str:
+    return pick(
+        lang,
+        "관련된 메모리를 찾지 못했습니다. `@ai remember 내용`으로 알려 주세요.",
+        "I found nothing about that in my memories. Teach me with `@ai remember TEXT`.",
+    )
+
+
+def llm_error(lang: str) -> str:
+    return pick(
+        lang,
+        "죄송합니다. 지금은 답변을 만들 수 없습니다 (LLM 응답 오류). 잠시 후 다시 시도해 주세요.",
+        "Sorry, I can't answer right now (the language model did not respond). Please try again later.",
+    )
+
+
+def internal_error(lang: str) -> str:
+    return pick(
+        lang,
+        "죄송합니다. 요청을 처리하는 중 오류가 발생했습니다. 잠시 후 다시 시도해 주세요.",
+        "Sorry, something went wrong while handling that. Please try again later.",
+    )
+
+
+def delivery_failed(lang: str) -> str:
+    return pick(
+        lang,
+        "죄송합니다. 답변을 보내지 못했습니다. 다시 요청해 주세요.",
+        "Sorry, I could not deliver my answer. Please ask again.",
+    )
+
+
+def cited_numbers(answer: str, n: int) -> list[int]:
+    """[k] markers in the answer that refer to one of the n memories, in order of first use."""
+    seen: list[int] = []
+    for m in re.finditer(r"\[(\d{1,3})\]", answer):
+        k = int(m.group(1))
+        if 1 <= k <= n and k not in seen:
+            seen.append(k)
+    return sorted(seen)
+
+
+def join_sources(answer: str, sources: Iterable[str]) -> str:
+    lines = list(sources)
+    return answer.rstrip() + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+# --- attachments -----------------------------------------------------------------------------------
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:,.0f} KiB" if n >= 1024 else f"{n} B"
+
+
+def attached_files_head(lang: str) -> str:
+    return pick(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")
+
+
+def file_unreadable(lang: str) -> str:
+    return pick(lang, "- (읽을 수 없는 파일)", "- (a file I could not read)")
+
+
+def file_not_text(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}`: 텍스트(.txt)나 마크다운(.md) 파일만 기억할 수 있어 건너뛰었습니다.",
+        f"- `{name}`: skipped; I can only remember text (.txt) and Markdown (.md) files.",
+    )
+
+
+def file_too_large(lang: str, name: str, size: int, limit: int) -> str:
+    return pick(
+        lang,
+        f"- `{name}` ({kib(size)}): 너무 커서 저장하지 않았습니다. 최대 {kib(limit)}까지 "
+        "기억할 수 있습니다. 나누어 올리거나 핵심만 `remember`로 알려 주세요.",
+        f"- `{name}` ({kib(size)}): not saved, too large. The limit is {kib(limit)}; "
+        "split the file, or `remember` the key points.",
+    )
+
+
+def file_download_failed(lang: str, name: str) -> str:
+    return pick(lang, f"- `{name}`: 내려받지 못했습니다.", f"- `{name}`: could not be downloaded.")
+
+
+def file_not_utf8(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}`: UTF-8 텍스트가 아니어서 건너뛰었습니다.",
+        f"- `{name}`: skipped; not UTF-8 text.",
+    )
+
+
+def file_masked(lang: str, kinds: str) -> str:
+    return pick(lang, f"(민감정보 {kinds} 가림)", f"(masked: {kinds})")
+
+
+def file_empty(lang: str, name: str) -> str:
+    return pick(lang, f"- `{name}`: 빈 파일입니다.", f"- `{name}`: the file is empty.")
+
+
+def file_saved(lang: str, name: str, size: int, pieces: int, masked: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}` ({kib(size)}): 메모리 {pieces}개로 나누어 저장했습니다.{masked}",
+        f"- `{name}` ({kib(size)}): saved as {pieces} {plural(pieces)}.{masked}",
     )

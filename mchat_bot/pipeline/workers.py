@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import structlog
 
-from mchat_bot.pipeline import replies
+from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.inbox import Inbox, InboxItem
 from mchat_bot.pipeline.replying import PermanentSendError, ReplyWriter
-from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.router import BotIdentity, detect_lang
 from mchat_bot.pipeline.turn import Chain, Delivery, Turn
 
 log = structlog.get_logger(__name__)
@@ -184,9 +184,9 @@ class WorkerPool:
                     await self.chain.run(turn)
             except Exception as exc:
                 log.exception("workers.handle_failed", post_id=msg.post_id)
-                lang = replies.detect_lang(msg.message)
+                lang = detect_lang(msg.message)
                 await self._give_up(
-                    turn, item, f"handler: {type(exc).__name__}: {exc}", replies.internal_error(lang)
+                    turn, item, f"handler: {type(exc).__name__}: {exc}", texts.internal_error(lang)
                 )
                 return
             self.stats.handled += 1
@@ -211,7 +211,7 @@ class WorkerPool:
                 )
                 await self._settle(turn, Delivery.RETRY)
                 return
-            await self._give_up(turn, item, error, replies.delivery_failed(replies.detect_lang(msg.message)))
+            await self._give_up(turn, item, error, texts.delivery_failed(detect_lang(msg.message)))
             return
         await self.inbox.ack(msg.post_id)
         self.stats.sent += 1

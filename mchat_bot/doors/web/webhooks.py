@@ -26,11 +26,12 @@ from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, DoorContexts, Waiters, wait_answer
 from mchat_bot.mattermost.rest import RestClient
-from mchat_bot.pipeline import replies, texts
+from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, route
+from mchat_bot.pipeline.replying import split_message
+from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, detect_lang, route
 
 log = structlog.get_logger(__name__)
 
@@ -338,7 +339,7 @@ class WebhookEndpoints:
             return _nothing()
         answer = await wait_answer(waiters, msg.post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
-            text = texts.working_on_it(replies.detect_lang(request_text))
+            text = texts.working_on_it(detect_lang(request_text))
         elif not answer.strip():
             return _nothing()
         else:
@@ -387,7 +388,7 @@ class WebhookEndpoints:
         f = self._require(fields, ("channel_id", "user_id", "command"))
         name = f["command"].strip().lstrip("/").lower()
         text = f.get("text", "").strip()
-        lang = replies.detect_lang(text)
+        lang = detect_lang(text)
         if name not in SLASH_COMMANDS:
             return _slash(texts.unknown_slash_command(lang, name))
         public = False
@@ -429,7 +430,7 @@ class WebhookEndpoints:
         return JSONResponse(self._slash_reply(answer, response_type))
 
     def _slash_reply(self, text: str, response_type: str) -> dict[str, Any]:
-        parts = replies.split_message(text) if text.strip() else [""]
+        parts = split_message(text) if text.strip() else [""]
         body: dict[str, Any] = {"response_type": response_type, "text": parts[0]}
         if self.username:
             body["username"] = self.username

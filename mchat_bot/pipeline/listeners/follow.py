@@ -21,13 +21,13 @@ import structlog
 from mchat_bot.mattermost.events import FrameError, OtherEvent, Post, post_to_message
 from mchat_bot.memory.store import Memory, MemoryStore, Selection, new_memory_id
 from mchat_bot.observe import metrics
-from mchat_bot.pipeline import replies, router, texts
+from mchat_bot.pipeline import router, texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.handlers import guess_category
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import ChannelType
 from mchat_bot.pipeline.ports import ChatServer
-from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.pipeline.router import BotIdentity, Command, detect_lang
 from mchat_bot.redaction import redact
 
 log = structlog.get_logger(__name__)
@@ -46,12 +46,12 @@ def _scope_and_text(arg: str) -> str:
 
 
 def format_updated(memory: Memory, lang: str) -> str:
-    return replies.format_remembered(memory, lang) + "\n\n" + texts.source_edited_note(lang)
+    return texts.format_remembered(memory, lang) + "\n\n" + texts.source_edited_note(lang)
 
 
 def format_forgotten_by_delete(memories: list[Memory], lang: str) -> str:
     current = [m for m in memories if m.valid_until <= 0] or memories
-    lines = [f"- {texts.one_line(m.text, 120)} (`{replies.short_id(m.id)}`)" for m in current[:5]]
+    lines = [f"- {texts.one_line(m.text, 120)} (`{texts.short_id(m.id)}`)" for m in current[:5]]
     if len(current) > 5:
         lines.append(f"- … (+{len(current) - 5})")
     return "\n".join([texts.source_deleted_head(lang, len(current)), *lines])
@@ -152,7 +152,7 @@ class Follower:
         if not found:
             return
         command, _ = await self._routed(post)
-        lang = replies.detect_lang(post.message)
+        lang = detect_lang(post.message)
         text = _scope_and_text(command.arg) if command is not None else ""
         if not text:
             log.info("follow.edit_not_a_remember", post_id=post.id)  # left as it was
@@ -165,7 +165,7 @@ class Follower:
         if filtered.found and self.sensitive == "refuse":
             await self._say(
                 post,
-                replies.format_sensitive_refused(", ".join(sorted(filtered.counts())), lang),
+                texts.format_sensitive_refused(", ".join(sorted(filtered.counts())), lang),
                 f"edit-{post.id}-{post.edit_at}",
             )
             return
@@ -232,7 +232,7 @@ class Follower:
         self.forgotten += len(found)
         log.info("memory.followed_delete", post_id=post.id, memories=[m.id for m in found])
         await self._say(
-            post, format_forgotten_by_delete(found, replies.detect_lang(post.message)), f"forgot-{post.id}"
+            post, format_forgotten_by_delete(found, detect_lang(post.message)), f"forgot-{post.id}"
         )
 
     async def _say(self, post: Post, text: str, key: str) -> None:

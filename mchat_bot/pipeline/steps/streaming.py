@@ -20,10 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
-from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
-from mchat_bot.pipeline.replying import ReplyWriter
+from mchat_bot.pipeline.replying import MAX_POST_CHARS, ReplyWriter, split_message
 from mchat_bot.pipeline.turn import Completer, Delivery, Next, Turn
 
 log = structlog.get_logger(__name__)
@@ -104,7 +103,7 @@ class StreamSession:
             log.info("stream.reconcile_failed", post_id=self.msg.post_id, error=type(exc).__name__)
             return
         while not self._stopped.is_set():
-            desired = replies.split_message(self.text + MARKER, s.limit)
+            desired = split_message(self.text + MARKER, s.limit)
             todo = next(
                 (i for i, part in enumerate(desired) if i not in self.ids or self.shown.get(i) != part), None
             )
@@ -159,7 +158,7 @@ class Streams:
         *,
         interval: float = 0.5,
         first_post_after: float = 1.0,
-        limit: int = replies.MAX_POST_CHARS,
+        limit: int = MAX_POST_CHARS,
     ) -> None:
         self.poster = poster  # one try: a 429 must reach the session, not be waited out in the client
         self.writer = writer

@@ -18,8 +18,8 @@ from mchat_bot.llm import LLM
 from mchat_bot.memory.store import Hit, Memory, Viewer, is_visible
 from mchat_bot.pipeline.handlers import Handlers, build_prompt, guess_category
 from mchat_bot.pipeline.message import IncomingMessage, Outcome
-from mchat_bot.pipeline.replies import short_id
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.pipeline.texts import short_id
 
 KST = timezone(timedelta(hours=9))
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))

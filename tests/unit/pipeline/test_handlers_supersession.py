@@ -21,8 +21,8 @@ from mchat_bot.memory.extractor import decide_by_rule, grounded, looks_like_stat
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, Selection, Viewer
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.replies import short_id
 from mchat_bot.pipeline.router import BotIdentity, route
+from mchat_bot.pipeline.texts import short_id
 
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))
 V = Viewer("t1", "c1", "u1")

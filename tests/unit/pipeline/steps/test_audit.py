@@ -14,9 +14,9 @@ from mchat_bot.memory.store import EdgeMemoryStore
 from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
-from mchat_bot.pipeline.replies import short_id
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.steps.audit import AuditStep
+from mchat_bot.pipeline.texts import short_id
 from mchat_bot.pipeline.turn import Chain
 from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
