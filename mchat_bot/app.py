@@ -22,7 +22,6 @@ from mchat_bot.config import Settings
 from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.llm import LLM
-from mchat_bot.mattermost.events import Posted
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.embedder import Embedder, load_embedder
@@ -32,6 +31,7 @@ from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.listeners.channels import Channels
+from mchat_bot.pipeline.listeners.fanout import EventFanout, EventFn
 from mchat_bot.pipeline.listeners.follow import Follower
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
@@ -40,58 +40,13 @@ from mchat_bot.pipeline.steps.audit import AuditStep
 from mchat_bot.pipeline.steps.feedback import Feedback
 from mchat_bot.pipeline.steps.gate import ChannelGate
 from mchat_bot.pipeline.steps.streaming import Streams
+from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
 from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
 
 log = structlog.get_logger(__name__)
-
-
-class RestThreadReader:
-    """Gives the handlers the earlier posts of a thread, read over REST."""
-
-    def __init__(self, rest: RestClient, names: dict[str, str]) -> None:
-        self._rest = rest
-        self._names = names
-
-    async def thread_context(self, root_id: str, before_post_id: str) -> list[tuple[str, str]]:
-        thread = await self._rest.get_thread(root_id)
-        posts = sorted(thread.get("posts", {}).values(), key=lambda p: p.get("create_at", 0))
-        out: list[tuple[str, str]] = []
-        for post in posts:
-            if post.get("id") == before_post_id:
-                break
-            if post.get("delete_at") or str(post.get("type", "")).startswith("system_"):
-                continue
-            user_id = post.get("user_id", "")
-            if user_id not in self._names:
-                with contextlib.suppress(Exception):
-                    self._names[user_id] = (await self._rest.get_user(user_id)).get("username", user_id)
-            out.append((self._names.get(user_id, user_id), str(post.get("message", ""))))
-        return out[-20:]
-
-
-EventFn = Callable[[object], Awaitable[None]]
-
-
-class Listeners:
-    """The gateway's callback: the WebSocket door first, then the listeners for edits, deletions
-    and membership (which never see new posts, and whose failures never reach the door)."""
-
-    def __init__(self, door: EventFn, listeners: Sequence[EventFn]) -> None:
-        self.door = door
-        self.listeners = tuple(listeners)
-
-    async def __call__(self, event: object) -> None:
-        await self.door(event)
-        if isinstance(event, Posted):
-            return
-        for listener in self.listeners:
-            try:
-                await listener(event)
-            except Exception:
-                log.exception("ux.event_failed", listener=getattr(listener, "__qualname__", "?"))
 
 
 @dataclass(slots=True)
@@ -224,7 +179,7 @@ class Daemon:
             gateway = Gateway(
                 s.mattermost.url,
                 s.mattermost.token.get(),
-                metrics.counting_events(Listeners(intake.on_event, listeners)),
+                metrics.counting_events(EventFanout(intake.on_event, listeners)),
                 intake.on_gap,
                 silence_timeout=s.mattermost.ws_silence_timeout,
                 ping_interval=s.mattermost.ws_ping_interval,

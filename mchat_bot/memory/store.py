@@ -155,9 +155,6 @@ class MemoryStore(Protocol):
     async def close(self) -> None: ...
 
 
-SupersedingStore = MemoryStore  # the old name of the same interface
-
-
 Clause = dict[str, str | tuple[str, ...]]
 
 

@@ -52,7 +52,8 @@ def markers(post_id: str, part: int) -> dict[str, Any]:
     return {"mchat_reply_to": post_id, "mchat_part": part}
 
 
-def _status(exc: BaseException) -> int | None:
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status an error carries (REST or hook), None when it has none."""
     status = getattr(exc, "status", None)
     return status if isinstance(status, int) else None
 
@@ -240,7 +241,7 @@ class ReplyWriter:
                 await self.server.patch_post(reply_id, message=parts[part])
                 last = time.monotonic()
             except Exception as exc:
-                status = _status(exc)
+                status = status_of(exc)
                 if status is not None and 400 <= status < 500 and status != 429:
                     # gone (deleted by someone) or not ours to edit: nothing to fix there
                     log.warning("stream.final_edit_refused", post_id=msg.post_id, part=part, status=status)

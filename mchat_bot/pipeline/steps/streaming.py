@@ -22,7 +22,7 @@ import structlog
 
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
-from mchat_bot.pipeline.replying import MAX_POST_CHARS, ReplyWriter, split_message
+from mchat_bot.pipeline.replying import MAX_POST_CHARS, ReplyWriter, split_message, status_of
 from mchat_bot.pipeline.turn import Completer, Delivery, Next, Turn
 
 log = structlog.get_logger(__name__)
@@ -37,11 +37,6 @@ class StreamingCompleter(Protocol):
     async def complete_streaming(
         self, messages: list[dict[str, str]], on_text: Callable[[str], None]
     ) -> str: ...
-
-
-def _status(exc: BaseException) -> int | None:
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) else None
 
 
 class StreamSession:
@@ -132,7 +127,7 @@ class StreamSession:
             raise
         except Exception as exc:
             self.last_write = time.monotonic()
-            status = _status(exc)
+            status = status_of(exc)
             if status == 429:
                 self.interval = min(MAX_INTERVAL, self.interval * 2)
                 self.backoffs += 1
