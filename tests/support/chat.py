@@ -32,6 +32,7 @@ class FakeChat:
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)
     reactions: dict[str, list[str]] = field(default_factory=dict)  # post id -> emoji names, in order
     typing_in: list[str] = field(default_factory=list)
+    edits: list[str] = field(default_factory=list)  # post ids, once per edit
     fail: list[int] = field(default_factory=list)
     lose_answers: int = 0
     calls: int = 0
@@ -76,6 +77,7 @@ class FakeChat:
     async def patch_post(self, post_id: str, *, message: str | None = None) -> dict[str, Any]:
         if message is not None:
             self.posts[post_id]["message"] = message
+            self.edits.append(post_id)
         return self.posts[post_id]
 
     async def get_post(self, post_id: str) -> dict[str, Any]:
