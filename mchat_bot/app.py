@@ -13,6 +13,7 @@ import contextlib
 import gc
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,40 +28,26 @@ from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
-from mchat_bot.pipeline.audit import Audit, AuditTrail
-from mchat_bot.pipeline.extras import UserExtras
+from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.listeners.channels import Channels
+from mchat_bot.pipeline.listeners.fanout import EventFanout, EventFn
+from mchat_bot.pipeline.listeners.follow import Follower
+from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.pipeline.steps.attachments import Attachments
+from mchat_bot.pipeline.steps.audit import AuditStep
+from mchat_bot.pipeline.steps.feedback import Feedback
+from mchat_bot.pipeline.steps.gate import ChannelGate
+from mchat_bot.pipeline.steps.streaming import Streams
+from mchat_bot.pipeline.threads import RestThreadReader
+from mchat_bot.pipeline.turn import Chain, Step
+from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
 
 log = structlog.get_logger(__name__)
-
-
-class RestThreadReader:
-    """Gives the handlers the earlier posts of a thread, read over REST."""
-
-    def __init__(self, rest: RestClient, names: dict[str, str]) -> None:
-        self._rest = rest
-        self._names = names
-
-    async def thread_context(self, root_id: str, before_post_id: str) -> list[tuple[str, str]]:
-        thread = await self._rest.get_thread(root_id)
-        posts = sorted(thread.get("posts", {}).values(), key=lambda p: p.get("create_at", 0))
-        out: list[tuple[str, str]] = []
-        for post in posts:
-            if post.get("id") == before_post_id:
-                break
-            if post.get("delete_at") or str(post.get("type", "")).startswith("system_"):
-                continue
-            user_id = post.get("user_id", "")
-            if user_id not in self._names:
-                with contextlib.suppress(Exception):
-                    self._names[user_id] = (await self._rest.get_user(user_id)).get("username", user_id)
-            out.append((self._names.get(user_id, user_id), str(post.get("message", ""))))
-        return out[-20:]
 
 
 @dataclass(slots=True)
@@ -83,10 +70,14 @@ class Daemon:
             rate_per_sec=s.mattermost.rate_per_sec,
             hooks=RestHooks(on_wait=metrics.observe_wait),
         )
+        # One try and short timeouts for what may be skipped (feedback) or must see a 429 (streaming
+        # edits); the same token bucket as the reply client, so together they stay under the limit.
+        quick = rest.variant(tries=1, timeout=min(5.0, s.mattermost.request_timeout))
         store: MemoryStore | None = None
         pool: WorkerPool | None = None
         doors: WebDoors | None = None
-        ux: UserExtras | None = None
+        feedback: Feedback | None = None
+        streams: Streams | None = None
         llm: LLM | None = None
         try:
             inbox = Inbox(storage)
@@ -98,19 +89,36 @@ class Daemon:
             store = open_store(
                 s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
             )
-            # issue 7: the audit trail sees every memory id through a store proxy
             audit = Audit(storage, retention_days=s.audit.retention_days)
-            trail = AuditTrail(audit, bot)
-            audited_store = trail.wrap_store(store)
-            readiness.checks["memory"] = health.memory_check(audited_store)
+            readiness.checks["memory"] = health.memory_check(store)
             if s.llm.model:
                 llm = LLM(
                     s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout, client=s.llm.client
                 )
-            ux = UserExtras(s, rest, inbox, storage, audited_store, bot)  # issue 7: user extras
+            doors = WebDoors(s, storage, inbox, rest, bot)
+            writer = ReplyWriter(
+                rest, inbox, waiters=doors.waiters, hooks=doors.hooks, edit_sent_parts=s.ux.stream
+            )
+            ux = s.ux
+            feedback = Feedback(
+                quick,
+                bot.user_id,
+                typing=ux.typing,
+                reactions=ux.reactions,
+                typing_interval=ux.typing_interval,
+                reserve=max(1.0, rest.limiter.burst / 3),
+                delay=ux.feedback_delay,
+            )
+            if ux.stream:
+                streams = Streams(
+                    quick,
+                    writer,
+                    interval=ux.stream_edit_interval,
+                    first_post_after=ux.stream_first_post_after,
+                )
             handlers = Handlers(
-                audited_store,  # type: ignore[arg-type]  # a transparent proxy of the store
-                ux.completer(llm),
+                store,
+                llm,
                 bot,
                 site_url=s.mattermost.url,
                 thread_reader=RestThreadReader(rest, {bot.user_id: bot.username}),
@@ -118,23 +126,57 @@ class Daemon:
                 team_admins=s.memory.team_admins,
                 extract_channels=s.memory.extract_channels,
             )
-            sender = ReplySender(rest, inbox)
-            # issue 6: mapping tables for every door; webhook/slash answers wrap the sender
-            doors = WebDoors(s, storage, inbox, rest, bot, sender)
+            # The one ordered list of steps every message passes, the handler last.
+            steps: list[Step] = [ChannelGate(doors.mappings), AuditStep(audit), feedback]
+            if streams is not None:
+                steps.append(streams)
+            if ux.attachments:
+                steps.append(
+                    Attachments(
+                        rest,
+                        store,
+                        bot,
+                        site_url=s.mattermost.url,
+                        max_bytes=ux.attachment_max_bytes,
+                        chunk_chars=ux.attachment_chunk_chars,
+                        sensitive=s.memory.sensitive,
+                    )
+                )
             pool = WorkerPool(
                 inbox,
-                doors.wrap_handle(trail.wrap_handle(ux.wrap_handle(handlers.handle_message))),
-                metrics.timing_replies(ux.wrap_send(doors.send)),
+                Chain(steps, handlers),
+                writer,
+                bot,
                 workers=s.bot.workers,
                 max_attempts=s.bot.max_attempts,
-                failure_fn=ux.wrap_failure(doors.send_failure),
-                reconcile_fn=doors.reconcile,
             )
+            channels = Channels(
+                rest,
+                storage,
+                bot.user_id,
+                auto_join=s.mattermost.auto_join,
+                greet=ux.greet,
+                mention=_mention(bot),
+            )
+            listeners: list[EventFn] = [channels.on_event]
+            background = [channels.run]
+            if ux.follow_edits:
+                follower = Follower(
+                    store,
+                    rest,
+                    inbox,
+                    bot,
+                    sensitive=s.memory.sensitive,
+                    extract_channels=s.memory.extract_channels,
+                    audit=audit,
+                )
+                listeners.append(follower.on_event)
+                background.append(follower.run)
             intake = Intake(rest, inbox, storage, bot, wake=pool.wake)
             gateway = Gateway(
                 s.mattermost.url,
                 s.mattermost.token.get(),
-                metrics.counting_events(ux.wrap_events(intake.on_event)),
+                metrics.counting_events(EventFanout(intake.on_event, listeners)),
                 intake.on_gap,
                 silence_timeout=s.mattermost.ws_silence_timeout,
                 ping_interval=s.mattermost.ws_ping_interval,
@@ -144,7 +186,7 @@ class Daemon:
             # routes reject every request while no webhook/slash token is configured
             readiness.checks["socket"] = health.socket_check(gateway.authenticated)
             metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox
-            metrics.LIVE.memory_counts = audited_store.count_by_scope
+            metrics.LIVE.memory_counts = store.count_by_scope
             metrics.prime(s.llm.model)
             health.install(doors.server.app, readiness)
             doors.bind()  # a busy port fails the start-up before any part runs
@@ -152,7 +194,7 @@ class Daemon:
             supervisor.start("workers", pool.run)
             supervisor.start("gateway", gateway.run)
             supervisor.start("catch-up", intake.run_catch_up)
-            supervisor.start("ux", ux.run)  # issue 7: auto-join, memories following edits
+            supervisor.start("ux", lambda: _together(background))  # auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
             supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
@@ -171,8 +213,10 @@ class Daemon:
                 await store.close()
             if doors is not None:
                 await doors.aclose()
-            if ux is not None:
-                await ux.aclose()
+            if feedback is not None:
+                await feedback.aclose()
+            if streams is not None:
+                await streams.aclose()
             if llm is not None:
                 await llm.aclose()  # the direct LLM client's connection pool
             await rest.aclose()
@@ -217,6 +261,16 @@ class Daemon:
 
 
 _STARTED = time.monotonic()
+
+
+def _mention(bot: BotIdentity) -> str:
+    mention = next((a for a in bot.aliases if a), f"@{bot.username}")
+    return mention if mention.startswith("@") else "@" + mention
+
+
+async def _together(loops: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """For the supervisor: run the listeners' loops until cancelled."""
+    await asyncio.gather(*(loop() for loop in loops))
 
 
 async def _warm_up(llm: LLM | None, embedder: Embedder) -> None:

@@ -70,7 +70,7 @@ class MattermostError(HttpStatusError):
         self.request_id = request_id
 
 
-class MattermostUnavailable(Exception):
+class MattermostUnavailable(ConnectionError):
     """The server could not be reached (connection refused, timeouts) after the last try."""
 
 

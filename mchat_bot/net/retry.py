@@ -113,6 +113,12 @@ class RetryPolicy:
         for value in gen:
             yield backoff.full_jitter(value)
 
+    def delay(self, attempt: int) -> float:
+        """The delay after failed try number ``attempt`` (1-based) when the count is kept elsewhere
+        (e.g. in a durable queue): full jitter over min(max_delay, first_delay * 2**(attempt - 1))."""
+        ceiling = min(self.max_delay, self.first_delay * 2 ** max(0, min(attempt - 1, 62)))
+        return backoff.full_jitter(ceiling)
+
     def backoff(self) -> Backoff:
         """A stateful sequence of delays for a long-running loop, with ``reset()`` after a success."""
         return Backoff(self)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
@@ -164,33 +163,6 @@ def observe_reply(door: str, create_at_ms: int, now: float | None = None) -> flo
     return seconds
 
 
-def timing_replies(
-    send_fn: Callable[[Any, str], Awaitable[Any]],
-) -> Callable[[Any, str], Awaitable[Any]]:
-    """Wrap the pool's ``send_fn``: once a whole reply is posted, observe its latency and log it."""
-
-    async def send(msg: Any, text: str) -> Any:
-        result = await send_fn(msg, text)
-        seconds = observe_reply(msg.door, msg.create_at)
-        log.info(
-            "replied",
-            post_id=msg.post_id,
-            door=msg.door,
-            mchat_channel_id=msg.channel_id,
-            mchat_user_id=msg.user_id,
-            latency_ms=round(seconds * 1000, 1),
-        )
-        return result
-
-    return send
-
-
-# set by the audit wrapper while one message is handled: final LLM failures are noted here
-LLM_FAILED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "mchat_llm_failed", default=None
-)
-
-
 def observe_llm(model: str, seconds: float, response: Any) -> None:
     """A successful completion: latency, tokens from ``response.usage`` (when the provider says)."""
     LLM_LATENCY.labels(model=model).observe(seconds)
@@ -210,9 +182,6 @@ def observe_llm_error(model: str, kind: str, final: bool) -> None:
     LLM_ERRORS.labels(model=model, kind=kind).inc()
     if final:
         AI_RESPONSES.labels(model=model, outcome="error").inc()
-        noted = LLM_FAILED.get()
-        if noted is not None:
-            noted.append(kind)
 
 
 def observe_wait(source: str, seconds: float) -> None:

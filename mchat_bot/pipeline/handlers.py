@@ -1,7 +1,9 @@
-"""remember / search / forget / memories / help / answer: one routed message in, one reply text out.
+"""remember / search / forget / memories / help / answer: one routed message in, one typed reply out.
 
 A handler always returns something to post: a failing store or LLM becomes a short apology in the
-asker's language, never silence. Only programming errors escape :meth:`Handlers.handle`.
+asker's language (outcome ``failed``/``llm_failed``), never silence. The reply names the memory ids
+it stored, deleted, superseded or showed, for the audit step. Only programming errors escape
+:meth:`Handlers.handle`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import structlog
 from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
-from mchat_bot.pipeline import replies
-from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.observe import metrics
+from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
+from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
 from mchat_bot.redaction import describe, redact
 
 log = structlog.get_logger(__name__)
@@ -30,12 +34,6 @@ ANSWER_MEMORIES = 5
 THREAD_CONTEXT_POSTS = 20
 THREAD_CONTEXT_CHARS = 6000
 REDACT_INLINE_CHARS = 4000  # longer texts are filtered in a thread (a few ms per 16k characters)
-
-
-class Completer(Protocol):
-    """What handlers need of :class:`mchat_bot.llm.LLM`."""
-
-    async def complete(self, messages: list[dict[str, str]]) -> str: ...
 
 
 class ThreadReader(Protocol):
@@ -108,63 +106,69 @@ class Handlers:
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
 
-    async def handle_message(self, msg: IncomingMessage) -> str:
-        """Route and handle; what the worker pool calls. Empty string = nothing to post."""
+    async def __call__(self, turn: Turn) -> Reply:
+        """The chain's last link: the turn is routed already, and may offer a stream for the answer."""
+        return await self.handle(turn.msg, turn.routed, sink=turn.sink)
+
+    async def handle_message(self, msg: IncomingMessage) -> Reply:
+        """Route and handle (for callers outside the chain, which routes once for the turn)."""
         return await self.handle(msg, route(msg, self.bot))
 
-    async def handle(self, msg: IncomingMessage, routed: Routed) -> str:
+    async def handle(self, msg: IncomingMessage, routed: Routed, *, sink: AnswerSink | None = None) -> Reply:
+        """``sink``: the answer prompt goes through it (streaming); other LLM calls never do."""
         if isinstance(routed, Ignore):
-            return ""
+            return Reply.nothing()
         lang = routed.lang
         try:
             if isinstance(routed, Question):
-                return await self._answer(msg, routed.text, lang)
+                return await self._answer(msg, routed.text, lang, sink)
             return await self._command(msg, routed)
         except LLMError:
-            return replies.llm_error(lang)
+            return Reply(texts.llm_error(lang), Outcome.LLM_FAILED)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError, NameError, AssertionError):
             raise  # programming errors: let them show
         except Exception as exc:
             # the store (or another I/O part) failed: tell the user instead of going silent
             log.error("handler.io_failed", post_id=msg.post_id, error=type(exc).__name__, exc_info=True)
-            return replies.internal_error(lang)
+            return Reply(texts.internal_error(lang), Outcome.FAILED)
 
     # --- commands ---------------------------------------------------------------------------
 
-    async def _command(self, msg: IncomingMessage, cmd: Command) -> str:
+    async def _command(self, msg: IncomingMessage, cmd: Command) -> Reply:
         viewer = self.viewer(msg)
         lang = cmd.lang
-        if cmd.name == "help":
-            return replies.format_help(lang, self.mention)
         if cmd.name == "memories":
-            return replies.format_memories(await self.store.recent(viewer, limit=10), lang, self.tz)
+            shown = await self.store.recent(viewer, limit=10)
+            text = texts.format_memories(shown, lang, self.tz)
+            return Reply(text, Outcome.LISTED, unique(*(m.id for m in shown)))
+        if cmd.name in ("remember", "search", "history", "forget") and not cmd.arg:
+            return Reply(texts.format_usage(cmd.name, lang), Outcome.REFUSED)
         if cmd.name == "remember":
-            if not cmd.arg:
-                return replies.format_usage("remember", lang)
             return await self._remember(msg, cmd.arg, lang)
         if cmd.name == "search":
-            if not cmd.arg:
-                return replies.format_usage("search", lang)
-            hits = await self.store.search(cmd.arg, viewer, limit=5)
+            hits = await self._search(cmd.arg, viewer)
             previous = await self._previous(hits, viewer)
-            return replies.format_search(cmd.arg, hits, lang, self.tz, previous)
+            text = texts.format_search(cmd.arg, hits, lang, self.tz, previous)
+            return Reply(text, Outcome.LISTED, _ids(hits))
         if cmd.name == "history":
-            if not cmd.arg:
-                return replies.format_usage("history", lang)
             return await self._history(viewer, cmd.arg, lang)
         if cmd.name == "forget":
-            if not cmd.arg:
-                return replies.format_usage("forget", lang)
             return await self._forget(viewer, cmd.arg, lang)
-        return replies.format_help(lang, self.mention)
+        return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
 
-    async def _remember(self, msg: IncomingMessage, arg: str, lang: str) -> str:
+    async def _search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
+        started = time.monotonic()
+        hits = await self.store.search(query, viewer, limit=limit)
+        metrics.MEMORY_SEARCH_LATENCY.observe(time.monotonic() - started)
+        return hits
+
+    async def _remember(self, msg: IncomingMessage, arg: str, lang: str) -> Reply:
         scope, text = parse_scope(arg)
         if not text:
-            return replies.format_usage("remember", lang)
+            return Reply(texts.format_usage("remember", lang), Outcome.REFUSED)
         if scope == "team" and not self._may_make_team_memory(msg):
             log.info("memory.team_refused", channel_id=msg.channel_id, channel_type=msg.channel_type)
-            return replies.format_scope_refused(lang, in_dm=not msg.team_id)
+            return Reply(texts.format_scope_refused(lang, in_dm=not msg.team_id), Outcome.REFUSED)
         # the sensitive-data filter runs before anything is stored (long texts off the event loop)
         if len(text) > REDACT_INLINE_CHARS:
             filtered = await asyncio.to_thread(redact, text, self.sensitive)
@@ -179,17 +183,18 @@ class Handlers:
                 channel_id=msg.channel_id,
             )
             if self.sensitive == "refuse":
-                return replies.format_sensitive_refused(kinds, lang)
+                return Reply(texts.format_sensitive_refused(kinds, lang), Outcome.REFUSED)
             text = filtered.text
         memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
         if decision.action == "keep" and old is not None:
-            return replies.format_already_known(old, lang)
-        reply = replies.format_remembered(memory, lang)
+            return Reply(texts.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
+        reply = texts.format_remembered(memory, lang)
         if old is not None:
-            reply += "\n" + replies.format_replaced(old, lang, decision.action)
+            reply += "\n" + texts.format_replaced(old, lang, decision.action)
         if filtered.found:
-            reply += "\n\n" + replies.format_sensitive_masked(len(filtered.findings), kinds, lang)
-        return reply
+            reply += "\n\n" + texts.format_sensitive_masked(len(filtered.findings), kinds, lang)
+        touched = unique(memory.id, old.id if old is not None and memory.replaces else "")
+        return Reply(reply, Outcome.STORED, touched, (memory.scope,))
 
     def _may_make_team_memory(self, msg: IncomingMessage) -> bool:
         """Team memories come from a public channel of the team, or from a listed team admin."""
@@ -217,9 +222,7 @@ class Handlers:
             valid_from=now,
         )
         viewer = self.viewer(msg)
-        candidates = [
-            h.memory for h in await self.store.search(text, viewer, limit=5) if same_place(h.memory, memory)
-        ]
+        candidates = [h.memory for h in await self._search(text, viewer) if same_place(h.memory, memory)]
         decision = await extractor.decide(text, candidates, self.llm, timeout=self.memory_llm_timeout)
         old = next((m for m in candidates if m.id == decision.target), None)
         if decision.action == "keep" and old is not None:
@@ -229,9 +232,7 @@ class Handlers:
             memory = replace(memory, replaces=old.id)
         await self.store.add(memory)
         if memory.replaces and old is not None:
-            supersede = getattr(self.store, "supersede", None)
-            if supersede is not None:
-                await supersede(old.id, memory.id, now)
+            await self.store.supersede(old.id, memory.id, now)
         log.info(
             "memory.remembered",
             memory_id=memory.id,
@@ -244,7 +245,7 @@ class Handlers:
         )
         return memory, decision, old
 
-    async def _forget(self, viewer: Viewer, arg: str, lang: str) -> str:
+    async def _forget(self, viewer: Viewer, arg: str, lang: str) -> Reply:
         m = _ID_LIKE.match(arg.strip())
         if m:
             ref = m.group(1)
@@ -253,14 +254,15 @@ class Handlers:
                 if await self.store.delete(found.id):
                     log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
                     await self._restore_previous(found)
-                    return replies.format_forgotten(found, lang)
-                return replies.format_forget_not_found(ref, lang)
+                    return Reply(texts.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
+                return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
             if found == "ambiguous":
-                return replies.format_forget_ambiguous(ref, lang)
+                return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
             if " " not in arg and _looks_like_id(ref):
-                return replies.format_forget_not_found(ref, lang)
-        hits = await self.store.search(arg, viewer, limit=5)
-        return replies.format_forget_candidates(arg, hits, lang, self.tz)
+                return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
+        hits = await self._search(arg, viewer)
+        text = texts.format_forget_candidates(arg, hits, lang, self.tz)
+        return Reply(text, Outcome.NOTHING_FOUND, _ids(hits))
 
     async def _resolve_id(self, ref: str, viewer: Viewer) -> Memory | str | None:
         """A full id, or the short id shown in lists (its last 8 characters); only visible ones."""
@@ -270,10 +272,9 @@ class Handlers:
         if len(ref) > 12:
             return None
         want = ref.replace("-", "").upper()
-        recent_all = getattr(self.store, "recent_all", None)  # superseded versions too, when the store can
-        pool = await (recent_all or self.store.recent)(viewer, limit=1000)
+        pool = await self.store.recent_all(viewer, limit=1000)  # superseded versions too
         matches = [
-            mem for mem in pool if replies.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
+            mem for mem in pool if texts.short_id(mem.id).upper() == want or mem.id.upper().endswith(want)
         ]
         if len(matches) > 1:
             return "ambiguous"
@@ -284,19 +285,22 @@ class Handlers:
         if not forgotten.replaces:
             return
         old = await self.store.get(forgotten.replaces)
-        set_fields = getattr(self.store, "set_fields", None)
-        if old is not None and old.superseded_by == forgotten.id and set_fields is not None:
-            await set_fields(old.id, {"valid_until": 0.0, "superseded_by": "", "updated_at": time.time()})
+        if old is not None and old.superseded_by == forgotten.id:
+            await self.store.set_fields(
+                old.id, {"valid_until": 0.0, "superseded_by": "", "updated_at": time.time()}
+            )
             log.info("memory.restored", memory_id=old.id)
 
-    async def _history(self, viewer: Viewer, arg: str, lang: str) -> str:
+    async def _history(self, viewer: Viewer, arg: str, lang: str) -> Reply:
         ref = arg.strip().strip("`")
         found = await self._resolve_id(ref, viewer) if _ID_LIKE.match(ref) else None
         if found == "ambiguous":
-            return replies.format_forget_ambiguous(ref, lang)
+            return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
         if not isinstance(found, Memory):
-            return replies.format_forget_not_found(ref, lang).replace("삭제할", "볼").replace("delete", "see")
-        return replies.format_history(await self.chain(found, viewer), lang, self.tz)
+            return Reply(texts.format_history_not_found(ref, lang), Outcome.NOTHING_FOUND)
+        versions = await self.chain(found, viewer)
+        text = texts.format_history(versions, lang, self.tz)
+        return Reply(text, Outcome.LISTED, unique(*(v.id for v in versions)))
 
     async def chain(self, memory: Memory, viewer: Viewer) -> list[Memory]:
         """The versions of a fact, oldest first: follow `replaces` back and `superseded_by` forward."""
@@ -333,23 +337,28 @@ class Handlers:
 
     # --- questions --------------------------------------------------------------------------
 
-    async def _answer(self, msg: IncomingMessage, question: str, lang: str) -> str:
+    async def _answer(
+        self, msg: IncomingMessage, question: str, lang: str, sink: AnswerSink | None = None
+    ) -> Reply:
         viewer = self.viewer(msg)
-        hits = await self.store.search(question, viewer, limit=ANSWER_MEMORIES)
+        hits = await self._search(question, viewer, limit=ANSWER_MEMORIES)
         previous = await self._previous(hits, viewer)
         if self.llm is None:
-            text = replies.format_retrieval_only(hits, lang, previous, self.tz)
-            reply = replies.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
+            text = texts.format_retrieval_only(hits, lang, previous, self.tz)
+            reply = texts.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
         else:
             thread = await self._thread(msg)
             messages = build_prompt(question, hits, thread, lang, tz=self.tz, previous=previous)
-            answer = await self.llm.complete(messages)
-            cited = replies.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
-            reply = replies.join_sources(answer, self._sources(msg, hits, cited, lang))
+            answer = await (
+                sink.complete(self.llm, messages) if sink is not None else self.llm.complete(messages)
+            )
+            cited = texts.cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+            reply = texts.join_sources(answer, self._sources(msg, hits, cited, lang))
         extracted = await self._extract(msg, question)
         if extracted:
-            reply += "\n\n" + replies.format_extracted(extracted, lang)
-        return reply
+            reply += "\n\n" + texts.format_extracted(extracted, lang)
+        ids = unique(*(m.id for m in extracted), *_ids(hits))
+        return Reply(reply, Outcome.ANSWERED, ids, tuple(m.scope for m in extracted))
 
     async def _extract(self, msg: IncomingMessage, text: str) -> list[Memory]:
         """In extraction channels: remember what the user stated (their words only, after the answer).
@@ -397,7 +406,7 @@ class Handlers:
             channel = (
                 msg.channel_name if memory.channel_id == msg.channel_id and msg.channel_type in "OP" else ""
             )
-            lines.append(replies.format_source(n, memory, lang, channel_name=channel, tz=self.tz))
+            lines.append(texts.format_source(n, memory, lang, channel_name=channel, tz=self.tz))
         return lines
 
     # --- helpers ----------------------------------------------------------------------------
@@ -413,6 +422,10 @@ class Handlers:
 
     def permalink(self, post_id: str) -> str:
         return f"{self.site_url}/_redirect/pl/{post_id}"
+
+
+def _ids(hits: Sequence[Hit]) -> tuple[str, ...]:
+    return unique(*(h.memory.id for h in hits))
 
 
 def _looks_like_id(ref: str) -> bool:
@@ -450,9 +463,9 @@ def build_prompt(
         for i, hit in enumerate(hits, 1):
             m = hit.memory
             lines.append(f"[{i}] {' '.join(m.text.split())}")
-            lines.append(f"    (by {m.user_name or '?'}, {replies.format_date(m.created_at, tz)})")
+            lines.append(f"    (by {m.user_name or '?'}, {texts.format_date(m.created_at, tz)})")
             if previous and m.id in previous:
-                lines.append(f"    {replies.was_note(previous[m.id], m, 'en', tz)}")
+                lines.append(f"    {texts.was_note(previous[m.id], m, 'en', tz)}")
     else:
         lines.append("(none)")
     if thread:

@@ -1,7 +1,8 @@
-"""The door-independent message type every door (WebSocket, webhooks, slash) hands to the pipeline."""
+"""The door-independent message every door hands to the pipeline, and the typed reply it comes back as."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -42,3 +43,56 @@ class IncomingMessage:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IncomingMessage:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class Outcome(enum.Enum):
+    """What a handled message came to; the steps choose reactions, audit rows and metrics by it."""
+
+    ANSWERED = "answered"  # a question answered (by the LLM or from the memories alone)
+    STORED = "stored"  # a memory (or file pieces) remembered
+    KNOWN = "known"  # remember: the same fact was already there, nothing stored
+    LISTED = "listed"  # memories, search or history shown
+    FORGOTTEN = "forgotten"
+    NOTHING_FOUND = "nothing_found"  # forget/history: no such memory, or only candidates shown
+    REFUSED = "refused"  # not allowed (team scope, sensitive data) or a usage hint
+    HELP = "help"
+    LLM_FAILED = "llm_failed"  # an apology: the model could not answer
+    FAILED = "failed"  # an apology: the store or another part failed
+    IGNORED = "ignored"  # not addressed to us, or the channel is off: nothing to post
+    RESENT = "resent"  # a reply saved by an earlier attempt, sent again (its outcome was not kept)
+
+    @property
+    def is_failure(self) -> bool:
+        return self in (Outcome.LLM_FAILED, Outcome.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A handler's answer: the text to post and what happened, with the memory ids it showed or touched."""
+
+    text: str
+    outcome: Outcome
+    memory_ids: tuple[str, ...] = ()  # added, deleted, superseded, then shown; each once
+    saved_scopes: tuple[str, ...] = ()  # one scope per memory stored (for the saved-memories metric)
+
+    @classmethod
+    def nothing(cls) -> Reply:
+        return cls("", Outcome.IGNORED)
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
+
+    def plus(self, other: Reply, sep: str = "\n\n") -> Reply:
+        """Both texts, both sets of ids; the outcome stays this one's unless it was empty."""
+        text = f"{self.text}{sep}{other.text}" if self.text and other.text else self.text or other.text
+        return Reply(
+            text,
+            self.outcome if not self.empty else other.outcome,
+            unique(*self.memory_ids, *other.memory_ids),
+            (*self.saved_scopes, *other.saved_scopes),
+        )
+
+
+def unique(*ids: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for i in ids if i))

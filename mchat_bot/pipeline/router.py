@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from mchat_bot.memory.store import Scope
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.replies import detect_lang
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+
+
+def detect_lang(text: str) -> str:
+    """Return "ko" if the text has any Hangul, else "en": the reply follows the asker."""
+    return "ko" if _HANGUL.search(text or "") else "en"
 
 
 @dataclass(frozen=True, slots=True)

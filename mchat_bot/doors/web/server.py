@@ -23,13 +23,13 @@ from mchat_bot.config import Settings
 from mchat_bot.doors.web.claims import ClaimChecker
 from mchat_bot.doors.web.guard import PathAllowlist, guarded_protocol, networks
 from mchat_bot.doors.web.senders import IncomingWebhookSender, hook_session
-from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
+from mchat_bot.doors.web.waiters import DoorContexts, Waiters
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
+from mchat_bot.pipeline.replying import Hooks
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.pipeline.workers import ReplySender
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -140,11 +140,10 @@ class HttpServer:
 
 
 class WebDoors:
-    """Everything issue 6 adds to the daemon, built in one place for ``app.py``.
+    """The HTTP doors, built in one place for ``app.py``.
 
-    ``wrap_handle``/``send``/``send_failure``/``reconcile`` go to the WorkerPool (they apply to every
-    door: the mapping tables and the waiting HTTP requests); ``enabled`` says whether an HTTP door
-    is configured, and ``run`` serves it.
+    ``waiters`` and ``hooks`` go to the reply writer (the waiting requests, and what late answers
+    need); ``enabled`` says whether an HTTP door is configured, and ``run`` serves it.
     """
 
     def __init__(
@@ -154,7 +153,6 @@ class WebDoors:
         inbox: Inbox,
         rest: RestClient,
         bot: BotIdentity,
-        sender: ReplySender,
     ) -> None:
         w = settings.webhooks
         self.client = hook_session(settings.mattermost.url)
@@ -163,8 +161,8 @@ class WebDoors:
         self.incoming = IncomingWebhookSender(
             self.client, w.incoming_url.get(), username=w.username, icon_url=w.icon_url
         )
-        self.delivery = DoorDelivery(
-            sender,
+        self.waiters = Waiters()
+        self.hooks = Hooks(
             self.mappings,
             self.contexts,
             self.incoming,
@@ -180,7 +178,7 @@ class WebDoors:
             server_url=settings.mattermost.url,
             mappings=self.mappings,
             contexts=self.contexts,
-            delivery=self.delivery,
+            waiters=self.waiters,
             outgoing_tokens=[t.get() for t in w.outgoing_tokens],
             slash_tokens=[t.get() for t in w.slash_tokens],
             budget=w.response_budget,
@@ -203,10 +201,6 @@ class WebDoors:
             header_timeout=h.header_timeout,
             max_connections=h.max_connections,
         )
-        self.wrap_handle = self.delivery.wrap_handle
-        self.send = self.delivery.send
-        self.send_failure = self.delivery.send_failure
-        self.reconcile = self.delivery.reconcile
 
     def bind(self) -> None:
         self.server.bind()

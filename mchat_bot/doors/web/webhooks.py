@@ -25,20 +25,14 @@ from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
 from mchat_bot.doors.web.guard import allowed, networks
-from mchat_bot.doors.web.waiters import (
-    DOOR_OUTGOING,
-    DOOR_SLASH,
-    DoorContexts,
-    DoorDelivery,
-    wait_answer,
-    working_on_it,
-)
-from mchat_bot.pipeline import replies
+from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, DoorContexts, Waiters, wait_answer
+from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, route
+from mchat_bot.pipeline.replying import split_message
+from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, detect_lang, route
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -205,7 +199,7 @@ class WebhookEndpoints:
         server_url: str,
         mappings: Mappings,
         contexts: DoorContexts,
-        delivery: DoorDelivery,
+        waiters: Waiters,
         outgoing_tokens: Sequence[str],
         slash_tokens: Sequence[str],
         budget: float = 4.5,
@@ -222,7 +216,7 @@ class WebhookEndpoints:
         self.audit = Audit(storage)
         self.mappings = mappings
         self.contexts = contexts
-        self.delivery = delivery
+        self.waiters = waiters
         self.outgoing_tokens = list(outgoing_tokens)
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
@@ -355,7 +349,7 @@ class WebhookEndpoints:
         # A comment on a reply would be dropped by the server: then the answer goes over REST
         # into the root's thread, and the response says nothing.
         inline = not root_id
-        waiters = self.delivery.waiters
+        waiters = self.waiters
         fut = waiters.register(msg.post_id) if inline else None
         if not await self.inbox.put(msg):
             waiters.discard(msg.post_id)
@@ -365,7 +359,7 @@ class WebhookEndpoints:
             return _nothing()
         answer = await wait_answer(waiters, msg.post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
-            text = working_on_it(replies.detect_lang(request_text))
+            text = texts.working_on_it(detect_lang(request_text))
         elif not answer.strip():
             return _nothing()
         else:
@@ -434,9 +428,9 @@ class WebhookEndpoints:
         f = self._require(fields, ("channel_id", "user_id", "command"))
         name = f["command"].strip().lstrip("/").lower()
         text = f.get("text", "").strip()
-        lang = replies.detect_lang(text)
+        lang = detect_lang(text)
         if name not in SLASH_COMMANDS:
-            return _slash(_t(lang, f"알 수 없는 명령입니다: /{name}", f"Unknown command: /{name}"))
+            return _slash(texts.unknown_slash_command(lang, name))
         public = False
         first, _, rest = text.partition(" ")
         if first.lower() in PUBLIC_FLAGS:
@@ -461,16 +455,14 @@ class WebhookEndpoints:
         except HTTPException as exc:
             if exc.status_code == 403 and exc.detail.startswith("the bot cannot read"):
                 # a real command in a channel the bot is not in: tell the user what to do
-                return _slash(texts_add_the_bot(lang))
+                return _slash(texts.add_the_bot(lang))
             raise
         bound = await self.storage.get_kv(SLASH_TEAM_KEY + hashlib.sha256(token.encode()).hexdigest())
         if bound and bound != claims.channel.team_id:
             await self._audit_refusal(DOOR_SLASH, f, "token_team_mismatch")
             raise HTTPException(403, "this slash command token belongs to another team")
         if not await self.mappings.is_active(claims.channel.id):
-            return _slash(
-                _t(lang, "이 채널에서는 봇이 꺼져 있습니다.", "The bot is switched off in this channel.")
-            )
+            return _slash(texts.switched_off_here(lang))
         trigger = f.get("trigger_id", "")
         seed = trigger or uuid.uuid4().hex
         post_id = "slash-" + hashlib.sha256(seed.encode()).hexdigest()[:26]
@@ -491,7 +483,7 @@ class WebhookEndpoints:
         )
         response_type = "in_channel" if public else "ephemeral"
         await self.contexts.save(post_id, DOOR_SLASH, response_url, response_type)
-        waiters = self.delivery.waiters
+        waiters = self.waiters
         fut = waiters.register(post_id)
         if not await self.inbox.put(msg):
             waiters.discard(post_id)
@@ -499,11 +491,11 @@ class WebhookEndpoints:
         log.info("accepted", post_id=post_id, mchat_channel_id=msg.channel_id, door=msg.door, command=name)
         answer = await wait_answer(waiters, post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
-            return _slash(working_on_it(lang))
+            return _slash(texts.working_on_it(lang))
         return JSONResponse(self._slash_reply(answer, response_type))
 
     def _slash_reply(self, text: str, response_type: str) -> dict[str, Any]:
-        parts = replies.split_message(text) if text.strip() else [""]
+        parts = split_message(text) if text.strip() else [""]
         body: dict[str, Any] = {"response_type": response_type, "text": parts[0]}
         if self.username:
             body["username"] = self.username
@@ -544,18 +536,6 @@ def _is_automatic(post: dict[str, Any]) -> bool:
         or str(props.get("from_webhook", "")).lower() == "true"
         or str(post.get("type", "")).startswith("system_")
     )
-
-
-def texts_add_the_bot(lang: str) -> str:
-    return _t(
-        lang,
-        "봇이 이 채널을 볼 수 없습니다. 채널에 봇을 초대한 뒤 다시 시도해 주세요 (`/invite @봇이름`).",
-        "The bot cannot see this channel. Invite it to the channel and try again (`/invite @botname`).",
-    )
-
-
-def _t(lang: str, ko: str, en: str) -> str:
-    return ko if lang == "ko" else en
 
 
 def _nothing() -> JSONResponse:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.net.retry import RetryPolicy
+from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -25,36 +28,10 @@ LEFT = "left:"
 JOIN_TRIES = 5
 
 
-class ChannelRest(Protocol):
-    async def get_team_by_name(self, name: str) -> dict[str, Any]: ...
-    async def get_channel_by_name(self, team_id: str, name: str) -> dict[str, Any]: ...
-    async def add_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]: ...
-    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
-    async def create_post(
-        self,
-        channel_id: str,
-        message: str,
-        *,
-        root_id: str = "",
-        props: dict[str, Any] | None = None,
-        pending_post_id: str | None = None,
-    ) -> dict[str, Any]: ...
-
-
-def greeting(mention: str) -> str:
-    """Short, in both languages (a channel has no single language)."""
-    return (
-        "👋 안녕하세요! 저는 AI 메모리 봇입니다. / Hi, I'm the AI Memory Bot.\n"
-        f"- `{mention} remember 내용`: 이 채널에 기억합니다 / remember something for this channel\n"
-        f"- `{mention} 질문`: 기억한 내용을 근거로 답합니다 / ask, and I answer from what I remember\n"
-        f"- `{mention} help`: 자세한 사용법 / all commands"
-    )
-
-
 class Channels:
     def __init__(
         self,
-        rest: ChannelRest,
+        rest: ChatServer,
         storage: Storage,
         bot_user_id: str,
         *,
@@ -74,26 +51,29 @@ class Channels:
 
     async def run(self) -> None:
         """Join the configured channels (retrying transient failures), then stay idle until cancelled."""
+        policy = RetryPolicy(first_delay=2.0, max_delay=30.0, tries=JOIN_TRIES)
         for name in self.auto_join:
-            for attempt in range(1, JOIN_TRIES + 1):
-                try:
-                    await self.join(name)
-                    break
-                except Exception as exc:
-                    status = getattr(exc, "status", None)
-                    final = attempt == JOIN_TRIES or (isinstance(status, int) and 400 <= status < 500)
-                    log.warning(
-                        "channels.join_failed",
-                        channel=name,
-                        attempt=attempt,
-                        status=status,
-                        error=f"{type(exc).__name__}: {str(exc)[:200]}",
-                        hint="a private channel needs an admin to add the bot" if status == 403 else "",
-                    )
-                    if final:
-                        break
-                    await asyncio.sleep(min(30.0, 2.0**attempt))
+
+            def failed(exc: BaseException, attempt: int, delay: float, name: str = name) -> None:
+                self._join_failed(name, exc, attempt)
+
+            try:
+                await policy.call(lambda name=name: self.join(name), on_retry=failed)  # type: ignore[misc]
+            except Exception as exc:  # a 4xx, or the last try: logged, and the others still joined
+                self._join_failed(name, exc, 0)
         await asyncio.Event().wait()
+
+    @staticmethod
+    def _join_failed(name: str, exc: BaseException, attempt: int) -> None:
+        status = getattr(exc, "status", None)
+        log.warning(
+            "channels.join_failed",
+            channel=name,
+            attempt=attempt or "final",
+            status=status,
+            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+            hint="a private channel needs an admin to add the bot" if status == 403 else "",
+        )
 
     async def join(self, name: str) -> str:
         """Join ``team/channel``; returns the channel id. Joining twice is harmless (server side)."""
@@ -149,7 +129,7 @@ class Channels:
                 return False  # DMs and group DMs get no greeting
             await self.rest.create_post(
                 channel_id,
-                greeting(self.mention),
+                texts.greeting(self.mention),
                 props={"mchat_greeting": True},
                 pending_post_id=f"mchat-greet-{channel_id}",
             )

@@ -14,18 +14,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from mchat_bot.mattermost.events import FrameError, OtherEvent, Post, post_to_message
-from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
-from mchat_bot.pipeline import replies, router
+from mchat_bot.memory.store import Memory, MemoryStore, Selection, new_memory_id
+from mchat_bot.observe import metrics
+from mchat_bot.pipeline import router, texts
+from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.handlers import guess_category
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import ChannelType
-from mchat_bot.pipeline.router import BotIdentity, Command
-from mchat_bot.pipeline.workers import PostCreator
+from mchat_bot.pipeline.ports import ChatServer
+from mchat_bot.pipeline.router import BotIdentity, Command, detect_lang
 from mchat_bot.redaction import redact
 
 log = structlog.get_logger(__name__)
@@ -34,60 +36,40 @@ QUEUE_SIZE = 1000
 DOCUMENT = "document"  # category of the pieces of an attached file (attachments.py)
 
 
-class FollowRest(PostCreator, Protocol):
-    async def get_channel(self, channel_id: str) -> dict[str, Any]: ...
-    async def patch_post(self, post_id: str, *, message: str | None = None) -> dict[str, Any]: ...
-
-
 async def memories_from_post(store: MemoryStore, channel_id: str, post_id: str) -> list[Memory]:
     """Every memory (superseded ones included) whose source is ``post_id``, in that post's channel."""
-    finder = getattr(store, "find_by_source", None)
-    if finder is not None:
-        return list(await finder(post_id))
-    from mchat_bot.memory.store import Selection  # issue 5's administrator selection
-
-    return [m async for m in store.scan(Selection(channel_id=channel_id)) if m.source_post_id == post_id]  # type: ignore[attr-defined]
+    return [m async for m in store.scan(Selection(channel_id=channel_id)) if m.source_post_id == post_id]
 
 
 def _scope_and_text(arg: str) -> str:
-    parse_scope = getattr(router, "parse_scope", None)
-    return parse_scope(arg)[1] if parse_scope is not None else arg.strip()
+    return router.parse_scope(arg)[1]
 
 
 def format_updated(memory: Memory, lang: str) -> str:
-    note = replies._t(
-        lang,
-        "_✏️ 원본 메시지가 수정되어 메모리도 새 내용으로 바꿨습니다 (이전 내용은 이력에 남습니다)._",
-        "_✏️ The source message was edited, so the memory now says this (the old text stays in its history)._",
-    )
-    return replies.format_remembered(memory, lang) + "\n\n" + note
+    return texts.format_remembered(memory, lang) + "\n\n" + texts.source_edited_note(lang)
 
 
 def format_forgotten_by_delete(memories: list[Memory], lang: str) -> str:
     current = [m for m in memories if m.valid_until <= 0] or memories
-    lines = [f"- {replies._one_line(m.text, 120)} (`{replies.short_id(m.id)}`)" for m in current[:5]]
+    lines = [f"- {texts.one_line(m.text, 120)} (`{texts.short_id(m.id)}`)" for m in current[:5]]
     if len(current) > 5:
         lines.append(f"- … (+{len(current) - 5})")
-    head = replies._t(
-        lang,
-        f"#### 🗑️ 원본 메시지가 삭제되어 메모리 {len(current)}개를 잊었습니다",
-        f"#### 🗑️ The source message was deleted, so I forgot {len(current)} "
-        f"memor{'y' if len(current) == 1 else 'ies'}",
-    )
-    return "\n".join([head, *lines])
+    return "\n".join([texts.source_deleted_head(lang, len(current)), *lines])
 
 
 class Follower:
     def __init__(
         self,
         store: MemoryStore,
-        rest: FollowRest,
+        rest: ChatServer,
         inbox: Inbox,
         bot: BotIdentity,
         *,
         sensitive: str = "mask",
         extract_channels: Collection[str] = (),
+        audit: Audit | None = None,
     ) -> None:
+        self.audit = audit  # no message is being handled here: each store change gets its own row
         self.store = store
         self.rest = rest
         self.inbox = inbox
@@ -170,7 +152,7 @@ class Follower:
         if not found:
             return
         command, _ = await self._routed(post)
-        lang = replies.detect_lang(post.message)
+        lang = detect_lang(post.message)
         text = _scope_and_text(command.arg) if command is not None else ""
         if not text:
             log.info("follow.edit_not_a_remember", post_id=post.id)  # left as it was
@@ -183,7 +165,7 @@ class Follower:
         if filtered.found and self.sensitive == "refuse":
             await self._say(
                 post,
-                replies.format_sensitive_refused(", ".join(sorted(filtered.counts())), lang),
+                texts.format_sensitive_refused(", ".join(sorted(filtered.counts())), lang),
                 f"edit-{post.id}-{post.edit_at}",
             )
             return
@@ -207,8 +189,11 @@ class Follower:
             replaces=old.id,
         )
         await self.store.add(new)
+        metrics.MEMORY_SAVED.labels(scope=new.scope).inc()
+        await self._record("remember", (new.id,), new)
         for stale in found:
-            await self._supersede(stale, new, now)
+            if await self.store.supersede(stale.id, new.id, now):
+                await self._record("supersede", (stale.id, new.id))
         self.updated += 1
         log.info("memory.followed_edit", memory_id=new.id, replaces=old.id, channel_id=post.channel_id)
         reply = format_updated(new, lang)
@@ -219,12 +204,21 @@ class Follower:
                 return
         await self._say(post, reply, f"edit-{post.id}-{post.edit_at}")
 
-    async def _supersede(self, old: Memory, new: Memory, at: float) -> None:
-        supersede = getattr(self.store, "supersede", None)
-        if supersede is not None:
-            await supersede(old.id, new.id, at)
-        else:  # a store without history: the old version goes
-            await self.store.delete(old.id)
+    async def _record(self, action: str, memory_ids: tuple[str, ...], memory: Memory | None = None) -> None:
+        if self.audit is None:
+            return
+        await self.audit.record(
+            AuditRow(
+                at=time.time(),
+                action=action,
+                user_id=memory.user_id if memory else "",
+                user_name=memory.user_name if memory else "",
+                channel_id=memory.channel_id if memory else "",
+                team_id=memory.team_id if memory else "",
+                post_id=memory.source_post_id if memory else "",
+                memory_ids=memory_ids,
+            )
+        )
 
     async def deleted(self, post: Post) -> None:
         if not self._may_have_memories(post):
@@ -233,11 +227,12 @@ class Follower:
         if not found:
             return
         for memory in found:
-            await self.store.delete(memory.id)
+            if await self.store.delete(memory.id):
+                await self._record("forget", (memory.id,))
         self.forgotten += len(found)
         log.info("memory.followed_delete", post_id=post.id, memories=[m.id for m in found])
         await self._say(
-            post, format_forgotten_by_delete(found, replies.detect_lang(post.message)), f"forgot-{post.id}"
+            post, format_forgotten_by_delete(found, detect_lang(post.message)), f"forgot-{post.id}"
         )
 
     async def _say(self, post: Post, text: str, key: str) -> None:

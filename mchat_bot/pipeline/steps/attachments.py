@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from dataclasses import replace
 
 import structlog
 
 from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
-from mchat_bot.pipeline import replies, router
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import BotIdentity, Command
+from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
+from mchat_bot.pipeline.ports import ChatServer
+from mchat_bot.pipeline.router import BotIdentity, Command, parse_scope
+from mchat_bot.pipeline.turn import Next, Turn
 from mchat_bot.redaction import describe, redact
 
 log = structlog.get_logger(__name__)
@@ -27,12 +28,6 @@ log = structlog.get_logger(__name__)
 TEXT_EXTENSIONS = frozenset({"txt", "text", "md", "markdown", "mdown", "log", "csv", "tsv"})
 DOCUMENT = "document"
 MAX_FILES = 10
-
-
-class FileRest(Protocol):
-    async def get_post(self, post_id: str) -> dict[str, Any]: ...
-    async def get_file_info(self, file_id: str) -> dict[str, Any]: ...
-    async def get_file(self, file_id: str, max_bytes: int) -> bytes: ...
 
 
 def chunk_text(text: str, size: int) -> list[str]:
@@ -79,14 +74,10 @@ def decode(data: bytes) -> str | None:
     return None
 
 
-def _kib(n: int) -> str:
-    return f"{n / 1024:,.0f} KiB" if n >= 1024 else f"{n} B"
-
-
 class Attachments:
     def __init__(
         self,
-        rest: FileRest,
+        rest: ChatServer,
         store: MemoryStore,
         bot: BotIdentity,
         *,
@@ -103,80 +94,79 @@ class Attachments:
         self.chunk_chars = chunk_chars
         self.sensitive = sensitive
 
-    def wrap_handle(
-        self, handle_fn: Callable[[IncomingMessage], Awaitable[str]]
-    ) -> Callable[[IncomingMessage], Awaitable[str]]:
+    async def __call__(self, turn: Turn, next: Next) -> None:
         """A ``remember`` with files: the text (if any) as before, then each file."""
+        routed, msg = turn.routed, turn.msg
+        if not (isinstance(routed, Command) and routed.name == "remember"):
+            await next(turn)
+            return
+        try:
+            post = await self.rest.get_post(msg.post_id)
+        except Exception as exc:  # the files are a bonus: the text is still remembered
+            log.warning("attachments.post_unreadable", post_id=msg.post_id, error=type(exc).__name__)
+            await next(turn)
+            return
+        file_ids = [f for f in (post.get("file_ids") or []) if isinstance(f, str)][:MAX_FILES]
+        if not file_ids:
+            await next(turn)
+            return
+        said = Reply.nothing()
+        if parse_scope(routed.arg)[1].strip():
+            await next(turn)
+            said = turn.reply or said
+        files = await self.remember_files(msg, file_ids, routed.lang)
+        reply = said.plus(files)
+        if files.outcome is Outcome.STORED:  # something was stored, whatever the text part came to
+            reply = replace(reply, outcome=Outcome.STORED)
+        turn.reply = reply
 
-        async def handle(msg: IncomingMessage) -> str:
-            routed = router.route(msg, self.bot)
-            if not (isinstance(routed, Command) and routed.name == "remember"):
-                return await handle_fn(msg)
-            try:
-                post = await self.rest.get_post(msg.post_id)
-            except Exception as exc:  # the files are a bonus: the text is still remembered
-                log.warning("attachments.post_unreadable", post_id=msg.post_id, error=type(exc).__name__)
-                return await handle_fn(msg)
-            file_ids = [f for f in (post.get("file_ids") or []) if isinstance(f, str)][:MAX_FILES]
-            if not file_ids:
-                return await handle_fn(msg)
-            parse_scope = getattr(router, "parse_scope", None)
-            text = parse_scope(routed.arg)[1] if parse_scope is not None else routed.arg
-            out = [await handle_fn(msg)] if text.strip() else []
-            out.append(await self.remember_files(msg, file_ids, routed.lang))
-            return "\n\n".join(out)
+    async def settle(self, turn: Turn) -> None:
+        return None
 
-        return handle
-
-    async def remember_files(self, msg: IncomingMessage, file_ids: list[str], lang: str) -> str:
-        lines = [replies._t(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")]
+    async def remember_files(self, msg: IncomingMessage, file_ids: list[str], lang: str) -> Reply:
+        lines = [texts.attached_files_head(lang)]
+        stored: list[Memory] = []
         for file_id in file_ids:
-            lines.append(await self._one(msg, file_id, lang))
-        return "\n".join(lines)
+            lines.append(await self._one(msg, file_id, lang, stored))
+        outcome = Outcome.STORED if stored else Outcome.REFUSED
+        return Reply(
+            "\n".join(lines), outcome, unique(*(m.id for m in stored)), tuple(m.scope for m in stored)
+        )
 
-    async def _one(self, msg: IncomingMessage, file_id: str, lang: str) -> str:
-        t = replies._t
+    async def _one(self, msg: IncomingMessage, file_id: str, lang: str, stored: list[Memory]) -> str:
         try:
             info = await self.rest.get_file_info(file_id)
         except Exception as exc:
             log.warning("attachments.info_failed", file_id=file_id, error=type(exc).__name__)
-            return t(lang, "- (읽을 수 없는 파일)", "- (a file I could not read)")
+            return texts.file_unreadable(lang)
         name = str(info.get("name") or file_id)
         ext = str(info.get("extension") or name.rpartition(".")[2]).lower()
         size = int(info.get("size") or 0)
         if ext not in TEXT_EXTENSIONS:
-            return t(
-                lang,
-                f"- `{name}`: 텍스트(.txt)나 마크다운(.md) 파일만 기억할 수 있어 건너뛰었습니다.",
-                f"- `{name}`: skipped; I can only remember text (.txt) and Markdown (.md) files.",
-            )
+            return texts.file_not_text(lang, name)
         if size > self.max_bytes:
-            return self._too_large(name, size, lang)
+            return texts.file_too_large(lang, name, size, self.max_bytes)
         try:
             data = await self.rest.get_file(file_id, self.max_bytes)
         except ValueError:
-            return self._too_large(name, size, lang)
+            return texts.file_too_large(lang, name, size, self.max_bytes)
         except Exception as exc:
             log.warning("attachments.download_failed", file_id=file_id, error=type(exc).__name__)
-            return t(lang, f"- `{name}`: 내려받지 못했습니다.", f"- `{name}`: could not be downloaded.")
+            return texts.file_download_failed(lang, name)
         content = decode(data)
         if content is None:
-            return t(
-                lang,
-                f"- `{name}`: UTF-8 텍스트가 아니어서 건너뛰었습니다.",
-                f"- `{name}`: skipped; not UTF-8 text.",
-            )
+            return texts.file_not_utf8(lang, name)
         filtered = await asyncio.to_thread(redact, content, self.sensitive)
         masked = ""
         if filtered.found:
             kinds = describe(filtered, lang)
             if self.sensitive == "refuse":
-                return f"- `{name}`: " + replies.format_sensitive_refused(kinds, lang)
+                return f"- `{name}`: " + texts.format_sensitive_refused(kinds, lang)
             content = filtered.text
-            masked = " " + t(lang, f"(민감정보 {kinds} 가림)", f"(masked: {kinds})")
+            masked = " " + texts.file_masked(lang, kinds)
         pieces = chunk_text(content, self.chunk_chars)
         if not pieces:
-            return t(lang, f"- `{name}`: 빈 파일입니다.", f"- `{name}`: the file is empty.")
+            return texts.file_empty(lang, name)
         now = time.time()
         memories = [
             Memory(
@@ -194,7 +184,8 @@ class Attachments:
             )
             for piece in pieces
         ]
-        await self.store.add_many(memories)  # type: ignore[attr-defined]  # both engines have it
+        await self.store.add_many(memories)
+        stored.extend(memories)
         log.info(
             "memory.remembered_file",
             post_id=msg.post_id,
@@ -202,18 +193,4 @@ class Attachments:
             memories=len(memories),
             chars=len(content),
         )
-        return t(
-            lang,
-            f"- `{name}` ({_kib(len(data))}): 메모리 {len(memories)}개로 나누어 저장했습니다.{masked}",
-            f"- `{name}` ({_kib(len(data))}): saved as {len(memories)} "
-            f"memor{'y' if len(memories) == 1 else 'ies'}.{masked}",
-        )
-
-    def _too_large(self, name: str, size: int, lang: str) -> str:
-        return replies._t(
-            lang,
-            f"- `{name}` ({_kib(size)}): 너무 커서 저장하지 않았습니다. 최대 {_kib(self.max_bytes)}까지 "
-            "기억할 수 있습니다. 나누어 올리거나 핵심만 `remember`로 알려 주세요.",
-            f"- `{name}` ({_kib(size)}): not saved, too large. The limit is {_kib(self.max_bytes)}; "
-            "split the file, or `remember` the key points.",
-        )
+        return texts.file_saved(lang, name, len(data), len(memories), masked)

@@ -15,11 +15,13 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.ports import ChatServer
+from mchat_bot.pipeline.turn import Delivery, Next, Turn
 
 log = structlog.get_logger(__name__)
 
@@ -27,16 +29,6 @@ WORKING, DONE, FAILED = "eyes", "white_check_mark", "warning"
 PAUSE_ON_429_S = 5.0
 FINAL_WAIT_S = 5.0  # how long the end-of-work reactions wait for spare tokens before going anyway
 MAX_LEFT = 1024  # posts awaiting a retry whose 👀 is remembered (older ones are forgotten)
-
-
-class FeedbackRest(Protocol):
-    """What feedback needs of ``mattermost.rest.RestClient`` (a one-try client)."""
-
-    limiter: Any
-
-    async def typing(self, user_id: str, channel_id: str, parent_id: str = "") -> Any: ...
-    async def add_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any: ...
-    async def remove_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any: ...
 
 
 @dataclass
@@ -53,7 +45,7 @@ class _Session:
 class Feedback:
     def __init__(
         self,
-        rest: FeedbackRest,
+        rest: ChatServer,
         bot_user_id: str,
         *,
         typing: bool = True,
@@ -85,7 +77,7 @@ class Feedback:
         """Only posts read from Mattermost itself have a post to react to and a channel to type in."""
         return msg.door == "websocket" and not msg.from_webhook
 
-    # --- the pool's hooks -------------------------------------------------------------------------
+    # --- start and end of the work -------------------------------------------------------------------------
 
     def start(self, msg: IncomingMessage) -> None:
         """Work on ``msg`` begins: after ``delay`` s, typing every few seconds and 👀 on the post."""
@@ -162,48 +154,26 @@ class Feedback:
         self._sessions.clear()
         self._left.clear()
 
-    # --- wrappers for the worker pool's functions -------------------------------------------------
+    # --- the chain's step ----------------------------------------------------------------------
 
-    def wrap_handle(
-        self, handle_fn: Callable[[IncomingMessage], Awaitable[str]]
-    ) -> Callable[[IncomingMessage], Awaitable[str]]:
-        async def handle(msg: IncomingMessage) -> str:
-            self.start(msg)
-            try:
-                text = await handle_fn(msg)
-            except BaseException:
-                self.finish(msg, None)
-                raise
-            if not text.strip():
-                self.finish(msg, "")  # nothing to post (ignored): just take 👀 off
-            return text
+    async def __call__(self, turn: Turn, next: Next) -> None:
+        self.start(turn.msg)
+        try:
+            await next(turn)
+        except BaseException:
+            self.finish(turn.msg, None)  # failed: the give-up (settle) says so
+            raise
 
-        return handle
-
-    def wrap_send(
-        self, send_fn: Callable[[IncomingMessage, str], Awaitable[Any]], is_error: Callable[[str], bool]
-    ) -> Callable[[IncomingMessage, str], Awaitable[Any]]:
-        async def send(msg: IncomingMessage, text: str) -> Any:
-            try:
-                result = await send_fn(msg, text)
-            except BaseException:
-                self.finish(msg, None)  # retried later, or failed (then the failure hook says so)
-                raise
-            self.finish(msg, "failed" if is_error(text) else "done")
-            return result
-
-        return send
-
-    def wrap_failure(
-        self, failure_fn: Callable[[IncomingMessage, str], Awaitable[Any]] | None
-    ) -> Callable[[IncomingMessage, str], Awaitable[Any]]:
-        async def failure(msg: IncomingMessage, text: str) -> Any:
-            self.finish(msg, "failed")
-            if failure_fn is not None:
-                return await failure_fn(msg, text)
-            return None
-
-        return failure
+    async def settle(self, turn: Turn) -> None:
+        """✅ for a delivered answer, ⚠️ for an apology or a failure, 👀 off when nothing is posted."""
+        if turn.delivery is Delivery.RETRY:
+            self.finish(turn.msg, None)
+        elif turn.delivery is Delivery.NOTHING:
+            self.finish(turn.msg, "")
+        elif turn.delivery is Delivery.FAILED or (turn.outcome is not None and turn.outcome.is_failure):
+            self.finish(turn.msg, "failed")
+        elif turn.delivery is Delivery.SENT:
+            self.finish(turn.msg, "done")
 
     # --- the calls --------------------------------------------------------------------------------
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
+
+import structlog
 
 from mchat_bot.observe.logging import configure_logging, quiet_loop_errors
 
@@ -22,6 +25,8 @@ async def test_a_repeated_loop_error_is_one_line_with_a_count() -> None:
         loop.call_exception_handler({"message": "Task exception was never retrieved"})
     finally:
         loop.set_exception_handler(None)
+        structlog.reset_defaults()  # leave the process's logging as the other tests expect it
+        logging.basicConfig(force=True)
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     errors = [line for line in lines if line.get("event") == "loop.error"]
     assert [(e["message"][:22], e["count"]) for e in errors] == [

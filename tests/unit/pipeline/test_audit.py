@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mchat_bot.config import ConfigError, load_settings
-from mchat_bot.pipeline.audit import Audit, AuditedStore, AuditRow, parse_since, short_detail
+from mchat_bot.pipeline.audit import Audit, AuditRow, parse_since, short_detail
 from mchat_bot.storage import Storage
 
 DAY = 86400.0
@@ -70,32 +70,6 @@ def test_details_are_short_and_filtered() -> None:
     detail = short_detail(text)
     assert len(detail) < 260
     assert "010-1234-5678" not in detail and "kim@example.com" not in detail
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.deleted: list[str] = []
-
-    async def delete(self, memory_id: str) -> bool:
-        self.deleted.append(memory_id)
-        return True
-
-    async def count(self) -> int:
-        return 7
-
-    def extra(self) -> str:
-        return "passed through"
-
-
-async def test_store_calls_outside_a_message_get_their_own_row(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "a.sqlite3") as storage:
-        audit = Audit(storage)
-        store = AuditedStore(_Store(), audit)
-        assert await store.delete("m9") is True
-        assert store.extra() == "passed through"
-        assert await store.count_by_scope() == {"all": 7}
-        rows = await audit.query()
-        assert [(r.action, r.memory_ids) for r in rows] == [("forget", ("m9",))]
 
 
 def test_retention_days_setting_is_validated() -> None:

@@ -17,9 +17,9 @@ from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.llm import LLM
 from mchat_bot.memory.store import Hit, Memory, Viewer, is_visible
 from mchat_bot.pipeline.handlers import Handlers, build_prompt, guess_category
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.replies import short_id
+from mchat_bot.pipeline.message import IncomingMessage, Outcome
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.pipeline.texts import short_id
 
 KST = timezone(timedelta(hours=9))
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))
@@ -64,6 +64,9 @@ class FakeStore:
         visible = [m for m in self.memories.values() if is_visible(m, viewer)]
         return sorted(visible, key=lambda m: -m.created_at)[:limit]
 
+    async def recent_all(self, viewer: Viewer, limit: int = 10) -> list[Memory]:
+        return await self.recent(viewer, limit)
+
     async def count(self) -> int:
         return len(self.memories)
 
@@ -105,7 +108,7 @@ def msg(
 
 async def ask(h: Handlers, text: str, **kw: object) -> str:
     m = msg(text, **kw)  # type: ignore[arg-type]
-    return await h.handle(m, route(m, BOT))
+    return (await h.handle(m, route(m, BOT))).text
 
 
 @pytest.fixture
@@ -122,7 +125,7 @@ async def test_remember_saves_in_channel_scope_and_replies_in_seed_format() -> N
     store = FakeStore()
     h = Handlers(store, None, BOT, SITE + "/", tz=KST)
     m = msg("@ai remember X부품 불량률 12%")
-    reply = await h.handle(m, route(m, BOT))
+    reply = (await h.handle(m, route(m, BOT))).text
     assert reply == (
         "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact"
     )
@@ -260,8 +263,8 @@ async def test_store_failure_is_reported_not_raised() -> None:
 async def test_ignored_message_gives_empty_reply() -> None:
     h = Handlers(FakeStore(), None, BOT, SITE)
     m = replace(msg("hello"), user_id="bot1")
-    assert await h.handle(m, Ignore("own post")) == ""
-    assert await h.handle_message(msg("no mention here")) == ""
+    assert (await h.handle(m, Ignore("own post"))).empty
+    assert (await h.handle_message(msg("no mention here"))).outcome is Outcome.IGNORED
 
 
 def test_prompt_numbers_memories_and_names_the_language() -> None:

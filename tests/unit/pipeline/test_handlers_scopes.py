@@ -18,8 +18,8 @@ from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, Selection, Viewer, is_visible
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.replies import short_id
 from mchat_bot.pipeline.router import BotIdentity, parse_scope, route
+from mchat_bot.pipeline.texts import short_id
 
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))
 _seq = 0
@@ -58,7 +58,7 @@ def msg(
 
 async def say(h: Handlers, text: str, **kw: object) -> str:
     m = msg(text, **kw)  # type: ignore[arg-type]
-    return await h.handle(m, route(m, BOT))
+    return (await h.handle(m, route(m, BOT))).text
 
 
 def test_scope_grammar() -> None:

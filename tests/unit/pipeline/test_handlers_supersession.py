@@ -21,8 +21,8 @@ from mchat_bot.memory.extractor import decide_by_rule, grounded, looks_like_stat
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, Selection, Viewer
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.replies import short_id
 from mchat_bot.pipeline.router import BotIdentity, route
+from mchat_bot.pipeline.texts import short_id
 
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))
 V = Viewer("t1", "c1", "u1")
@@ -66,7 +66,7 @@ async def say(h: Handlers, text: str, channel: str = "c1", user: str = "u1") -> 
         root_id="",
         create_at=int(time.time() * 1000),
     )
-    return await h.handle(m, route(m, BOT))
+    return (await h.handle(m, route(m, BOT))).text
 
 
 def mem(text: str, id: str = "", at: float = 1.0) -> Memory:

@@ -1,7 +1,7 @@
-"""The worker pool and reply sender: every answer posted once, in its thread, in order.
+"""The worker pool and reply writer: every answer posted once, in its thread, in order.
 
-The Mattermost side is an in-file recording PostCreator (the REST client has its own tests, and the
-lead's end-to-end tests use the devserver); the inbox is the real one on a real SQLite file.
+The Mattermost side is an in-file recording server (the REST client has its own tests, and the
+end-to-end tests use the devserver); the inbox is the real one on a real SQLite file.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 
 from mchat_bot.pipeline.inbox import Inbox
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply
+from mchat_bot.pipeline.replying import ReplyWriter
+from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 
 
@@ -58,6 +61,10 @@ class Poster:
         self.posts.append(post)
         return post
 
+    async def get_thread(self, post_id: str) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"posts": {p["id"]: p for p in self.posts if post_id in (p["id"], p["root_id"])}}
+
 
 def msg(post_id: str, *, root: str = "", at: int = 0, text: str = "@ai hello") -> IncomingMessage:
     return IncomingMessage(
@@ -92,16 +99,19 @@ async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
         yield Inbox(st)
 
 
+BOT = BotIdentity(user_id="bot", username="ai")
+
+
 def pool_for(inbox: Inbox, poster: Poster, handle: Any, **kw: Any) -> WorkerPool:
-    sender = ReplySender(poster, inbox, limit=kw.pop("limit", 16383))
-    opts: dict[str, Any] = {
-        "workers": 4,
-        "poll_interval": 0.05,
-        "retry_base": 0.02,
-        "failure_fn": sender.send_failure,
-    }
+    """A pool whose chain has no steps: ``handle(msg) -> str`` answers every message."""
+    writer = ReplyWriter(poster, inbox, limit=kw.pop("limit", 16383))  # type: ignore[arg-type]
+
+    async def handler(turn: Turn) -> Reply:
+        return Reply(await handle(turn.msg), Outcome.ANSWERED)
+
+    opts: dict[str, Any] = {"workers": 4, "poll_interval": 0.05, "retry_base": 0.02}
     opts.update(kw)
-    return WorkerPool(inbox, handle, sender.send, **opts)
+    return WorkerPool(inbox, Chain([], handler), writer, BOT, **opts)
 
 
 async def echo(m: IncomingMessage) -> str:

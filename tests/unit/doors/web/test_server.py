@@ -19,7 +19,7 @@ from aiohttp import web
 from mchat_bot.doors.web.claims import ClaimChecker
 from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.server import HttpServer, create_app
-from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
+from mchat_bot.doors.web.waiters import DoorContexts, Waiters
 from mchat_bot.doors.web.webhooks import (
     SLASH_TEAM_KEY,
     WebhookEndpoints,
@@ -30,8 +30,12 @@ from mchat_bot.doors.web.webhooks import (
 from mchat_bot.mattermost.rest import MattermostError
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
+from mchat_bot.pipeline.message import Outcome, Reply
+from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.pipeline.workers import ReplySender, WorkerPool
+from mchat_bot.pipeline.steps.gate import ChannelGate
+from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 
 TOKEN = "outgoing-token-123"
@@ -75,20 +79,16 @@ class _NoPost:
 async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEndpoints, Inbox]]:
     async with Storage(tmp_path / "db.sqlite3") as st:
         inbox = Inbox(st)
-        client = hook_session("http://127.0.0.1:1")
         mappings = Mappings(st)
-        delivery = DoorDelivery(
-            ReplySender(_NoPost(), inbox), mappings, DoorContexts(st), IncomingWebhookSender(client), client
-        )
         endpoints = WebhookEndpoints(
-            bot=BotIdentity("bot-id", "memorybot", ("@ai",)),
+            bot=BOT,
             inbox=inbox,
             claims=ClaimChecker(_Server()),
             storage=st,
             server_url="http://127.0.0.1:8065",
             mappings=mappings,
             contexts=DoorContexts(st),
-            delivery=delivery,
+            waiters=Waiters(),
             outgoing_tokens=[TOKEN],
             slash_tokens=[SLASH],
             budget=kw.pop("budget", 2.0),
@@ -103,7 +103,9 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await client.aclose()
+
+
+BOT = BotIdentity("bot-id", "memorybot", ("@ai",))
 
 
 def hook_body(**over: Any) -> dict[str, Any]:
@@ -139,12 +141,12 @@ async def test_allowlist_refuses_other_callers_before_anything(tmp_path: Path) -
 async def test_answer_within_budget_is_the_response_body(tmp_path: Path) -> None:
     async with serve(tmp_path) as (url, endpoints, inbox):
 
-        async def handle(msg: Any) -> str:
-            return f"handled: {msg.message}"
+        async def handle(turn: Turn) -> Reply:
+            return Reply(f"handled: {turn.msg.message}", Outcome.STORED)
 
-        pool = WorkerPool(
-            inbox, endpoints.delivery.wrap_handle(handle), endpoints.delivery.send, poll_interval=0.05
-        )
+        writer = ReplyWriter(_NoPost(), inbox, waiters=endpoints.waiters)  # type: ignore[arg-type]
+        chain = Chain([ChannelGate(endpoints.mappings)], handle)
+        pool = WorkerPool(inbox, chain, writer, BOT, poll_interval=0.05)
         async with pool:
             async with httpx.AsyncClient(timeout=10) as c:
                 r = await c.post(

@@ -15,10 +15,13 @@ from mchat_bot.config import ConfigError, load_settings
 from mchat_bot.devserver import DevServer
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply
+from mchat_bot.pipeline.replying import ReplyWriter
+from mchat_bot.pipeline.router import Ignore
 from mchat_bot.pipeline.steps.attachments import chunk_text, decode
 from mchat_bot.pipeline.steps.feedback import Feedback
-from mchat_bot.pipeline.steps.streaming import MARKER, Streams
-from mchat_bot.pipeline.workers import ReplySender
+from mchat_bot.pipeline.steps.streaming import MARKER, Streams, StreamSession
+from mchat_bot.pipeline.turn import Turn
 from mchat_bot.storage import Storage
 from tests.support.daemon import message_in_qa
 
@@ -42,6 +45,16 @@ def clients(dev: DevServer) -> tuple[RestClient, RestClient]:
     return main, quick
 
 
+def writer_for(main: RestClient, inbox: Inbox) -> ReplyWriter:
+    return ReplyWriter(main, inbox, edit_sent_parts=True)
+
+
+async def final_send(writer: ReplyWriter, msg: IncomingMessage, session: StreamSession, text: str) -> None:
+    """What the worker does once the handler returned: deliver the whole answer, the stream known."""
+    turn = Turn(msg, Ignore("not routed here"), reply=Reply(text, Outcome.ANSWERED), stream=session)
+    await writer.deliver(turn)
+
+
 async def write_slowly(session_feed: object, text: str, seconds: float) -> None:
     words = text.split(" ")
     for i in range(1, len(words) + 1):
@@ -52,7 +65,8 @@ async def write_slowly(session_feed: object, text: str, seconds: float) -> None:
 async def test_streaming_backs_off_on_429_and_still_ends_complete(dev: DevServer, storage: Storage) -> None:
     main, quick = clients(dev)
     inbox = Inbox(storage)
-    streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.2, first_post_after=0.0)
+    writer = writer_for(main, inbox)
+    streams = Streams(quick, writer, interval=0.2, first_post_after=0.0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 긴 답변 부탁")
     msg = message_in_qa(post, dev)
     answer = " ".join(f"w{i}" for i in range(300))
@@ -62,8 +76,7 @@ async def test_streaming_backs_off_on_429_and_still_ends_complete(dev: DevServer
         await write_slowly(session.feed, answer, 3.0)
         await session.stop()
         dev.faults.rate_limit(False)
-        sender = ReplySender(main, inbox)
-        await streams.wrap_send(sender.send)(msg, answer)
+        await final_send(writer, msg, session, answer)
     finally:
         dev.faults.rate_limit(False)
         await main.aclose()
@@ -87,18 +100,19 @@ async def test_a_streamed_part_is_edited_not_doubled_after_a_restart(
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 질문")
     msg = message_in_qa(post, dev)
     try:
-        first = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.1, first_post_after=0.0)
+        first = Streams(quick, writer_for(main, inbox), interval=0.1, first_post_after=0.0)
         session = first.open(msg)
         session.feed("앞부분만 쓰고")
         await asyncio.sleep(0.5)
         session.cancel()  # the crash
         assert len(await inbox.sent_parts(post["id"])) == 1
-        again = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.1, first_post_after=0.0)
+        writer = writer_for(main, inbox)
+        again = Streams(quick, writer, interval=0.1, first_post_after=0.0)
         session = again.open(msg)
         session.feed("처음부터 다시 쓴 답")
         await asyncio.sleep(0.5)
         await session.stop()
-        await again.wrap_send(ReplySender(main, inbox).send)(msg, "처음부터 다시 쓴 답, 끝.")
+        await final_send(writer, msg, session, "처음부터 다시 쓴 답, 끝.")
     finally:
         await main.aclose()
         await quick.aclose()
@@ -109,14 +123,15 @@ async def test_a_streamed_part_is_edited_not_doubled_after_a_restart(
 async def test_a_short_answer_is_posted_once_without_edits(dev: DevServer, storage: Storage) -> None:
     main, quick = clients(dev)
     inbox = Inbox(storage)
-    streams = Streams(quick, main, inbox, ReplySender(main, inbox), interval=0.5, first_post_after=1.0)
+    writer = writer_for(main, inbox)
+    streams = Streams(quick, writer, interval=0.5, first_post_after=1.0)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@ai 짧은 질문")
     msg = message_in_qa(post, dev)
     try:
         session = streams.open(msg)
         session.feed("짧은 답")
         await session.stop()
-        await streams.wrap_send(ReplySender(main, inbox).send)(msg, "짧은 답")
+        await final_send(writer, msg, session, "짧은 답")
     finally:
         await main.aclose()
         await quick.aclose()

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mchat_bot.memory.store import Hit, Memory
-from mchat_bot.pipeline import replies
-from mchat_bot.pipeline.replies import MAX_POST_CHARS, detect_lang, split_message
+from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.replying import MAX_POST_CHARS, split_message
+from mchat_bot.pipeline.router import detect_lang
 
 KST = timezone(timedelta(hours=9))
 TS = 1795564800.0  # 2026-11-25 00:00 KST
@@ -37,32 +38,32 @@ def test_detect_lang() -> None:
 
 
 def test_remembered_seed_format_ko_and_en() -> None:
-    assert replies.format_remembered(mem(), "ko") == (
+    assert texts.format_remembered(mem(), "ko") == (
         "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact"
     )
-    assert replies.format_remembered(mem("deploy on Friday"), "en") == (
+    assert texts.format_remembered(mem("deploy on Friday"), "en") == (
         "#### 🧠 Memory saved\n- **Content:** deploy on Friday\n"
         "- **Scope:** this channel\n- **Category:** fact"
     )
 
 
 def test_source_line() -> None:
-    line = replies.format_source(1, mem(), "ko", channel_name="품질검사", tz=KST)
+    line = texts.format_source(1, mem(), "ko", channel_name="품질검사", tz=KST)
     assert line == "[1] 김과장, 2026-11-25, #품질검사 (http://mm/_redirect/pl/p1)"
 
 
 def test_search_shows_short_ids_and_scores() -> None:
-    out = replies.format_search("불량률", [Hit(mem(), 0.8312)], "ko", KST)
+    out = texts.format_search("불량률", [Hit(mem(), 0.8312)], "ko", KST)
     assert "`XYZ0`" not in out and "`TVWXYZ0`" not in out
     assert "`RSTVWXYZ0`"[2:] in out  # the last 8 characters of the id
     assert "(0.83)" in out and "X부품 불량률 12%" in out
-    assert "맞는 메모리가 없습니다" in replies.format_search("nothing", [], "ko")
-    assert "No memories match" in replies.format_search("nothing", [], "en")
+    assert "맞는 메모리가 없습니다" in texts.format_search("nothing", [], "ko")
+    assert "No memories match" in texts.format_search("nothing", [], "en")
 
 
 def test_cited_numbers() -> None:
-    assert replies.cited_numbers("a [2] b [1] c [2] d [9]", 3) == [1, 2]
-    assert replies.cited_numbers("no citation", 3) == []
+    assert texts.cited_numbers("a [2] b [1] c [2] d [9]", 3) == [1, 2]
+    assert texts.cited_numbers("no citation", 3) == []
 
 
 def test_short_message_is_one_part() -> None:

@@ -1,7 +1,9 @@
-"""Every text the bot posts, in Korean and English, and the splitting of long replies.
+"""Every text the bot shows users, in Korean and English, in one module.
 
-One formatter for all doors. Memories are read by attribute (``memory.store.Memory``/``Hit``), so
-this module needs nothing from the store at run time.
+The handlers' replies, the door answers, the channel greeting, the notes about edited and deleted
+sources. One formatter for all doors. Memories are read by attribute (``memory.store.Memory`` /
+``Hit``), so this module needs nothing from the store at run time. Splitting a long reply into
+posts belongs to the reply writer (``replying.py``), detecting the asker's language to the router.
 """
 
 from __future__ import annotations
@@ -14,19 +16,76 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mchat_bot.memory.store import Hit, Memory
 
-MAX_POST_CHARS = 16383  # Mattermost's limit in code points (runes)
 
-_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
-
-
-def detect_lang(text: str) -> str:
-    """Return "ko" if the text has any Hangul, else "en": the reply follows the asker."""
-    return "ko" if _HANGUL.search(text or "") else "en"
-
-
-def _t(lang: str, ko: str, en: str) -> str:
+def pick(lang: str, ko: str, en: str) -> str:
+    """The text in the asker's language (``ko`` or anything else = English)."""
     return ko if lang == "ko" else en
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Whitespace folded to single spaces, cut at ``limit`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def plural(n: int) -> str:
+    return "memory" if n == 1 else "memories"
+
+
+# --- the web doors ---------------------------------------------------------------------------------
+
+
+def working_on_it(lang: str) -> str:
+    return pick(lang, "⏳ 답변을 준비하고 있습니다…", "⏳ Working on it…")
+
+
+def unknown_slash_command(lang: str, name: str) -> str:
+    return pick(lang, f"알 수 없는 명령입니다: /{name}", f"Unknown command: /{name}")
+
+
+def switched_off_here(lang: str) -> str:
+    return pick(lang, "이 채널에서는 봇이 꺼져 있습니다.", "The bot is switched off in this channel.")
+
+
+def add_the_bot(lang: str) -> str:
+    """A slash command in a channel the bot cannot see (it cannot check who may read there)."""
+    return pick(
+        lang,
+        "봇이 이 채널을 볼 수 없습니다. 채널에 봇을 초대한 뒤 다시 시도해 주세요 (`/invite @봇이름`).",
+        "The bot cannot see this channel. Invite it to the channel and try again (`/invite @botname`).",
+    )
+
+
+# --- channels --------------------------------------------------------------------------------------
+
+
+def greeting(mention: str) -> str:
+    """Short, in both languages (a channel has no single language)."""
+    return (
+        "👋 안녕하세요! 저는 AI 메모리 봇입니다. / Hi, I'm the AI Memory Bot.\n"
+        f"- `{mention} remember 내용`: 이 채널에 기억합니다 / remember something for this channel\n"
+        f"- `{mention} 질문`: 기억한 내용을 근거로 답합니다 / ask, and I answer from what I remember\n"
+        f"- `{mention} help`: 자세한 사용법 / all commands"
+    )
+
+
+# --- memories following their source post ----------------------------------------------------------
+
+
+def source_edited_note(lang: str) -> str:
+    return pick(
+        lang,
+        "_✏️ 원본 메시지가 수정되어 메모리도 새 내용으로 바꿨습니다 (이전 내용은 이력에 남습니다)._",
+        "_✏️ The source message was edited, so the memory now says this (the old text stays in its history)._",
+    )
+
+
+def source_deleted_head(lang: str, n: int) -> str:
+    return pick(
+        lang,
+        f"#### 🗑️ 원본 메시지가 삭제되어 메모리 {n}개를 잊었습니다",
+        f"#### 🗑️ The source message was deleted, so I forgot {n} {plural(n)}",
+    )
 
 
 def short_id(memory_id: str) -> str:
@@ -42,11 +101,6 @@ def _local_date(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d")
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 SCOPE_LABELS = {
     "channel": ("이 채팅방", "this channel"),
     "user": ("개인", "personal"),
@@ -56,7 +110,7 @@ SCOPE_LABELS = {
 
 def scope_label(scope: str, lang: str) -> str:
     ko, en = SCOPE_LABELS.get(scope, (scope, scope))
-    return _t(lang, ko, en)
+    return pick(lang, ko, en)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -81,14 +135,14 @@ def format_remembered(memory: Memory, lang: str) -> str:
 def format_scope_refused(lang: str, *, in_dm: bool = False) -> str:
     """`remember --team` from a private channel (or a DM) by someone who is not a team admin."""
     if in_dm:
-        return _t(
+        return pick(
             lang,
             "🚫 DM에는 팀이 없어 팀 메모리를 만들 수 없습니다. 저장하지 않았습니다. "
             "팀의 공개 채널에서 `remember 팀: 내용`으로 요청해 주세요.",
             "🚫 A DM has no team, so no team memory can be made here. Use `remember --team TEXT` in one of "
             "the team's public channels. Nothing was saved.",
         )
-    return _t(
+    return pick(
         lang,
         "🚫 팀 메모리는 공개 채널에서만(또는 관리자만) 만들 수 있습니다. 저장하지 않았습니다. "
         "이 채팅방에만 기억하려면 `remember 내용`을 쓰세요.",
@@ -99,23 +153,23 @@ def format_scope_refused(lang: str, *, in_dm: bool = False) -> str:
 
 def format_already_known(memory: Memory, lang: str) -> str:
     sid = short_id(memory.id)
-    return _t(
+    return pick(
         lang,
-        f"🧠 이미 기억하고 있습니다: {_one_line(memory.text)} (`{sid}`)",
-        f"🧠 I already remember that: {_one_line(memory.text)} (`{sid}`)",
+        f"🧠 이미 기억하고 있습니다: {one_line(memory.text)} (`{sid}`)",
+        f"🧠 I already remember that: {one_line(memory.text)} (`{sid}`)",
     )
 
 
 def format_replaced(old: Memory, lang: str, action: str = "update") -> str:
     """Appended to the saved reply when the new memory replaced (or retired) an older one."""
-    sid, text = short_id(old.id), _one_line(old.text, 120)
+    sid, text = short_id(old.id), one_line(old.text, 120)
     if action == "delete":
-        return _t(
+        return pick(
             lang,
             f"♻️ 더 이상 유효하지 않음으로 표시: {text} (`{sid}`)",
             f"♻️ Marked no longer valid: {text} (`{sid}`)",
         )
-    return _t(
+    return pick(
         lang, f"♻️ 이전 내용을 대체했습니다: {text} (`{sid}`)", f"♻️ Replaces the earlier: {text} (`{sid}`)"
     )
 
@@ -123,29 +177,29 @@ def format_replaced(old: Memory, lang: str, action: str = "update") -> str:
 def format_history(chain: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
     """Oldest first, each with the time it held: ``2026-11-20 ~ 2026-11-25`` or ``~ 현재``."""
     if not chain:
-        return _t(lang, "이력을 찾을 수 없습니다.", "No history found.")
-    head = _t(lang, f"#### 🕘 메모리 이력 ({len(chain)})", f"#### 🕘 Memory history ({len(chain)})")
-    now = _t(lang, "현재", "now")
+        return pick(lang, "이력을 찾을 수 없습니다.", "No history found.")
+    head = pick(lang, f"#### 🕘 메모리 이력 ({len(chain)})", f"#### 🕘 Memory history ({len(chain)})")
+    now = pick(lang, "현재", "now")
     lines = [head]
     for i, m in enumerate(chain, 1):
         start = format_date(m.valid_from or m.created_at, tz)
         end = format_date(m.valid_until, tz) if m.valid_until > 0 else now
         mark = " ✅" if m.valid_until <= 0 else ""
         lines.append(
-            f"{i}. `{short_id(m.id)}` {start} ~ {end}{mark}: {_one_line(m.text)} — {m.user_name or '?'}"
+            f"{i}. `{short_id(m.id)}` {start} ~ {end}{mark}: {one_line(m.text)} — {m.user_name or '?'}"
         )
     return "\n".join(lines)
 
 
 def format_extracted(memories: Sequence[Memory], lang: str) -> str:
     """Appended to an answer in an extraction channel: what was remembered from the message."""
-    items = "; ".join(f"{_one_line(m.text, 120)} (`{short_id(m.id)}`, {m.category})" for m in memories)
-    return _t(lang, f"🧠 기억해 둠: {items}", f"🧠 Remembered: {items}")
+    items = "; ".join(f"{one_line(m.text, 120)} (`{short_id(m.id)}`, {m.category})" for m in memories)
+    return pick(lang, f"🧠 기억해 둠: {items}", f"🧠 Remembered: {items}")
 
 
 def format_sensitive_masked(count: int, kinds: str, lang: str) -> str:
     """Appended to the saved reply: what kinds were masked (``kinds`` names kinds, never values)."""
-    return _t(
+    return pick(
         lang,
         f"🔒 민감정보 {count}건({kinds})을 가려서 저장했습니다.",
         f"🔒 Masked {count} sensitive item{'s' if count != 1 else ''} ({kinds}) before saving.",
@@ -153,7 +207,7 @@ def format_sensitive_masked(count: int, kinds: str, lang: str) -> str:
 
 
 def format_sensitive_refused(kinds: str, lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         f"🔒 민감정보({kinds})가 포함되어 있어 저장하지 않았습니다. 해당 부분을 빼고 다시 요청해 주세요.",
         f"🔒 Not saved: the text contains sensitive data ({kinds}). Remove it and try again.",
@@ -164,7 +218,7 @@ def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None 
     score_txt = f" ({score:.2f})" if score is not None else ""
     was_txt = f" {was}" if was else ""
     return (
-        f"{i}. `{short_id(memory.id)}`{score_txt} {_one_line(memory.text)}{was_txt}"
+        f"{i}. `{short_id(memory.id)}`{score_txt} {one_line(memory.text)}{was_txt}"
         f" — {memory.user_name or '?'}, {format_date(memory.created_at, tz)}"
     )
 
@@ -174,14 +228,14 @@ def changed_part(old_text: str, new_text: str) -> str:
     new_words = set(new_text.split())
     diff = [w for w in old_text.split() if w not in new_words]
     part = " ".join(diff)
-    return part if part and len(part) <= 60 else _one_line(old_text, 80)
+    return part if part and len(part) <= 60 else one_line(old_text, 80)
 
 
 def was_note(old: Memory, new: Memory, lang: str, tz: tzinfo | None = None) -> str:
     """``(이전: 12%, 2026-11-20까지)`` / ``(was 12% until 2026-11-20)``."""
     part = changed_part(old.text, new.text)
     until = format_date(old.valid_until or new.created_at, tz)
-    return _t(lang, f"(이전: {part}, {until}까지)", f"(was {part} until {until})")
+    return pick(lang, f"(이전: {part}, {until}까지)", f"(was {part} until {until})")
 
 
 def format_search(
@@ -193,10 +247,10 @@ def format_search(
 ) -> str:
     """`previous` maps a hit's id to the version it replaced, shown as "(was ... until ...)"."""
     if not hits:
-        q = _one_line(query, 80)
-        return _t(lang, f"🔎 `{q}`와(과) 맞는 메모리가 없습니다.", f"🔎 No memories match `{q}`.")
-    q = _one_line(query, 80)
-    head = _t(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
+        q = one_line(query, 80)
+        return pick(lang, f"🔎 `{q}`와(과) 맞는 메모리가 없습니다.", f"🔎 No memories match `{q}`.")
+    q = one_line(query, 80)
+    head = pick(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
     prev = previous or {}
     lines = [
         _memory_line(
@@ -208,19 +262,19 @@ def format_search(
         )
         for i, h in enumerate(hits, 1)
     ]
-    tail = _t(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
+    tail = pick(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
     return "\n".join([head, *lines, tail])
 
 
 def format_memories(memories: Sequence[Memory], lang: str, tz: tzinfo | None = None) -> str:
     if not memories:
-        return _t(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
-    head = _t(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
+        return pick(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
+    head = pick(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
     return "\n".join([head, *(_memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
 
 
 def format_forgotten(memory: Memory, lang: str) -> str:
-    text, sid = _one_line(memory.text), short_id(memory.id)
+    text, sid = one_line(memory.text), short_id(memory.id)
     if lang == "ko":
         return f"#### 🗑️ 메모리 삭제됨\n- **내용:** {text}\n- **ID:** `{sid}`"
     return f"#### 🗑️ Memory forgotten\n- **Content:** {text}\n- **ID:** `{sid}`"
@@ -228,15 +282,23 @@ def format_forgotten(memory: Memory, lang: str) -> str:
 
 def format_forget_not_found(ref: str, lang: str) -> str:
     # One message for "no such id" and "not yours to see": existence of a hidden memory must not leak.
-    return _t(
+    return pick(
         lang,
         f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 삭제할 수 없는 메모리입니다.",
         f"No memory with id `{ref}` that you can delete here.",
     )
 
 
+def format_history_not_found(ref: str, lang: str) -> str:
+    return pick(
+        lang,
+        f"ID `{ref}`인 메모리를 찾을 수 없거나, 여기서 볼 수 없는 메모리입니다.",
+        f"No memory with id `{ref}` that you can see here.",
+    )
+
+
 def format_forget_ambiguous(ref: str, lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         f"ID `{ref}`로 시작하는 메모리가 여러 개입니다. 더 긴 ID를 입력해 주세요.",
         f"Several memories start with `{ref}`; please give a longer id.",
@@ -245,19 +307,19 @@ def format_forget_ambiguous(ref: str, lang: str) -> str:
 
 def format_forget_candidates(query: str, hits: Sequence[Hit], lang: str, tz: tzinfo | None = None) -> str:
     if not hits:
-        q = _one_line(query, 80)
-        return _t(
+        q = one_line(query, 80)
+        return pick(
             lang,
             f"🗑️ `{q}`와(과) 맞는 메모리가 없어 아무것도 삭제하지 않았습니다.",
             f"🗑️ Nothing matches `{q}`; nothing was deleted.",
         )
-    head = _t(
+    head = pick(
         lang,
         "#### 🗑️ 삭제할 메모리의 ID를 골라 주세요 (아직 아무것도 삭제하지 않았습니다)",
         "#### 🗑️ Which memory should I forget? (nothing deleted yet)",
     )
     lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
-    tail = _t(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
+    tail = pick(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
     return "\n".join([head, *lines, "", tail])
 
 
@@ -274,7 +336,7 @@ def format_usage(command: str, lang: str) -> str:
         "history": "Usage: `@ai history <id>`",
         "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
     }
-    return _t(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
+    return pick(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
 
 
 def format_help(lang: str, mention: str = "@ai") -> str:
@@ -330,7 +392,7 @@ def format_retrieval_only(
     if not hits:
         return no_memories_found(lang)
     prev = previous or {}
-    head = _t(
+    head = pick(
         lang,
         "LLM이 설정되어 있지 않아, 관련된 메모리를 그대로 보여 드립니다:",
         "No LLM is configured, so here are the most relevant memories:",
@@ -338,12 +400,12 @@ def format_retrieval_only(
     lines = []
     for i, h in enumerate(hits, 1):
         was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
-        lines.append(f"> [{i}] {_one_line(h.memory.text, 1000)}{was}")
+        lines.append(f"> [{i}] {one_line(h.memory.text, 1000)}{was}")
     return "\n".join([head, *lines])
 
 
 def no_memories_found(lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         "관련된 메모리를 찾지 못했습니다. `@ai remember 내용`으로 알려 주세요.",
         "I found nothing about that in my memories. Teach me with `@ai remember TEXT`.",
@@ -351,7 +413,7 @@ def no_memories_found(lang: str) -> str:
 
 
 def llm_error(lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         "죄송합니다. 지금은 답변을 만들 수 없습니다 (LLM 응답 오류). 잠시 후 다시 시도해 주세요.",
         "Sorry, I can't answer right now (the language model did not respond). Please try again later.",
@@ -359,7 +421,7 @@ def llm_error(lang: str) -> str:
 
 
 def internal_error(lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         "죄송합니다. 요청을 처리하는 중 오류가 발생했습니다. 잠시 후 다시 시도해 주세요.",
         "Sorry, something went wrong while handling that. Please try again later.",
@@ -367,7 +429,7 @@ def internal_error(lang: str) -> str:
 
 
 def delivery_failed(lang: str) -> str:
-    return _t(
+    return pick(
         lang,
         "죄송합니다. 답변을 보내지 못했습니다. 다시 요청해 주세요.",
         "Sorry, I could not deliver my answer. Please ask again.",
@@ -384,107 +446,67 @@ def cited_numbers(answer: str, n: int) -> list[int]:
     return sorted(seen)
 
 
-# --- splitting --------------------------------------------------------------------------------
-
-
-def split_message(text: str, limit: int = MAX_POST_CHARS) -> list[str]:
-    """Split into posts of at most ``limit`` code points.
-
-    Breaks at a paragraph (blank line) when one is in the second half of a part, else at a line
-    end, else inside a long line (at a space if possible). A code fence cut in two is closed at
-    the end of one part and reopened, with its info string, at the start of the next.
-    """
-    if limit < 32:
-        raise ValueError("limit too small")
-    if len(text) <= limit:
-        return [text]
-    lines = text.splitlines(keepends=True)
-    parts: list[str] = []
-    fence: str | None = None  # the opener line of the fence open at the current position
-    i = 0
-    while i < len(lines):
-        if fence is not None and len(_reopen(fence)) + _close_len(fence) > limit // 4:
-            fence = None  # an absurd fence line: give up keeping it balanced rather than loop
-        prefix = _reopen(fence)
-        body: list[str] = []
-        length = len(prefix)
-        f = fence
-        states: list[str | None] = []
-        last_para: int | None = None  # number of body lines up to a blank line outside code
-        j = i
-        while j < len(lines):
-            line = lines[j]
-            nf = _fence_after(f, line)
-            if nf is not None and len(_reopen(nf)) + _close_len(nf) > limit // 4:
-                nf = None
-            if length + len(line) + _close_len(nf) > limit:
-                break
-            body.append(line)
-            states.append(nf)
-            length += len(line)
-            f = nf
-            j += 1
-            if nf is None and not line.strip():
-                last_para = len(body)
-        if j == i:
-            # one line longer than the room left: cut it
-            room = limit - length - _close_len(fence)
-            line = lines[i]
-            cut = _cut_point(line, room)
-            body, states = [line[:cut]], [fence]
-            lines[i] = line[cut:]
-            f = fence
-        elif j < len(lines) and last_para is not None and sum(map(len, body[:last_para])) >= limit // 2:
-            body, states = body[:last_para], states[:last_para]
-            j = i + last_para
-            f = states[-1]
-            i = j
-        else:
-            i = j
-        part = prefix + "".join(body)
-        if f is not None:
-            part = part.rstrip("\n") + "\n" + _marker(f)
-        if part.strip():
-            parts.append(part.rstrip())
-        fence = f
-    return parts
-
-
-def _cut_point(line: str, room: int) -> int:
-    room = max(1, room)
-    space = line.rfind(" ", room // 2, room)
-    return space + 1 if space > 0 else room
-
-
-def _fence_after(fence: str | None, line: str) -> str | None:
-    m = _FENCE.match(line)
-    if fence is None:
-        return line if m else None
-    if m:
-        marker = _marker(fence)
-        run = m.group(1)
-        if run[0] == marker[0] and len(run) >= len(marker) and not line.strip()[len(run) :].strip():
-            return None
-    return fence
-
-
-def _marker(opener: str) -> str:
-    m = _FENCE.match(opener)
-    return m.group(1) if m else "```"
-
-
-def _reopen(fence: str | None) -> str:
-    if fence is None:
-        return ""
-    marker = _marker(fence)
-    info = fence.strip()[len(marker) :].strip()[:40]
-    return marker + info + "\n"
-
-
-def _close_len(fence: str | None) -> int:
-    return 0 if fence is None else len(_marker(fence)) + 1
-
-
 def join_sources(answer: str, sources: Iterable[str]) -> str:
     lines = list(sources)
     return answer.rstrip() + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+# --- attachments -----------------------------------------------------------------------------------
+
+
+def kib(n: int) -> str:
+    return f"{n / 1024:,.0f} KiB" if n >= 1024 else f"{n} B"
+
+
+def attached_files_head(lang: str) -> str:
+    return pick(lang, "#### 📄 첨부 파일", "#### 📄 Attached files")
+
+
+def file_unreadable(lang: str) -> str:
+    return pick(lang, "- (읽을 수 없는 파일)", "- (a file I could not read)")
+
+
+def file_not_text(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}`: 텍스트(.txt)나 마크다운(.md) 파일만 기억할 수 있어 건너뛰었습니다.",
+        f"- `{name}`: skipped; I can only remember text (.txt) and Markdown (.md) files.",
+    )
+
+
+def file_too_large(lang: str, name: str, size: int, limit: int) -> str:
+    return pick(
+        lang,
+        f"- `{name}` ({kib(size)}): 너무 커서 저장하지 않았습니다. 최대 {kib(limit)}까지 "
+        "기억할 수 있습니다. 나누어 올리거나 핵심만 `remember`로 알려 주세요.",
+        f"- `{name}` ({kib(size)}): not saved, too large. The limit is {kib(limit)}; "
+        "split the file, or `remember` the key points.",
+    )
+
+
+def file_download_failed(lang: str, name: str) -> str:
+    return pick(lang, f"- `{name}`: 내려받지 못했습니다.", f"- `{name}`: could not be downloaded.")
+
+
+def file_not_utf8(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}`: UTF-8 텍스트가 아니어서 건너뛰었습니다.",
+        f"- `{name}`: skipped; not UTF-8 text.",
+    )
+
+
+def file_masked(lang: str, kinds: str) -> str:
+    return pick(lang, f"(민감정보 {kinds} 가림)", f"(masked: {kinds})")
+
+
+def file_empty(lang: str, name: str) -> str:
+    return pick(lang, f"- `{name}`: 빈 파일입니다.", f"- `{name}`: the file is empty.")
+
+
+def file_saved(lang: str, name: str, size: int, pieces: int, masked: str) -> str:
+    return pick(
+        lang,
+        f"- `{name}` ({kib(size)}): 메모리 {pieces}개로 나누어 저장했습니다.{masked}",
+        f"- `{name}` ({kib(size)}): saved as {pieces} {plural(pieces)}.{masked}",
+    )
