@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mchat_bot.doors.websocket import message_from_posted
 from mchat_bot.mattermost.events import Event, Posted
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import MattermostError, RestClient
@@ -146,7 +147,7 @@ async def test_gateway_delivers_posted_events(dev: Any) -> None:
             await dev.user_post("kim", qa, f"@ai hello {i}")
         got = await rec.posts(3)
         assert [p.post.message for p in got] == [f"@ai hello {i}" for i in range(3)]
-        msg = got[0].to_message()
+        msg = message_from_posted(got[0])
         assert (msg.user_name, msg.channel_type, msg.channel_id, msg.from_bot) == ("kim", "O", qa, False)
         assert gw.stats.fresh_hellos == 1 and rec.gaps == []
 
@@ -215,5 +216,5 @@ async def test_dm_post_maps_to_direct_message(dev: Any) -> None:
     async with gateway(dev, rec):
         await dev.user_post("kim", dm, "안녕 봇")
         (p,) = await rec.posts(1)
-        msg = p.to_message()
+        msg = message_from_posted(p)
         assert (msg.channel_type, msg.team_id, msg.user_name, msg.channel_id) == ("D", "", "kim", dm)
