@@ -8,9 +8,9 @@ import sys
 
 CODE = """
 import contextlib, os, sys
-from mchat_bot import cli
+from mchat_bot.cli.main import main
 with contextlib.suppress(SystemExit), contextlib.redirect_stdout(open(os.devnull, "w")):
-    cli.main(["run", "--help"])  # builds the whole parser, which imports numpy
+    main(["run", "--help"])  # builds the whole parser, which imports numpy
 import numpy
 numpy.ones((64, 64)) @ numpy.ones((64, 64))
 print("numpy" in sys.modules, len(os.listdir("/proc/self/task")))
