@@ -9,8 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mchat_bot.cli.demo import http_port, replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.daemon import (
+    http_port,
+    replies_to,
+    start_daemon,
+    stop_daemon,
+    wait_ready,
+    write_config,
+)
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.pipeline.message import IncomingMessage
 
