@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,18 @@ class DaemonProcess:
         post = await self.dev.user_post(user, channel_id, text, root_id=root_id)
         replies = await self.replies_to(post, timeout=timeout)
         return post, "".join(r["message"] for r in replies)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    dev: DevServer, llm: FakeLLM, folder: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[DaemonProcess]:
+    """A started, ready daemon; stopped afterwards, and it must exit cleanly (code 0)."""
+    daemon = DaemonProcess(dev, llm, folder, env)
+    await daemon.start()
+    yield daemon
+    code = await daemon.stop()
+    assert code == 0, daemon.log_tail()
 
 
 def message_in_qa(post: dict[str, Any], dev: DevServer) -> IncomingMessage:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from mchat_bot.doors.websocket import message_from_posted
-from mchat_bot.mattermost.events import Event, Posted
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import MattermostError, RestClient
+from tests.support.recorder import Recorder
 
 devserver = pytest.importorskip("mchat_bot.devserver")
 DevServer = devserver.DevServer
@@ -33,29 +33,6 @@ async def dev() -> AsyncIterator[Any]:
 def rest(dev: Any, **kw: Any) -> RestClient:
     kw.setdefault("backoff_factor", 0.05)
     return RestClient(dev.url, dev.seed.bot.token, **kw)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.gaps: list[int] = []
-        self.gap_seen = asyncio.Event()
-
-    async def on_event(self, ev: Event) -> None:
-        await self.events.put(ev)
-
-    async def on_gap(self, since_ms: int) -> None:
-        self.gaps.append(since_ms)
-        self.gap_seen.set()
-
-    async def posts(self, n: int, within: float = 10.0) -> list[Posted]:
-        out: list[Posted] = []
-        async with asyncio.timeout(within):
-            while len(out) < n:
-                ev = await self.events.get()
-                if isinstance(ev, Posted):
-                    out.append(ev)
-        return out
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:

@@ -19,8 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from mchat_bot.mattermost.events import Event, Hello, Posted
+from mchat_bot.mattermost.events import Hello
 from mchat_bot.mattermost.gateway import Gateway
+from tests.support.recorder import Recorder
 
 TOKEN = "bot-token"
 CH = "c" * 26
@@ -129,26 +130,6 @@ async def fake() -> AsyncIterator[FakeMM]:
         port = next(iter(server.sockets)).getsockname()[1]
         mm.url = f"http://127.0.0.1:{port}"
         yield mm
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.gaps: list[int] = []
-        self.gap_seen = asyncio.Event()
-
-    async def on_event(self, ev: Event) -> None:
-        await self.events.put(ev)
-
-    async def on_gap(self, since_ms: int) -> None:
-        self.gaps.append(since_ms)
-        self.gap_seen.set()
-
-    async def next_post(self, within: float = 5.0) -> Posted:
-        while True:
-            ev = await asyncio.wait_for(self.events.get(), within)
-            if isinstance(ev, Posted):
-                return ev
 
 
 @contextlib.asynccontextmanager

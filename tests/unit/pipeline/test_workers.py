@@ -18,6 +18,7 @@ from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.workers import ReplySender, WorkerPool
 from mchat_bot.storage import Storage
+from tests.support.factories import message
 
 
 class HttpError(Exception):
@@ -60,18 +61,7 @@ class Poster:
 
 
 def msg(post_id: str, *, root: str = "", at: int = 0, text: str = "@ai hello") -> IncomingMessage:
-    return IncomingMessage(
-        post_id=post_id,
-        channel_id="c1",
-        channel_type="O",
-        channel_name="town-square",
-        team_id="t1",
-        user_id="u1",
-        user_name="kim",
-        message=text,
-        root_id=root,
-        create_at=at,
-    )
+    return message(text, post_id=post_id, root=root, at=at, name="kim", channel_name="town-square")
 
 
 async def until(cond: Callable[[], Any], within: float = 5.0) -> None:
