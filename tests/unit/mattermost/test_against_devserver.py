@@ -13,7 +13,7 @@ import pytest
 from mchat_bot.doors.websocket import message_from_posted
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import MattermostError, RestClient
-from tests.support.recorder import Recorder
+from tests.support.gateway import Recorder, running_gateway
 
 devserver = pytest.importorskip("mchat_bot.devserver")
 DevServer = devserver.DevServer
@@ -45,15 +45,8 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> Non
 async def gateway(dev: Any, rec: Recorder, **kw: Any) -> AsyncIterator[Gateway]:
     kw.setdefault("initial_backoff", 0.1)
     kw.setdefault("max_backoff", 0.5)
-    gw = Gateway(dev.url, dev.seed.bot.token, rec.on_event, rec.on_gap, **kw)
-    task = asyncio.create_task(gw.run())
-    try:
-        await asyncio.wait_for(gw.authenticated.wait(), 5)
+    async with running_gateway(dev.url, dev.seed.bot.token, rec.on_event, rec.on_gap, **kw) as gw:
         yield gw
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_rest_endpoints_round_trip(dev: Any) -> None:

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from mchat_bot.mattermost.events import Hello
 from mchat_bot.mattermost.gateway import Gateway
-from tests.support.recorder import Recorder
+from tests.support.gateway import Recorder, running_gateway
 
 TOKEN = "bot-token"
 CH = "c" * 26
@@ -136,15 +136,8 @@ async def fake() -> AsyncIterator[FakeMM]:
 async def running(fake: FakeMM, rec: Recorder, **kw: Any) -> AsyncIterator[Gateway]:
     kw.setdefault("initial_backoff", 0.05)
     kw.setdefault("max_backoff", 0.2)
-    gw = Gateway(fake.url, TOKEN, rec.on_event, rec.on_gap, **kw)
-    task = asyncio.create_task(gw.run())
-    try:
-        await asyncio.wait_for(gw.authenticated.wait(), 5)
+    async with running_gateway(fake.url, TOKEN, rec.on_event, rec.on_gap, **kw) as gw:
         yield gw
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:

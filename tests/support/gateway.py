@@ -1,10 +1,14 @@
-"""What a Gateway hands its owner, recorded: the events in order and the gaps it reports."""
+"""A Gateway under test: running it until the block ends, and recording what it hands its owner."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from mchat_bot.mattermost.events import Event, Posted
+from mchat_bot.mattermost.gateway import Gateway
 
 
 class Recorder:
@@ -38,3 +42,27 @@ class Recorder:
                 if isinstance(ev, Posted):
                     out.append(ev)
         return out
+
+
+async def _no_gap(since_ms: int) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    url: str,
+    token: str,
+    on_event: Callable[[Event], Awaitable[None]],
+    on_gap: Callable[[int], Awaitable[None]] = _no_gap,
+    **kw: Any,
+) -> AsyncIterator[Gateway]:
+    """A Gateway reading in its own task, authenticated before the block starts, cancelled after it."""
+    gw = Gateway(url, token, on_event, on_gap, **kw)
+    task = asyncio.create_task(gw.run())
+    try:
+        await asyncio.wait_for(gw.authenticated.wait(), 5)
+        yield gw
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
