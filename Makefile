@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 bench-memory: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/memory_quality.py
 	$(BIN)/python bench/memory_latency.py
 

@@ -22,10 +22,11 @@ from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.llm import LLM
 from mchat_bot.mattermost.gateway import Gateway
-from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.mattermost.rest import RestClient, RestHooks
 from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.observe import health, metrics
+from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audit import Audit, AuditTrail
 from mchat_bot.pipeline.extras import UserExtras
 from mchat_bot.pipeline.handlers import Handlers
@@ -70,6 +71,7 @@ class Daemon:
 
     async def run(self) -> int:
         s = self.settings
+        quiet_loop_errors(asyncio.get_running_loop())
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
         storage = await Storage(s.storage.path).open()
         readiness = health.Readiness()  # issue 7: /readyz asks the parts as they are built
@@ -79,6 +81,7 @@ class Daemon:
             s.mattermost.token.get(),
             timeout=s.mattermost.request_timeout,
             rate_per_sec=s.mattermost.rate_per_sec,
+            hooks=RestHooks(on_wait=metrics.observe_wait),
         )
         store: MemoryStore | None = None
         pool: WorkerPool | None = None
@@ -148,15 +151,16 @@ class Daemon:
             log.info("http_listening", host=doors.server.host, port=doors.server.port)
             supervisor.start("workers", pool.run)
             supervisor.start("gateway", gateway.run)
+            supervisor.start("catch-up", intake.run_catch_up)
             supervisor.start("ux", ux.run)  # issue 7: auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
+            supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)
             await self._serve(supervisor)
             log.info("stopping", grace_s=s.bot.shutdown_grace)
-            await supervisor.stop(["gateway", "http"])  # stop intake first
-            await intake.close()
+            await supervisor.stop(["gateway", "http", "catch-up"])  # stop intake first
             await pool.stop(s.bot.shutdown_grace)
             await supervisor.stop()
             for task in self._background:

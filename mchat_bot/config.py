@@ -7,7 +7,9 @@ secrets are wrapped so that no repr, log line or traceback ever shows them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import math
 import os
 import tomllib
 import types
@@ -85,6 +87,7 @@ class MemorySettings:
 @dataclass(slots=True)
 class StorageSettings:
     path: Path = Path("data/mchat_bot.sqlite3")
+    retention_days: int = 7  # finished inbox items (ids only) are kept this long for dedupe
 
 
 @dataclass(slots=True)
@@ -92,7 +95,12 @@ class HTTPSettings:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""  # how Mattermost reaches this daemon, for register-commands
     allow_from: list[str] = field(default_factory=list)  # CIDRs allowed to call the webhook endpoints
+    allow_from_metrics: list[str] = field(
+        default_factory=list
+    )  # /metrics, /openapi.json, health (else allow_from)
     max_body_bytes: int = 65536
+    header_timeout: float = 10.0  # seconds a request head may take before the connection is closed
+    max_connections: int = 512  # connections at once; past it every request is a 503
 
 
 @dataclass(slots=True)
@@ -322,24 +330,8 @@ def _validate(settings: Settings) -> None:
     for alias in mm.aliases:
         if not alias.startswith("@") or len(alias) < 2 or any(c.isspace() for c in alias):
             raise ConfigError(f"mattermost.aliases: each alias is '@word', got {alias!r}")
-    positive = {
-        "mattermost.request_timeout": mm.request_timeout,
-        "mattermost.rate_per_sec": mm.rate_per_sec,
-        "mattermost.ws_ping_interval": mm.ws_ping_interval,
-        "mattermost.ws_silence_timeout": mm.ws_silence_timeout,
-        "mattermost.ws_max_backoff": mm.ws_max_backoff,
-        "llm.timeout": settings.llm.timeout,
-        "bot.workers": settings.bot.workers,
-        "bot.max_attempts": settings.bot.max_attempts,
-        "memory.top_k": settings.memory.top_k,
-        "audit.retention_days": settings.audit.retention_days,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    _validate_numbers(settings)
     _validate_ux(settings)
-    if settings.bot.shutdown_grace < 0:
-        raise ConfigError(f"bot.shutdown_grace: must be 0 or more, got {settings.bot.shutdown_grace}")
     if settings.memory.sensitive not in ("mask", "refuse"):
         raise ConfigError(f"memory.sensitive: 'mask' or 'refuse', got {settings.memory.sensitive!r}")
     if settings.llm.client not in ("auto", "litellm"):
@@ -349,24 +341,71 @@ def _validate(settings: Settings) -> None:
     host, sep, port = settings.http.listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"http.listen: expected host:port, got {settings.http.listen!r}")
+    for cidr in [*settings.http.allow_from, *settings.http.allow_from_metrics]:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            key = "http.allow_from" if cidr in settings.http.allow_from else "http.allow_from_metrics"
+            raise ConfigError(f"{key}: not an address or CIDR (e.g. 10.0.0.0/8): {cidr!r:.60}") from None
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ConfigError(f"memory.url: expected http(s)://host:port, got {settings.memory.url!r}")
 
 
+# The range of every numeric setting: (lowest, whether the lowest itself is allowed, highest or None).
+# A number not listed here must be finite and 0 or more; every number must be finite (nan and inf are
+# refused everywhere, and `nan <= 0` is false, so a plain comparison would let them through).
+_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "mattermost.request_timeout": (0, False, 600),
+    "mattermost.rate_per_sec": (0, False, None),
+    "mattermost.ws_ping_interval": (0, False, 3600),
+    "mattermost.ws_silence_timeout": (0, False, 3600),
+    "mattermost.ws_max_backoff": (0, False, 3600),
+    "llm.timeout": (0, False, 3600),
+    "memory.top_k": (1, True, 100),
+    "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),
+    "http.header_timeout": (0, False, 300),
+    "http.max_connections": (1, True, 100_000),
+    "webhooks.response_budget": (0, False, 30),
+    "bot.workers": (1, True, 1024),
+    "bot.shutdown_grace": (0, True, 3600),
+    "bot.max_attempts": (1, True, 100),
+    "audit.retention_days": (1, True, 36500),
+    "storage.retention_days": (1, True, 36500),
+    "ux.typing_interval": (0, False, 3600),
+    "ux.feedback_delay": (0, True, 3600),
+    "ux.stream_edit_interval": (0, False, 3600),
+    "ux.stream_first_post_after": (0, True, 3600),
+    "ux.attachment_max_bytes": (1, True, 64 * 1024 * 1024),
+    "ux.attachment_chunk_chars": (100, True, 100_000),
+}
+
+
+def _numbers(settings: Settings) -> typing.Iterator[tuple[str, float]]:
+    """Every int and float setting by its dotted key (booleans are not numbers here)."""
+    for section in dataclasses.fields(settings):
+        section_obj = getattr(settings, section.name)
+        for f in dataclasses.fields(section_obj):
+            value = getattr(section_obj, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                yield f"{section.name}.{f.name}", value
+
+
+def _validate_numbers(settings: Settings) -> None:
+    for key, value in _numbers(settings):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+        low, inclusive, high = _RANGES.get(key, (0, True, None))
+        if value < low or (value == low and not inclusive):
+            bound = "at least" if inclusive else "greater than"
+            raise ConfigError(f"{key}: must be {bound} {low:g}, got {value:g}")
+        if high is not None and value > high:
+            raise ConfigError(f"{key}: must be at most {high:g}, got {value:g}")
+
+
 def _validate_ux(settings: Settings) -> None:
-    """[ux] and mattermost.auto_join (issue 7, user half)."""
-    ux = settings.ux
-    for key in ("typing_interval", "stream_edit_interval", "attachment_max_bytes", "attachment_chunk_chars"):
-        if getattr(ux, key) <= 0:
-            raise ConfigError(f"ux.{key}: must be greater than 0, got {getattr(ux, key)}")
-    if ux.stream_first_post_after < 0:
-        raise ConfigError(f"ux.stream_first_post_after: must be 0 or more, got {ux.stream_first_post_after}")
-    if not ux.feedback_delay >= 0:  # also refuses nan
-        raise ConfigError(f"ux.feedback_delay: must be 0 or more, got {ux.feedback_delay}")
-    if ux.attachment_chunk_chars < 100:
-        raise ConfigError(f"ux.attachment_chunk_chars: at least 100, got {ux.attachment_chunk_chars}")
+    """mattermost.auto_join entries are team/channel names."""
     for name in settings.mattermost.auto_join:
         team, sep, channel = name.partition("/")
         if not sep or not team or not channel or "/" in channel or any(c.isspace() for c in name):

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from mchat_bot.net.retry import RetryPolicy, is_transient
 from mchat_bot.observe import metrics
 
 log = structlog.get_logger(__name__)
@@ -90,15 +91,14 @@ def _name_of(exc: BaseException) -> str:
     return exc.name if isinstance(exc, _TransportError) else type(exc).__name__
 
 
+_RETRYABLE_NAMES = frozenset({"APIConnectionError", "ServiceUnavailableError", "InternalServerError"})
+
+
 def _retryable(exc: BaseException) -> bool:
-    status = _status_of(exc)
-    if status is not None:
-        return status == 429 or 500 <= status <= 599
-    return _name_of(exc) in {
-        "APIConnectionError",
-        "ServiceUnavailableError",
-        "InternalServerError",
-    } or isinstance(exc, (ConnectionError, OSError))
+    """The shared predicate, plus litellm's connection errors that carry no status."""
+    if _status_of(exc) is None and _name_of(exc) in _RETRYABLE_NAMES:
+        return True
+    return is_transient(exc)
 
 
 def _describe(exc: BaseException) -> str:
@@ -137,6 +137,9 @@ class LLM:
         self.timeout = timeout
         self.max_tries = max(1, max_tries)
         self.retry_base = retry_base
+        self.policy = RetryPolicy(
+            first_delay=retry_base, max_delay=8 * retry_base, tries=self.max_tries, retryable=_retryable
+        )
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.direct = client == "auto" and model.startswith(_DIRECT_PREFIX)
@@ -276,6 +279,7 @@ class LLM:
             kwargs = self._request(messages)
 
         last = "no attempt"
+        delays = self.policy.delays()
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
             try:
@@ -294,13 +298,13 @@ class LLM:
                     metrics.observe_llm_error(self.model, "timeout", final=True)
                     log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
                     raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
-                final = not _retryable(exc) or attempt == self.max_tries
+                final = self.policy.gives_up(exc, attempt)
                 metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", final)
                 if final:
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last)
                     raise LLMError(f"LLM call failed: {last}") from exc
-                wait = self.retry_base * (2 ** (attempt - 1))
-                log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=wait)
+                wait = self.policy.wait_after(exc, delays)
+                log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=round(wait, 3))
                 await asyncio.sleep(wait)
                 continue
             seconds = time.monotonic() - started
@@ -335,6 +339,7 @@ class LLM:
             litellm = await self._module()
             kwargs = self._request(messages) | {"stream": True}
         last = "no attempt"
+        delays = self.policy.delays()
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
             pieces: list[str] = []
@@ -366,13 +371,20 @@ class LLM:
                 raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
             except Exception as exc:
                 last = _describe(exc)
-                if pieces or not _retryable(exc) or attempt == self.max_tries or "Timeout" in last:
+                if pieces or self.policy.gives_up(exc, attempt) or "Timeout" in last:
                     metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", True)
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last, stream=True)
                     raise LLMError(f"LLM call failed: {last}") from exc
                 metrics.observe_llm_error(self.model, "retryable", final=False)
-                wait = self.retry_base * (2 ** (attempt - 1))
-                log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=wait, stream=True)
+                wait = self.policy.wait_after(exc, delays)
+                log.info(
+                    "llm.retry",
+                    model=self.model,
+                    attempt=attempt,
+                    error=last,
+                    wait=round(wait, 3),
+                    stream=True,
+                )
                 await asyncio.sleep(wait)
                 continue
             finally:

@@ -117,8 +117,8 @@ _EMAIL = re.compile(
 _CARD = re.compile(
     _L
     + r"(?:\d{13,19}"
-    + r"|\d{4}([ -])\d{4}\1\d{4}\1\d{1,7}"  # 4-4-4-4 (and 13-19 digit variants)
-    + r"|\d{4}([ -])\d{6}\2\d{4,5}"  # Amex 4-6-5, Diners 4-6-4
+    + r"|\d{4}([ .-])\d{4}\1\d{4}\1\d{1,7}"  # 4-4-4-4 (and 13-19 digit variants), dotted too
+    + r"|\d{4}([ .-])\d{6}\2\d{4,5}"  # Amex 4-6-5, Diners 4-6-4
     + r")"
     + _R
 )
@@ -161,6 +161,11 @@ _API_CONTEXT = re.compile(
     r"|(?<![A-Za-z0-9])(?:api[_\- ]?key|apikey|access[_\- ]?token|refresh[_\- ]?token|auth[_\- ]?token"
     r"|secret[_\- ]?key|client[_\- ]?secret|private[_\- ]?key|token|secret|토큰|api\s?키|시크릿)"
     r"[\"']?(?:\s*[:=]|\s+is|은|는|이)\s*[\"'`]?(?P<assign>[A-Za-z0-9._~+/\-]{8,}=*)"
+    # a key-shaped value right after the word, with no ':' or '=' ("aws secret wJalrXUt..."): longer,
+    # so that "the token expired" or "secret sauce" stay words
+    r"|(?<![A-Za-z0-9])(?:api[_\- ]?key|apikey|access[_\- ]?token|secret[_\- ]?(?:access[_\- ]?)?key"
+    r"|client[_\- ]?secret|private[_\- ]?key|token|secret|토큰|api\s?키|시크릿)"
+    r"\s+[\"'`]?(?P<spaced>[A-Za-z0-9_~+/\-]{16,}=*)"
     # a Mattermost-style 26-character token shortly after the word token
     r"|(?:token|토큰)[^\n]{0,30}?(?<![A-Za-z0-9])(?P<mm>(?-i:[a-z0-9]{26}))(?![A-Za-z0-9])"
     r")"
@@ -256,7 +261,7 @@ def _api_key(text: str) -> Iterator[Finding]:
     for m in _API_SHAPES.finditer(text):
         yield Finding("api_key", m.start(), m.end())
     for m in _API_CONTEXT.finditer(text):
-        for g in ("bearer", "assign", "mm"):
+        for g in ("bearer", "assign", "spaced", "mm"):
             if m.group(g) is not None:
                 value = m.group(g)
                 # a token mixes letters and digits: "token: expired", "bearer instrument" are words
@@ -274,9 +279,33 @@ _QUICK = re.compile(
 )
 
 
+# Full-width forms (０１０, －, ．, the ideographic space) and the other dashes that IMEs and word
+# processors produce are read as their ASCII twins. Each maps one character to one, so a finding's
+# span in the folded text is its span in the original.
+_FOLD = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {
+    0x3000: 0x20,  # ideographic space
+    0x00A0: 0x20,  # no-break space
+    0x2010: 0x2D,  # hyphen
+    0x2011: 0x2D,  # non-breaking hyphen
+    0x2012: 0x2D,  # figure dash
+    0x2013: 0x2D,  # en dash
+    0x2014: 0x2D,  # em dash
+    0x2212: 0x2D,  # minus sign
+    0xFE63: 0x2D,  # small hyphen-minus
+}
+
+
+def fold_width(text: str) -> str:
+    """``text`` with full-width ASCII and dash variants as plain ASCII, the same length."""
+    return text.translate(_FOLD) if not text.isascii() else text
+
+
 def find_sensitive(text: str) -> list[Finding]:
-    """Non-overlapping findings, in text order."""
-    if not text or not _QUICK.search(text):
+    """Non-overlapping findings, in text order (spans index the original text)."""
+    if not text:
+        return []
+    text = fold_width(text)
+    if not _QUICK.search(text):
         return []
     candidates = [f for finder in _FINDERS for f in finder(text)]
     candidates.sort(key=lambda f: (_RANK[f.kind], f.start - f.end, f.start))

@@ -134,7 +134,8 @@ class Storage:
         self._db.row_factory = aiosqlite.Row
         try:
             await self._db.executescript(  # one hop; the reasons are in the module docstring
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                # secure_delete: a blanked or deleted row is overwritten on disk, not left in free pages
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=ON;"
                 f" PRAGMA busy_timeout={int(self._busy_timeout_ms)}; PRAGMA foreign_keys=ON;"
             )
             await self._migrate()
@@ -218,6 +219,11 @@ class Storage:
         """The first row, for queries of one row (a key lookup, an aggregate): one hop."""
         rows = await self.db.execute_fetchall(sql, params)
         return next(iter(rows), None)
+
+    async def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database and empty it (``wal_checkpoint(TRUNCATE)``):
+        old page images, e.g. of a row since blanked, are gone from disk after this."""
+        await self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def get_kv(self, key: str, default: str | None = None) -> str | None:
         row = await self.fetchone("SELECT value FROM kv WHERE key = ?", (key,))

@@ -1,7 +1,8 @@
 """Supervised background tasks and the systemd notify protocol.
 
-A part that crashes is restarted with jittered exponential backoff instead of taking the daemon
-down; a part that returns normally is finished. Cancellation always wins, so shutdown is prompt.
+A part that crashes is restarted after a delay from the one retry policy (full jitter, capped)
+instead of taking the daemon down, again and again: a part never dies for good. A part that returns
+normally is finished. Cancellation always wins, so shutdown is prompt.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import backoff
 import structlog
+
+from mchat_bot.net.retry import Backoff, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +35,8 @@ class PartState:
 class Supervisor:
     """Runs each part in its own task and restarts it when it crashes."""
 
-    def __init__(self, *, max_backoff: float = 30.0) -> None:
-        self._max_backoff = max_backoff
+    def __init__(self, *, max_backoff: float = 30.0, policy: RetryPolicy | None = None) -> None:
+        self.policy = policy or RetryPolicy(first_delay=0.5, max_delay=max_backoff, tries=None)
         self.parts: dict[str, PartState] = {}
 
     def start(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
@@ -43,8 +45,7 @@ class Supervisor:
         self.parts[name] = state
 
     async def _keep(self, state: PartState, factory: Callable[[], Awaitable[None]]) -> None:
-        delays = backoff.full_jitter  # applied to each expo value below
-        expo = backoff.expo(base=2, factor=0.5, max_value=self._max_backoff)
+        delays: Backoff = self.policy.backoff()
         while True:
             started = time.monotonic()
             state.running = True
@@ -58,10 +59,14 @@ class Supervisor:
                 state.restarts += 1
                 state.last_error = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() - started > HEALTHY_RUN_S:
-                    expo = backoff.expo(base=2, factor=0.5, max_value=self._max_backoff)
-                delay = delays(next(expo))
+                    delays.reset()
+                delay = delays.next()
                 log.error(
-                    "part_crashed", part=state.name, error=state.last_error, restart_in_s=round(delay, 2)
+                    "part_crashed",
+                    part=state.name,
+                    error=state.last_error[:300],
+                    restarts=state.restarts,
+                    restart_in_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
                 continue

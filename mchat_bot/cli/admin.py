@@ -125,11 +125,26 @@ async def register_commands(settings: Settings, team_name: str, token: str) -> i
         except MattermostUnavailable as exc:
             print(f"mchat-bot: Mattermost unreachable: {exc}")
             return 1
+    await bind_slash_tokens(settings, tokens, str(team["id"]))
     quoted = ", ".join(f'"{t}"' for t in tokens)
     print("\nPut the tokens into the settings, e.g.:")
     print(f"  [webhooks]\n  slash_tokens = [{quoted}]")
     print(f"  or MCHAT_WEBHOOKS_SLASH_TOKENS={','.join(tokens)}")
     return 0
+
+
+async def bind_slash_tokens(settings: Settings, tokens: list[str], team_id: str) -> None:
+    """Record the team each token was registered in: the daemon refuses the token for any other
+    team's channel (a token is a secret that team's admins can read, not a key to every team)."""
+    import hashlib
+
+    from mchat_bot.doors.web.webhooks import SLASH_TEAM_KEY
+    from mchat_bot.storage import Storage
+
+    async with Storage(settings.storage.path) as storage:
+        for token in tokens:
+            if token:
+                await storage.set_kv(SLASH_TEAM_KEY + hashlib.sha256(token.encode()).hexdigest(), team_id)
 
 
 # --- channels / users -------------------------------------------------------------------------

@@ -8,11 +8,12 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
+import aiohttp
 import websockets
 
 from mchat_bot.config import Settings
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
+from mchat_bot.net.http import LazySession, timeouts
 
 CHECK_TIMEOUT_S = 10.0
 
@@ -88,13 +89,18 @@ async def _memory(settings: Settings) -> str:
     if not settings.memory.url:
         return await _writable(settings.memory.path, "memory store")
     headers = {"api-key": settings.memory.api_key.get()} if settings.memory.api_key else {}
+    session = LazySession(settings.memory.url, timeout=timeouts(5.0), headers=headers)
     try:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            resp = await client.get(settings.memory.url.rstrip("/") + "/collections", headers=headers)
-    except httpx.HTTPError as exc:
+        async with session.get().get(
+            settings.memory.url.rstrip("/") + "/collections", proxy=session.proxy, allow_redirects=False
+        ) as resp:
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise Finding(f"cannot reach the Qdrant server at {settings.memory.url}: {exc}") from None
-    if resp.status_code != 200:
-        raise Finding(f"the Qdrant server answered {resp.status_code}")
+    finally:
+        await session.aclose()
+    if status != 200:
+        raise Finding(f"the Qdrant server answered {status}")
     return f"Qdrant server at {settings.memory.url} answers"
 
 

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     for name in _SINGLE_THREADED_MATH:  # before numpy is first imported (the parser's commands do)
         os.environ.setdefault(name, "1")
+    # What mchat-bot writes (the SQLite state and its WAL, the memory store, exports) is the bot's
+    # alone: 0600 files and 0700 folders, as the unit's UMask=0077 gives, also when run by hand.
+    os.umask(0o077)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devserver"]:
         return _cmd_devserver(argv[1:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class Faults:
         self._ratio_statuses: tuple[int, ...] = (429, 500, 502, 503)
         self._rng = random.Random(seed)
         self._drop_task: asyncio.Task[None] | None = None
+        self._outage_until = 0.0
 
     # ---- sockets
     def drop_sockets(self) -> int:
@@ -108,7 +110,20 @@ class Faults:
         self._rl.gcra = Gcra(per_sec, burst) if enabled else None
         self._rl.vary_by_user = vary_by_user
 
+    def rest_outage(self, seconds: float) -> None:
+        """For ``seconds``, every REST call (not the WebSocket) answers 503 as a booting server's proxy
+        does: a plain-text body, no AppError."""
+        self._outage_until = time.monotonic() + max(0.0, seconds)
+
+    def outage_response(self, request: web.Request) -> web.Response | None:
+        if time.monotonic() >= self._outage_until or not request.path.startswith("/api/v4/"):
+            return None
+        if request.path.rstrip("/").endswith("/websocket"):
+            return None
+        return web.Response(status=503, text="503 Service Unavailable\n", content_type="text/plain")
+
     def reset(self) -> None:
+        self.rest_outage(0)
         self.drop_every(None)
         self.freeze_sockets(False)
         self.fail_posts(0)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import httpx
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -34,6 +34,11 @@ INTEGRATION_TIMEOUT = 30.0  # OutgoingIntegrationRequestsTimeout default
 MAX_RESPONSE_BYTES = 1 << 20
 RESPONSE_URL_TTL = 30 * 60.0
 RESPONSE_URL_USES = 5
+
+
+def _client() -> aiohttp.ClientSession:
+    """A session for one integration request, as the server's own HTTP client would make it."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=INTEGRATION_TIMEOUT), trust_env=False)
 
 
 class _Hook:
@@ -282,13 +287,18 @@ class Integrations:
         }
         self.deliveries.append(record)
         try:
-            async with httpx.AsyncClient(timeout=INTEGRATION_TIMEOUT) as client:
-                resp = await client.post(url, content=content, headers=headers)
+            async with (
+                _client() as client,
+                client.post(url, data=content, headers=headers, allow_redirects=False) as resp,
+            ):
+                body = await resp.read()
             record.update(
-                status=resp.status_code, body=resp.text[:2000], elapsed=time.time() - record["started"]
+                status=resp.status,
+                body=body.decode("utf-8", errors="replace")[:2000],
+                elapsed=time.time() - record["started"],
             )
-            raw = resp.content[:MAX_RESPONSE_BYTES]
-        except httpx.HTTPError as exc:
+            raw = body[:MAX_RESPONSE_BYTES]
+        except (aiohttp.ClientError, TimeoutError) as exc:
             record.update(status=0, error=type(exc).__name__)
             self.errors.append(f"outgoing webhook {hook.id}: {type(exc).__name__}")
             return
@@ -489,26 +499,33 @@ class Integrations:
         }
         headers = {"Accept": "application/json", "Authorization": f"Token {cmd.token}"}
         try:
-            async with httpx.AsyncClient(timeout=INTEGRATION_TIMEOUT) as client:
+            async with _client() as client:
                 if cmd.method == "G":
-                    resp = await client.get(cmd.url, params=fields, headers=headers)
+                    call = client.get(cmd.url, params=fields, headers=headers, allow_redirects=False)
                 else:
-                    resp = await client.post(
+                    call = client.post(
                         cmd.url,
-                        content=urlencode(fields).encode(),
+                        data=urlencode(fields).encode(),
                         headers=headers | {"Content-Type": "application/x-www-form-urlencoded"},
+                        allow_redirects=False,
                     )
-        except httpx.HTTPError as exc:
+                async with call as resp:
+                    status, content_type, content = (
+                        resp.status,
+                        resp.headers.get("content-type", ""),
+                        await resp.read(),
+                    )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise AppError(
                 500, "api.command.execute_command.failed.app_error", f"Command '{trigger}' failed: {exc}"
             ) from None
-        if resp.status_code != 200:
+        if status != 200:
             raise AppError(
                 500,
                 "api.command.execute_command.failed_resp.app_error",
-                f"Command with a trigger of '{trigger}' returned response {resp.status_code}.",
+                f"Command with a trigger of '{trigger}' returned response {status}.",
             )
-        response = _command_response(resp.headers.get("content-type", ""), resp.content)
+        response = _command_response(content_type, content)
         await self._apply_response(response, me, channel, root_id, cmd)
         return json_response(response)
 

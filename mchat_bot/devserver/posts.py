@@ -72,7 +72,13 @@ class PostService:
         p = self.store.posts.get(post_id)
         if p is not None and not p["delete_at"]:
             ch = self.store.channels.get(p["channel_id"])
-            if ch is None or user.id not in ch.members:
+            # api4/post.go getPost: a member may read it; so may any team member when the channel
+            # is public (read_public_channel)
+            team = self.store.teams.get(ch.team_id) if ch is not None else None
+            public_to_team = (
+                ch is not None and ch.type == "O" and team is not None and user.id in team.members
+            )
+            if ch is None or not (user.id in ch.members or user.is_admin or public_to_team):
                 raise forbidden()
         return self.live_post(post_id)
 

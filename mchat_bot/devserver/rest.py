@@ -146,6 +146,7 @@ class RestApi:
             r.post("/api/v4/channels/group", self.create_group),
             r.get("/api/v4/channels/{channel_id}", self.get_channel),
             r.get("/api/v4/channels/{channel_id}/members", self.channel_members),
+            r.get("/api/v4/channels/{channel_id}/members/{user_id}", self.channel_member),
             r.post("/api/v4/channels/{channel_id}/members", self.add_channel_member),
             r.get("/api/v4/channels/{channel_id}/posts", self.channel_posts),
             r.post("/api/v4/posts", self.create_post),
@@ -235,6 +236,22 @@ class RestApi:
         me = self.user(request)
         c = self.readable_channel(me, request.match_info["channel_id"])
         return json_response([c.member_json(u) for u in c.members])
+
+    async def channel_member(self, request: web.Request) -> web.Response:
+        """One membership (api4/channel.go getChannelMember): the caller needs read_channel (403), and a
+        user who is not a member is a 404 ``app.channel.get_member.missing.app_error``."""
+        me = self.user(request)
+        user_id = request.match_info["user_id"]
+        if not is_valid_id(user_id):
+            raise invalid_url_param("user_id")
+        c = self.readable_channel(me, request.match_info["channel_id"])
+        if user_id not in c.members:
+            raise AppError(
+                404,
+                "app.channel.get_member.missing.app_error",
+                "No channel member found for that user ID and channel ID.",
+            )
+        return json_response(c.member_json(user_id))
 
     async def add_channel_member(self, request: web.Request) -> web.Response:
         me = self.user(request)

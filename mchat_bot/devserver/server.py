@@ -204,6 +204,9 @@ class DevServer:
     @web.middleware
     async def _ratelimit_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id(request)
+        down = self.faults.outage_response(request)
+        if down is not None:
+            return down
         rl = self.ratelimit
         if rl.enabled and rl.gcra is not None and request.path.startswith(("/api/v4/", "/hooks/")):
             key = request.remote or ""

@@ -191,6 +191,12 @@ class Socket:
                     return
 
 
+def _went_away(conn: Conn) -> None:
+    """The server notices the socket is gone: the connection may be resumed from now on."""
+    conn.active = False
+    conn.last_activity = time.monotonic()
+
+
 class WsEndpoint:
     """aiohttp handler for /api/v4/websocket."""
 
@@ -243,9 +249,15 @@ class WsEndpoint:
                 sock.writer.cancel()
             self.state.sockets.discard(sock)
             if sock.conn is not None:
-                sock.conn.active = False
-                sock.conn.last_activity = time.monotonic()
                 sock.conn.on_overflow = None
+                if sock.held:
+                    # Half-open: the server never heard the client go, so its connection stays
+                    # active until the read deadline passes (last pong + pong_wait). A resume before
+                    # then fails and gets a fresh connection id and hello (gotcha 18).
+                    deadline = sock.last_pong + self.state.config.pong_wait - time.monotonic()
+                    asyncio.get_running_loop().call_later(max(0.0, deadline), _went_away, sock.conn)
+                else:
+                    _went_away(sock.conn)
             if not ws.closed and sock.transport is not None:
                 sock.transport.abort()
         return ws

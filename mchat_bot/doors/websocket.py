@@ -3,7 +3,9 @@
 The gateway's reader calls `on_event` for every event in order; this only parses, routes and
 enqueues, so the socket is never held up by a slow reply. When the gateway reports a gap (a
 fresh `hello` after a lost connection, or missing `seq`), and once after a restart, the posts
-since the last event seen are read over REST and go through the same route and dedupe.
+since the last event seen are read over REST and go through the same route and dedupe. The
+catch-up is a supervised part of its own (:meth:`Intake.run_catch_up`): a pass that fails is
+tried again with the one retry policy until it succeeds, so a gap is never given up.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import backoff
 import structlog
 
 from mchat_bot.mattermost.events import ChannelType, Post, Posted, parse_channel_type
 from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
@@ -29,8 +31,7 @@ CURSOR_KEY = "ws_cursor_ms"
 CURSOR_FLUSH_S = 1.0
 CATCH_UP_MARGIN_MS = 2_000  # clock skew and posts in flight around the gap; the inbox dedupes
 SINCE_CAP = 1000  # the server's hard cap on a `since` answer
-CATCH_UP_TRIES = 20  # about ten minutes of retries with the delays below
-CATCH_UP_MAX_DELAY_S = 60.0
+CATCH_UP_POLICY = RetryPolicy(first_delay=0.5, max_delay=60.0, tries=None)  # until it succeeds
 MAX_PAGES = 200  # 40,000 posts in one channel during one gap: beyond that, give up on that channel
 
 
@@ -43,6 +44,7 @@ class Intake:
         bot: BotIdentity,
         *,
         wake: Callable[[], None] = lambda: None,
+        policy: RetryPolicy = CATCH_UP_POLICY,
     ) -> None:
         self._rest = rest
         self._inbox = inbox
@@ -56,7 +58,9 @@ class Intake:
         self.ignored = 0
         self._gap_since: int | None = None  # the earliest gap not yet being read
         self._reading_since: int | None = None  # the gap the running pass is reading
-        self._catch_up_task: asyncio.Task[None] | None = None
+        self._gap_reported = asyncio.Event()
+        self.policy = policy
+        self.catch_up_failures = 0
 
     async def on_event(self, event: object) -> None:
         if not isinstance(event, Posted):
@@ -126,44 +130,48 @@ class Intake:
         await self.on_gap(int(stored))
 
     async def on_gap(self, since_ms: int | None = None) -> None:
-        """Events may have been missed since `since_ms`: catch up over REST, in the background.
+        """Events may have been missed since `since_ms`: note the gap for :meth:`run_catch_up`.
 
-        It runs beside the socket reader (which must keep reading, or the server drops us once
-        256 events are queued), and it is retried until it succeeds: a gap that failed to be read
-        would otherwise be lost for good, since the next resume reports no gap.
+        The reading happens beside the socket reader (which must keep reading, or the server drops
+        us once 256 events are queued). Gaps reported while a pass runs are merged into the next one:
+        the running pass may already have read past the channels where their posts are.
         """
         since = (since_ms if since_ms is not None else self._cursor_ms) - CATCH_UP_MARGIN_MS
         if since <= 0:
             return
         self._gap_since = since if self._gap_since is None else min(self._gap_since, since)
-        if self._catch_up_task is None or self._catch_up_task.done():
-            self._catch_up_task = asyncio.create_task(self._catch_up_until_done(), name="catch-up")
+        self._gap_reported.set()
 
-    async def _catch_up_until_done(self) -> None:
-        """Read gaps until none is left. A gap reported while a pass runs gets a pass of its own:
-        the running pass may already have read past the channels where its posts are."""
-        delays = backoff.expo(base=2, factor=0.5, max_value=CATCH_UP_MAX_DELAY_S)
-        failures = 0
-        while self._gap_since is not None:
-            since, self._gap_since = self._gap_since, None
-            self._reading_since = since
-            try:
-                await self._catch_up(since)
-            except Exception as exc:
-                # Put the gap back (merged with any newer one) and try again after a pause.
-                self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
-                failures += 1
-                if failures >= CATCH_UP_TRIES:
-                    log.error("catch_up_abandoned", since_ms=self._gap_since, tries=failures)
-                    self._gap_since = None
-                    return
-                delay = backoff.full_jitter(next(delays))
-                log.warning(
-                    "catch_up_failed", attempt=failures, retry_in_s=round(delay, 2), error=str(exc)[:300]
-                )
-                await asyncio.sleep(delay)
-            finally:
-                self._reading_since = None
+    async def run_catch_up(self) -> None:
+        """For the supervisor: read every gap reported, each pass retried with the policy until it
+        succeeds (a gap given up would be lost for good: the next resume reports no gap)."""
+        delays = self.policy.backoff()
+        if self._gap_since is not None:  # restarted by the supervisor with a gap still to read
+            self._gap_reported.set()
+        while True:
+            await self._gap_reported.wait()
+            self._gap_reported.clear()
+            while self._gap_since is not None:
+                since, self._gap_since = self._gap_since, None
+                self._reading_since = since
+                try:
+                    await self._catch_up(since)
+                except Exception as exc:
+                    # Put the gap back (merged with any newer one) and try again after a pause.
+                    self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
+                    self.catch_up_failures += 1
+                    delay = delays.next(exc)
+                    log.warning(
+                        "catch_up_failed",
+                        attempt=delays.failures,
+                        retry_in_s=round(delay, 2),
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    delays.reset()
+                finally:
+                    self._reading_since = None
 
     async def _catch_up(self, since: int) -> None:
         """Read every channel's new posts since `since` and feed them to `accept`; raise if a
@@ -187,12 +195,6 @@ class Intake:
         log.info("caught_up", since_ms=since, channels=len(channels), accepted=found, failed=failed)
         if failed:
             raise RuntimeError(f"{failed} channel(s) could not be read")
-
-    async def close(self) -> None:
-        """Stop a catch-up in progress (shutdown); what it had not read is read after the restart."""
-        if self._catch_up_task is not None:
-            self._catch_up_task.cancel()
-            await asyncio.gather(self._catch_up_task, return_exceptions=True)
 
     async def _posts_since(self, channel_id: str, since: int) -> list[Post]:
         """New roots and replies created after `since`, oldest first; edits and deletions skipped."""

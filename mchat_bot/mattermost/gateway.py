@@ -14,17 +14,17 @@ import enum
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import backoff
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from mchat_bot.mattermost.events import ActionReply, Event, FrameError, Hello, Posted, parse_frame
+from mchat_bot.net.retry import RetryPolicy
 
 __all__ = ["Decision", "Gateway", "GatewaySession", "GatewayStats", "websocket_url"]
 
@@ -109,14 +109,6 @@ def websocket_url(ws_url_or_base_url: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def _jittered_backoff(initial: float, cap: float) -> Generator[float, None, None]:
-    """Full-jitter exponential delays from the ``backoff`` package: uniform(0, min(cap, initial*2^n))."""
-    gen = backoff.expo(base=2, factor=initial, max_value=cap)
-    next(gen)  # backoff's generators yield None first (priming for .send())
-    for value in gen:
-        yield backoff.full_jitter(value)
-
-
 OnEvent = Callable[[Event], Awaitable[None]]
 OnGap = Callable[[int], Awaitable[None]]
 
@@ -157,6 +149,7 @@ class Gateway:
         self.max_backoff = max_backoff
         self.open_timeout = open_timeout
         self.initial_backoff = initial_backoff
+        self.policy = RetryPolicy(first_delay=initial_backoff, max_delay=max_backoff, tries=None)
         self.session = GatewaySession()
         self.stats = GatewayStats()
         self.authenticated = asyncio.Event()
@@ -179,7 +172,7 @@ class Gateway:
 
     async def run(self) -> None:
         """Connect, read and reconnect forever; only cancellation ends it."""
-        delays = _jittered_backoff(self.initial_backoff, self.max_backoff)
+        delays = self.policy.backoff()
         failed_resumes = 0
         while True:
             query = self.session.connect_query()
@@ -198,7 +191,7 @@ class Gateway:
                 self._ws = None
             if healthy:
                 failed_resumes = 0
-                delays = _jittered_backoff(self.initial_backoff, self.max_backoff)
+                delays.reset()
             elif query and self.stats.connects > opened_before:
                 # Upgraded but never authenticated: bad id/seq closes the socket at once (3.7).
                 # (A refused or rate-limited upgrade says nothing about the resume, so it doesn't count.)
@@ -207,7 +200,7 @@ class Gateway:
                     log.warning("gateway.resume_abandoned", connection_id=query["connection_id"])
                     self.session.forget_resume()
                     failed_resumes = 0
-            delay = next(delays)
+            delay = delays.next()
             log.info("gateway.reconnecting", delay=round(delay, 3))
             await asyncio.sleep(delay)
 

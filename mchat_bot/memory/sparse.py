@@ -72,7 +72,12 @@ def _get_kiwi() -> Any:
     if _kiwi is None:
         with _kiwi_lock:
             if _kiwi is None:
-                from kiwipiepy import Kiwi
+                try:
+                    from kiwipiepy import Kiwi
+                except ImportError:  # an extra: ~480 MB of model that no default path needs
+                    raise RuntimeError(
+                        "the 'kiwi' keyword tokenizer needs kiwipiepy: pip install 'mchat-bot[bench]'"
+                    ) from None
 
                 _kiwi = Kiwi(num_workers=-1)  # -1: no worker threads (faster for one short text)
     return _kiwi

@@ -55,16 +55,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSPORT_ERRORS)
 
 
-def server_wait(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait, from ``Retry-After`` (seconds or an HTTP date) or
-    Mattermost's ``X-RateLimit-Reset`` (seconds until the bucket refills); None when it said nothing.
-    ``headers`` must look names up case-insensitively (aiohttp's and httpx's both do)."""
+def server_wait(
+    headers: Mapping[str, str], *, rate_limited: bool = True, now: float | None = None
+) -> float | None:
+    """Seconds the server asked us to wait, from ``Retry-After`` (seconds or an HTTP date) or, for a
+    rate-limited answer, Mattermost's ``X-RateLimit-Reset`` (seconds until the bucket refills); None
+    when it said nothing. ``headers`` must look names up case-insensitively (aiohttp's and httpx's
+    both do)."""
     value = headers.get("retry-after")
     if value is not None:
         seconds = _seconds(value, now)
         if seconds is not None:
             return seconds
-    value = headers.get("x-ratelimit-reset")
+    value = headers.get("x-ratelimit-reset") if rate_limited else None
     if value is not None:
         return _seconds(value, None)
     return None

@@ -9,9 +9,11 @@ passwords and token shapes, as ``[REDACTED:<kind>]``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
@@ -125,3 +127,41 @@ def _add_logger_name(_logger: Any, _name: str, event: MutableMapping[str, Any]) 
 def _add_service(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event.setdefault("service", "mchat-bot")
     return event
+
+
+class QuietCounter:
+    """Counts a repeated event and lets one log line through per ``every`` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.count = 0
+        self._next = 0.0
+
+    def due(self) -> int:
+        """0 while quiet; else how many events the line stands for (then the count restarts)."""
+        self.count += 1
+        now = time.monotonic()
+        if now < self._next:
+            return 0
+        self._next = now + self.every
+        n, self.count = self.count, 0
+        return n
+
+
+def quiet_loop_errors(loop: asyncio.AbstractEventLoop, *, every: float = 10.0) -> None:
+    """The loop's own error reports (e.g. "socket.accept() out of system resource", repeated for
+    every refused accept) become one log line per kind per ``every`` seconds, with a count."""
+    counters: dict[str, QuietCounter] = {}
+    logger = structlog.get_logger("asyncio")
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "unhandled error in the event loop")
+        counter = counters.setdefault(message[:120], QuietCounter(every))
+        n = counter.due()
+        if n:
+            exc = context.get("exception")
+            logger.error(
+                "loop.error", message=message[:300], count=n, error=type(exc).__name__ if exc else None
+            )
+
+    loop.set_exception_handler(handler)

@@ -58,13 +58,7 @@ class UserExtras:
         s, ux = settings, settings.ux
         # One try and short timeouts for what may be skipped (feedback) or must see a 429 (streaming
         # edits); the same token bucket as the reply client, so together they stay under the limit.
-        self.quick = RestClient(
-            s.mattermost.url,
-            s.mattermost.token.get(),
-            timeout=min(5.0, s.mattermost.request_timeout),
-            max_tries=1,
-        )
-        self.quick.limiter = rest.limiter
+        self.quick = rest.variant(tries=1, timeout=min(5.0, s.mattermost.request_timeout))
         self.feedback = Feedback(
             self.quick,
             bot.user_id,

@@ -1,8 +1,12 @@
 """The durable inbox: at least once in (deduped by post id), exactly once out (sent-log).
 
 States: ``pending`` -> ``claimed`` -> ``done`` | ``failed``; ``retry_later`` and ``recover`` put an
-item back to ``pending``. Done items stay (until :meth:`Inbox.prune`) so a replayed or caught-up
-post is still recognised as a duplicate. A thread (channel + root) has at most one claimed item and
+item back to ``pending``. Done items stay (until :meth:`Inbox.prune`, run hourly by
+:meth:`Inbox.prune_loop`) so a replayed or caught-up post is still recognised as a duplicate, but
+their text does not: the user's words (which may hold a phone number or a password the user did not
+ask to keep) and the saved reply are kept only until the item is finished, then blanked.
+
+A thread (channel + root) has at most one claimed item and
 its items are handed out in ``create_at`` order, so answers in one thread never overtake each other.
 """
 
@@ -37,6 +41,8 @@ def thread_key(msg: IncomingMessage) -> str:
 
 
 _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_at)"
+# What a finished item keeps: its ids and times for dedupe, never the words or the answer.
+_SCRUB = "payload = json_set(payload, '$.message', ''), reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
 # One statement: pick the due items (the oldest pending post of each thread that has no claimed
@@ -143,9 +149,9 @@ class Inbox:
         self.changed.set()
 
     async def ack(self, post_id: str) -> None:
-        """The reply is posted: done for good."""
+        """The reply is posted: done for good, and the text is no longer kept."""
         await self._set_state(
-            post_id, "UPDATE inbox SET state = 'done', updated_at = ? WHERE post_id = ?", ()
+            post_id, f"UPDATE inbox SET state = 'done', {_SCRUB}, updated_at = ? WHERE post_id = ?", ()
         )
 
     async def save_reply(self, post_id: str, text: str) -> None:
@@ -168,8 +174,8 @@ class Inbox:
         """Give up on an item (it stays for dedupe and inspection)."""
         await self._set_state(
             post_id,
-            "UPDATE inbox SET state = 'failed', attempts = attempts + 1, last_error = ?, updated_at = ?"
-            " WHERE post_id = ?",
+            f"UPDATE inbox SET state = 'failed', attempts = attempts + 1, last_error = ?, {_SCRUB},"
+            " updated_at = ? WHERE post_id = ?",
             (error[:2000],),
         )
 
@@ -223,6 +229,17 @@ class Inbox:
                 "DELETE FROM inbox WHERE state IN ('done', 'failed') AND updated_at < ?", (cutoff,)
             )
             return int(cur.rowcount)
+
+    async def prune_loop(self, retention_days: float, every: float = 3600.0) -> None:
+        """For the supervisor, hourly: forget finished items older than ``retention_days``, and fold
+        the write-ahead log into the database, so that the frames written while an item's words were
+        still kept do not outlive it on disk."""
+        while True:
+            pruned = await self.prune(retention_days * 86400.0)
+            if pruned:
+                log.info("inbox.pruned", items=pruned, retention_days=retention_days)
+            await self.storage.checkpoint()
+            await asyncio.sleep(every)
 
     async def record_sent(self, source_post_id: str, part: int, reply_post_id: str) -> None:
         """A part is posted; committed when this returns (one statement, one hop)."""

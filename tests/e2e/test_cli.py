@@ -50,6 +50,22 @@ def run_cli(
         ("[mattermost]\ntoken = 'abc'\n", {}, "mattermost.url"),
         (GOOD, {"MCHAT_MATTERMOST_TOKEN": "t0ken-value", "MCHAT_BOT_WORKERS": "many"}, "bot.workers"),
         (GOOD + "\n[nonsense]\n", {"MCHAT_MATTERMOST_TOKEN": "t0ken-value"}, "[nonsense]"),
+        (
+            GOOD + "\n[http]\nallow_from = ['not-a-cidr']\n",
+            {"MCHAT_MATTERMOST_TOKEN": "t0ken-value"},
+            "http.allow_from",
+        ),
+        (GOOD + "\n[llm]\ntimeout = nan\n", {"MCHAT_MATTERMOST_TOKEN": "t0ken-value"}, "llm.timeout"),
+        (
+            GOOD + "\n[http]\nmax_body_bytes = -1\n",
+            {"MCHAT_MATTERMOST_TOKEN": "t0ken-value"},
+            "http.max_body_bytes",
+        ),
+        (
+            GOOD,
+            {"MCHAT_MATTERMOST_TOKEN": "t0ken-value", "MCHAT_WEBHOOKS_RESPONSE_BUDGET": "inf"},
+            "webhooks.response_budget",
+        ),
     ],
 )
 def test_settings_errors_exit_2_and_name_the_key(

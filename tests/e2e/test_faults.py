@@ -8,6 +8,7 @@ zero is a lost message and two is a duplicate.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -146,6 +147,28 @@ async def test_server_restart_loses_replay_and_rest_catch_up_fills_the_gap(
     assert await bot.stop() == 0
 
 
+async def test_a_restart_without_replay_and_a_rest_outage_lose_no_mention(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The server restarts (its replay buffer gone) and its REST API answers 503 for 6 s while it
+    boots: the catch-up's first reads fail, and it must keep trying until every mention posted in
+    the gap is answered, once each."""
+    bot = DaemonProcess(dev, llm, tmp_path, FAST)
+    await bot.start()
+    dev.faults.freeze_sockets(True)  # the socket hears nothing while the posts are made
+    posts = await post_mentions(dev, count(10, 100), tag=uuid.uuid4().hex[:4])
+    dev.faults.rest_outage(6.0)
+    await dev.restart(lose_replay=True)
+    dev.faults.freeze_sockets(False)
+    started = time.monotonic()
+    await wait_all_answered(bot, posts, timeout=45)
+    assert time.monotonic() - started >= 5.0, "answered before REST was back: the outage did not bite"
+    assert_exactly_once(bot, posts)
+    log = bot.log_tail(500_000)
+    assert '"catch_up_failed"' in log and "Task exception was never retrieved" not in log
+    assert await bot.stop() == 0
+
+
 async def test_half_open_socket_is_noticed_by_the_watchdog(
     dev: DevServer, llm: FakeLLM, tmp_path: Path
 ) -> None:
@@ -163,6 +186,19 @@ async def test_half_open_socket_is_noticed_by_the_watchdog(
     # connection (the old one still looks alive to the server), so the REST catch-up brings it.
     await bot.replies_to(post, timeout=silence + 30)
     assert time.monotonic() - frozen_at < silence + 5.0
+
+    def events() -> list[str]:
+        lines = bot.log_tail(500_000).splitlines()
+        return [json.loads(line).get("event", "") for line in lines if line.startswith("{")]
+
+    for _ in range(50):  # the pass logs once it has read every channel, after the reply may be out
+        if "caught_up" in events():
+            break
+        await asyncio.sleep(0.1)
+    seen = events()
+    assert "gateway.silent_socket" in seen and "gateway.gap" in seen
+    assert "gateway.resumed" not in seen, "the server still counts the old connection: no resume"
+    assert "caught_up" in seen, "the REST resync ran"
     assert await bot.stop() == 0
 
 

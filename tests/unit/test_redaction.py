@@ -339,3 +339,48 @@ def test_log_lines_mask_personal_data_and_tokens(log_stream: io.StringIO) -> Non
     assert event["items"][1] == "v1.2.3 at 10.0.0.1:8065"  # ordinary values stay readable
     assert event["token"] == "[REDACTED]"
     assert event["event"] == "user.said"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("주민번호 900101－1234567 입니다", "rrn", "900101－1234567"),  # full-width hyphen
+        ("주민번호 ９００１０１－１２３４５６７", "rrn", "９００１０１－１２３４５６７"),  # all full-width
+        ("전화 ０１０-1234-5678 로 주세요", "phone", "０１０-1234-5678"),  # full-width digits
+        ("phone 010–1234–5678 please", "phone", "010–1234–5678"),  # en dashes from a word processor
+        ("card 4111.1111.1111.1111 expires", "card", "4111.1111.1111.1111"),  # dotted groups
+        ("card 4111 1111 1111 1111 expires", "card", "4111 1111 1111 1111"),  # spaced groups
+        (
+            "aws secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "api_key",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        (
+            "secret access key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "api_key",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("토큰 abcd1234efgh5678ijkl 입니다", "api_key", "abcd1234efgh5678ijkl"),
+    ],
+)
+def test_masking_variants_that_ime_and_copy_paste_produce(text: str, kind: str, value: str) -> None:
+    result = redact(text)
+    assert [f.kind for f in result.findings] == [kind]
+    assert value not in result.text
+    assert f"[REDACTED:{kind}]" in result.text
+    finding = result.findings[0]
+    assert text[finding.start : finding.end] == value  # the span indexes the original text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the token expired yesterday",
+        "our secret sauce is patience",
+        "version ４.２.０ released",
+        "room １２０４, floor ３",
+        "secret meeting at 10:30",
+    ],
+)
+def test_variants_leave_ordinary_text_alone(text: str) -> None:
+    assert redact(text).text == text

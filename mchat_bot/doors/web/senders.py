@@ -1,82 +1,84 @@
 """Posting through Mattermost's hook URLs: incoming webhooks and slash commands' ``response_url``.
 
-Both take a JSON body and answer ``ok``; both are retried on 429, 5xx and transport errors with
-full-jitter backoff (a 429 waits what the server says). A ``response_url`` allows five uses in
-30 minutes, so the caller passes how many tries it may spend. The URL carries the hook's secret,
-so it is never logged: logs name only the host.
+Both take a JSON body and answer ``ok``; both are retried on 429, 5xx and transport errors by the one
+retry policy (a 429 waits what the server says). A ``response_url`` allows five uses in 30 minutes,
+so the caller passes how many tries it may spend. The URL carries the hook's secret, so it is never
+logged: logs name only the host. Both go over the one session for the Mattermost server's hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
-import backoff
-import httpx
 import structlog
+
+from mchat_bot.net.http import LazySession, timeouts
+from mchat_bot.net.retry import TRANSPORT_ERRORS, HttpStatusError, RetryPolicy, server_wait
 
 log = structlog.get_logger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_SERVER_WAIT = 30.0
+HOOK_TIMEOUT = 10.0
+HOOK_POLICY = RetryPolicy(first_delay=0.5, max_delay=8.0, tries=4, max_server_wait=30.0)
 
 
-class HookError(Exception):
+class HookError(HttpStatusError):
     """The hook refused the post (a 4xx other than 429) or kept failing; ``status`` 0 = no answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
 
 
 def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _wait_of(resp: httpx.Response) -> float | None:
-    for name in ("retry-after", "x-ratelimit-reset"):
-        try:
-            return min(max(0.0, float(resp.headers[name])), MAX_SERVER_WAIT)
-        except (KeyError, ValueError):
-            continue
-    return None
+def hook_session(server_url: str) -> LazySession:
+    """The session for the server's hook URLs (incoming webhooks, response_url)."""
+    return LazySession(server_url, timeout=timeouts(HOOK_TIMEOUT), pool=20)
 
 
 async def post_hook(
-    client: httpx.AsyncClient,
+    session: LazySession,
     url: str,
     payload: dict[str, Any],
     *,
     max_tries: int = 4,
-    backoff_factor: float = 0.5,
-    max_backoff: float = 8.0,
+    policy: RetryPolicy = HOOK_POLICY,
 ) -> int:
     """POST ``payload`` as JSON to a hook URL; returns how many requests were sent (each one a "use")."""
-    delays = backoff.expo(base=2, factor=backoff_factor, max_value=max_backoff)
-    next(delays)
+    policy = policy.but(tries=max(1, max_tries))
+    delays = policy.delays()
+    body = json.dumps(payload, ensure_ascii=False).encode()
     sent = 0
-    for attempt in range(1, max(1, max_tries) + 1):
-        last = attempt >= max_tries
+    while True:
+        sent += 1
         try:
-            sent += 1
-            resp = await client.post(url, json=payload)
-        except httpx.TransportError as exc:
-            if last:
-                raise HookError(0, type(exc).__name__) from exc
-            delay = backoff.full_jitter(next(delays))
+            async with session.get().post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                allow_redirects=False,  # a redirect could lead anywhere: the target is the server's own
+                proxy=session.proxy,
+            ) as resp:
+                text = (await resp.read()).decode("utf-8", errors="replace")
+                if 200 <= resp.status < 300:
+                    return sent
+                wait = server_wait(resp.headers, rate_limited=resp.status == 429)
+                error = HookError(resp.status, text[:200], retry_after=wait)
+        except TRANSPORT_ERRORS as exc:
+            error = HookError(0, type(exc).__name__)
+            error.__cause__ = exc
+            if policy.gives_up(exc, sent):
+                raise error from exc
+            delay = policy.wait_after(exc, delays)
             log.warning("hook.retry", host=_host(url), error=type(exc).__name__, delay=round(delay, 2))
             await asyncio.sleep(delay)
             continue
-        if resp.is_success:
-            return sent
-        if resp.status_code not in RETRY_STATUSES or last:
-            raise HookError(resp.status_code, resp.text[:200])
-        waited = _wait_of(resp) if resp.status_code == 429 else None
-        delay = waited if waited is not None else backoff.full_jitter(next(delays))
-        log.warning("hook.retry", host=_host(url), status=resp.status_code, delay=round(delay, 2))
+        if policy.gives_up(error, sent):
+            raise error
+        delay = policy.wait_after(error, delays)
+        log.warning("hook.retry", host=_host(url), status=error.status, delay=round(delay, 2))
         await asyncio.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class IncomingWebhookSender:
@@ -84,14 +86,14 @@ class IncomingWebhookSender:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        session: LazySession,
         default_url: str = "",
         *,
         username: str = "",
         icon_url: str = "",
         max_tries: int = 4,
     ) -> None:
-        self.client = client
+        self.session = session
         self.default_url = default_url
         self.username = username
         self.icon_url = icon_url
@@ -122,5 +124,5 @@ class IncomingWebhookSender:
             payload["icon_url"] = self.icon_url
         if props:
             payload["props"] = props
-        await post_hook(self.client, target, payload, max_tries=self.max_tries)
+        await post_hook(self.session, target, payload, max_tries=self.max_tries)
         log.info("incoming_webhook.posted", host=_host(target), chars=len(text))

@@ -13,7 +13,6 @@ import contextlib
 import socket
 from collections.abc import Generator, Sequence
 
-import httpx
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
@@ -21,7 +20,9 @@ from fastapi.responses import JSONResponse
 
 from mchat_bot import __version__
 from mchat_bot.config import Settings
-from mchat_bot.doors.web.senders import IncomingWebhookSender
+from mchat_bot.doors.web.claims import ClaimChecker
+from mchat_bot.doors.web.guard import PathAllowlist, guarded_protocol, networks
+from mchat_bot.doors.web.senders import IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
 from mchat_bot.mattermost.rest import RestClient
@@ -32,8 +33,6 @@ from mchat_bot.pipeline.workers import ReplySender
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
-
-HOOK_TIMEOUT = 10.0
 
 
 def create_app(endpoints: WebhookEndpoints, routers: Sequence[object] = ()) -> FastAPI:
@@ -73,10 +72,21 @@ def split_listen(listen: str) -> tuple[str, int]:
 class HttpServer:
     """uvicorn on ``listen`` (host:port; port 0 picks a free one, see :attr:`port`)."""
 
-    def __init__(self, app: FastAPI, listen: str, *, grace: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        listen: str,
+        *,
+        grace: float = 10.0,
+        accept_from: Sequence[str] = (),
+        header_timeout: float = 10.0,
+        max_connections: int = 512,
+    ) -> None:
         self.app = app
         self.host, self.port = split_listen(listen)
         self.grace = grace
+        self.protocol = guarded_protocol(accept_from=networks(accept_from), header_timeout=header_timeout)
+        self.max_connections = max_connections
         self._sock: socket.socket | None = None
         self.server: uvicorn.Server | None = None
 
@@ -109,6 +119,9 @@ class HttpServer:
             proxy_headers=False,  # http.allow_from must see the real peer, not X-Forwarded-For
             server_header=False,
             timeout_graceful_shutdown=int(self.grace) or 1,
+            http=self.protocol,  # accept-time allowlist and the request-head deadline
+            limit_concurrency=self.max_connections,  # past it: 503 at once, never a queue of sockets
+            timeout_keep_alive=5,
         )
         server = _QuietServer(config)
         self.server = server
@@ -144,7 +157,7 @@ class WebDoors:
         sender: ReplySender,
     ) -> None:
         w = settings.webhooks
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(HOOK_TIMEOUT, connect=5.0))
+        self.client = hook_session(settings.mattermost.url)
         self.mappings = Mappings(storage)
         self.contexts = DoorContexts(storage)
         self.incoming = IncomingWebhookSender(
@@ -162,7 +175,9 @@ class WebDoors:
         self.endpoints = WebhookEndpoints(
             bot=bot,
             inbox=inbox,
-            rest=rest,
+            claims=ClaimChecker(rest),
+            storage=storage,
+            server_url=settings.mattermost.url,
             mappings=self.mappings,
             contexts=self.contexts,
             delivery=self.delivery,
@@ -175,8 +190,18 @@ class WebDoors:
             icon_url=w.icon_url,
         )
         self.enabled = bool(w.outgoing_tokens or w.slash_tokens)
+        h = settings.http
+        operators = h.allow_from_metrics or h.allow_from
+        app = create_app(self.endpoints)
+        app.add_middleware(PathAllowlist, webhooks=networks(h.allow_from), operators=networks(operators))
         self.server = HttpServer(
-            create_app(self.endpoints), settings.http.listen, grace=w.response_budget + 1
+            app,
+            h.listen,
+            grace=w.response_budget + 1,
+            # a connection must be wanted by one of the lists; an empty list lets everyone in
+            accept_from=[*h.allow_from, *operators] if h.allow_from and operators else (),
+            header_timeout=h.header_timeout,
+            max_connections=h.max_connections,
         )
         self.wrap_handle = self.delivery.wrap_handle
         self.send = self.delivery.send

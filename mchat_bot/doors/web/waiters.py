@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import structlog
 
 from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, post_hook
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable
+from mchat_bot.net.http import LazySession
 from mchat_bot.pipeline import replies
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
@@ -132,7 +132,7 @@ class DoorDelivery:
         mappings: Mappings,
         contexts: DoorContexts,
         incoming: IncomingWebhookSender,
-        client: httpx.AsyncClient,
+        client: LazySession,
         *,
         username: str = "",
         icon_url: str = "",

@@ -8,22 +8,23 @@ stored: allowlist (403), size (413), content type (415), token in constant time 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
+import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
+from mchat_bot.doors.web.guard import allowed, networks
 from mchat_bot.doors.web.waiters import (
     DOOR_OUTGOING,
     DOOR_SLASH,
@@ -32,18 +33,22 @@ from mchat_bot.doors.web.waiters import (
     wait_answer,
     working_on_it,
 )
-from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline import replies
+from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, route
+from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-POST_LOOKUP_TIMEOUT = 1.5  # seconds of the budget the outgoing door may spend reading the trigger post
+MAX_JSON_DEPTH = 16  # Mattermost's bodies are flat objects; deeper nesting is an attack or a bug
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+SLASH_TEAM_KEY = "slash_token_team:"  # + sha256(token): the team a slash token was registered in
 
 # slash trigger -> the command word put in front of the text ("" = a question or any command)
 SLASH_COMMANDS: dict[str, str] = {
@@ -144,15 +149,16 @@ def token_ok(given: str, allowed: Sequence[str]) -> bool:
     return found and bool(given)
 
 
-def parse_networks(cidrs: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """http.allow_from as networks; a bad entry raises ValueError naming it."""
-    nets = []
-    for cidr in cidrs:
-        try:
-            nets.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"http.allow_from: not a CIDR: {cidr!r}") from None
-    return nets
+def nesting(text: str) -> int:
+    """How deep the brackets of a JSON text nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def strip_trigger(text: str) -> str:
@@ -194,7 +200,9 @@ class WebhookEndpoints:
         *,
         bot: BotIdentity,
         inbox: Inbox,
-        rest: RestClient | None,
+        claims: ClaimChecker,
+        storage: Storage,
+        server_url: str,
         mappings: Mappings,
         contexts: DoorContexts,
         delivery: DoorDelivery,
@@ -208,7 +216,10 @@ class WebhookEndpoints:
     ) -> None:
         self.bot = bot
         self.inbox = inbox
-        self.rest = rest
+        self.claims = claims
+        self.storage = storage
+        self.server_url = server_url
+        self.audit = Audit(storage)
         self.mappings = mappings
         self.contexts = contexts
         self.delivery = delivery
@@ -216,7 +227,7 @@ class WebhookEndpoints:
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
         self.max_body_bytes = max_body_bytes
-        self.networks = parse_networks(allow_from)
+        self.networks = networks(allow_from)
         self.username = username
         self.icon_url = icon_url
 
@@ -247,14 +258,8 @@ class WebhookEndpoints:
     # --- request checks -------------------------------------------------------------------------
 
     def _check_client(self, request: Request) -> None:
-        if not self.networks:
-            return
-        host = request.client.host if request.client else ""
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
-            raise HTTPException(403, "caller address unknown; http.allow_from is set") from None
-        if not any(addr in net for net in self.networks):
+        host = request.client.host if request.client else None
+        if not allowed(host, self.networks):
             log.warning("http.forbidden", client=host, path=request.url.path)
             raise HTTPException(403, "caller not allowed (http.allow_from)")
 
@@ -276,6 +281,8 @@ class WebhookEndpoints:
         except UnicodeDecodeError:
             raise HTTPException(400, "body is not UTF-8") from None
         if media == JSON:
+            if nesting(text) > MAX_JSON_DEPTH:  # json.loads would recurse into a RecursionError
+                raise HTTPException(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
             try:
                 data = json.loads(text) if text.strip() else None
             except ValueError:
@@ -309,25 +316,38 @@ class WebhookEndpoints:
             log.warning("http.bad_token", door=DOOR_OUTGOING)
             raise HTTPException(401, "invalid or missing token")
         f = self._require(fields, ("channel_id", "user_id", "post_id", "text"))
+        claimed_at = _ms(f.get("timestamp", ""))  # a malformed body is a 400 before any lookup
         if f["user_id"] == self.bot.user_id or f.get("user_name", "") == self.bot.username:
             return _nothing()  # the bot's own post: never answer it (no loops)
-        root_id, skip = await self._look_up_post(f["post_id"])
-        if skip:
+        claims = await self._verified(
+            DOOR_OUTGOING,
+            f,
+            self.claims.outgoing(
+                channel_id=f["channel_id"],
+                user_id=f["user_id"],
+                post_id=f["post_id"],
+                team_id=f.get("team_id", ""),
+            ),
+        )
+        post = claims.post or {}
+        if _is_automatic(post):
             return _nothing()
-        if not await self.mappings.is_active(f["channel_id"]):
+        root_id = str(post.get("root_id") or "")
+        if not await self.mappings.is_active(claims.channel.id):
             return _nothing()
-        request_text = strip_trigger(f["text"])
+        # the post's own words, not the body's: a forged text must not be answered as the post's author
+        request_text = strip_trigger(str(post.get("message", f["text"])))
         msg = IncomingMessage(
             post_id=f["post_id"],
-            channel_id=f["channel_id"],
-            channel_type="O",  # outgoing webhooks fire only in public channels
-            channel_name=f.get("channel_name", ""),
-            team_id=f.get("team_id", ""),
-            user_id=f["user_id"],
-            user_name=f.get("user_name", ""),
+            channel_id=claims.channel.id,
+            channel_type=claims.channel.type,
+            channel_name=claims.channel.name,
+            team_id=claims.channel.team_id,
+            user_id=claims.user_id,
+            user_name=claims.user_name,
             message=f"@{self.bot.username} {request_text}".strip(),
             root_id=root_id,
-            create_at=_ms(f.get("timestamp", "")),
+            create_at=int(post.get("create_at") or claimed_at),
             door=DOOR_OUTGOING,
         )
         if isinstance(route(msg, self.bot), Ignore):
@@ -360,23 +380,43 @@ class WebhookEndpoints:
             body["icon_url"] = self.icon_url
         return body
 
-    async def _look_up_post(self, post_id: str) -> tuple[str, bool]:
-        """(root_id, skip): the payload has neither the thread nor the props, so read the post."""
-        if self.rest is None:
-            return "", False
+    async def _verified(
+        self, door: str, f: dict[str, str], check: Awaitable[VerifiedClaims]
+    ) -> VerifiedClaims:
+        """The claims as the server confirms them; a refusal is logged, audited and a 4xx (503 when
+        the server could not be asked), and nothing is read or written."""
         try:
-            async with asyncio.timeout(POST_LOOKUP_TIMEOUT):
-                post = await self.rest.get_post(post_id)
-        except Exception as exc:  # a channel the bot cannot read: assume a root post
-            log.info("http.post_lookup_failed", post_id=post_id, error=type(exc).__name__)
-            return "", False
-        props = post.get("props") or {}
-        skip = (
-            str(props.get("from_bot", "")).lower() == "true"
-            or str(props.get("from_webhook", "")).lower() == "true"
-            or str(post.get("type", "")).startswith("system_")
+            return await check
+        except ClaimRefused as exc:
+            log.warning(
+                "http.claim_refused",
+                door=door,
+                reason=exc.reason,
+                mchat_channel_id=f.get("channel_id", ""),
+                mchat_user_id=f.get("user_id", ""),
+            )
+            await self._audit_refusal(door, f, exc.reason)
+            raise HTTPException(exc.status, exc.detail) from None
+
+    async def _audit_refusal(self, door: str, f: dict[str, str], reason: str) -> None:
+        """A refused or forged request is kept in the audit log with what it claimed (ids only)."""
+        await self.audit.record(
+            AuditRow(
+                at=time.time(),
+                action=f"{door}.refused",
+                outcome="refused",
+                user_id=f.get("user_id", "")[:64],
+                channel_id=f.get("channel_id", "")[:64],
+                team_id=f.get("team_id", "")[:64],
+                post_id=f.get("post_id", "")[:64],
+                door=door,
+                detail=reason,
+            )
         )
-        return str(post.get("root_id") or ""), skip
+
+    def _own_hook_url(self, url: str) -> bool:
+        """Only the Mattermost server's own ``/hooks/...`` URLs are ever called (no SSRF)."""
+        return is_server_hook_url(url, self.server_url)
 
     # --- POST /mattermost/slash -----------------------------------------------------------------
 
@@ -403,34 +443,59 @@ class WebhookEndpoints:
             public, text = True, rest.strip()
         if name in ALWAYS_EPHEMERAL:
             public = False
-        if not await self.mappings.is_active(f["channel_id"]):
+        response_url = f.get("response_url", "")
+        if response_url and not self._own_hook_url(response_url):
+            log.warning(
+                "http.response_url_refused", door=DOOR_SLASH, host=urlsplit(response_url).netloc[:100]
+            )
+            await self._audit_refusal(DOOR_SLASH, f, "foreign_response_url")
+            raise HTTPException(400, "response_url must be a /hooks/ URL of the Mattermost server")
+        try:
+            claims = await self._verified(
+                DOOR_SLASH,
+                f,
+                self.claims.slash(
+                    channel_id=f["channel_id"], user_id=f["user_id"], team_id=f.get("team_id", "")
+                ),
+            )
+        except HTTPException as exc:
+            if exc.status_code == 403 and exc.detail.startswith("the bot cannot read"):
+                # a real command in a channel the bot is not in: tell the user what to do
+                return _slash(texts_add_the_bot(lang))
+            raise
+        bound = await self.storage.get_kv(SLASH_TEAM_KEY + hashlib.sha256(token.encode()).hexdigest())
+        if bound and bound != claims.channel.team_id:
+            await self._audit_refusal(DOOR_SLASH, f, "token_team_mismatch")
+            raise HTTPException(403, "this slash command token belongs to another team")
+        if not await self.mappings.is_active(claims.channel.id):
             return _slash(
                 _t(lang, "이 채널에서는 봇이 꺼져 있습니다.", "The bot is switched off in this channel.")
             )
         trigger = f.get("trigger_id", "")
         seed = trigger or uuid.uuid4().hex
         post_id = "slash-" + hashlib.sha256(seed.encode()).hexdigest()[:26]
+        if await self.inbox.state(post_id) is not None:
+            return _slash("")  # the same trigger_id twice: the first request answers, nothing changes
         request_text = f"{SLASH_COMMANDS[name]} {text}".strip()
-        channel_name = f.get("channel_name", "")
         msg = IncomingMessage(
             post_id=post_id,
-            channel_id=f["channel_id"],
-            channel_type="D" if "__" in channel_name else "O",
-            channel_name=channel_name,
-            team_id=f.get("team_id", ""),
-            user_id=f["user_id"],
-            user_name=f.get("user_name", ""),
+            channel_id=claims.channel.id,
+            channel_type=claims.channel.type,
+            channel_name=claims.channel.name,
+            team_id=claims.channel.team_id,
+            user_id=claims.user_id,
+            user_name=claims.user_name,
             message=f"@{self.bot.username} {request_text}".strip(),
             create_at=int(time.time() * 1000),
             door=DOOR_SLASH,
         )
         response_type = "in_channel" if public else "ephemeral"
-        await self.contexts.save(post_id, DOOR_SLASH, f.get("response_url", ""), response_type)
+        await self.contexts.save(post_id, DOOR_SLASH, response_url, response_type)
         waiters = self.delivery.waiters
         fut = waiters.register(post_id)
         if not await self.inbox.put(msg):
             waiters.discard(post_id)
-            return _slash("")  # the same trigger_id twice: the first request answers
+            return _slash("")  # a concurrent request with the same trigger_id won the race
         log.info("accepted", post_id=post_id, mchat_channel_id=msg.channel_id, door=msg.door, command=name)
         answer = await wait_answer(waiters, post_id, fut, self.budget - (time.monotonic() - started))
         if answer is None:
@@ -447,6 +512,46 @@ class WebhookEndpoints:
         if len(parts) > 1:
             body["extra_responses"] = [{"response_type": response_type, "text": p} for p in parts[1:]]
         return body
+
+
+def is_server_hook_url(url: str, server_url: str) -> bool:
+    """``url`` has the scheme, host and port of ``server_url`` and a ``/hooks/`` path."""
+    try:
+        got, own = urlsplit(url), urlsplit(server_url)
+        same_origin = got.scheme in _DEFAULT_PORTS and (got.scheme, got.hostname, _port(got)) == (
+            own.scheme,
+            own.hostname,
+            _port(own),
+        )
+    except ValueError:  # a port that is not a number
+        return False
+    base = own.path.rstrip("/")
+    return same_origin and got.path.startswith(base + "/hooks/") and not got.username and ".." not in got.path
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _port(parts: SplitResult) -> int | None:
+    return parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+def _is_automatic(post: dict[str, Any]) -> bool:
+    """A bot's, a webhook's or a system post: never answered (no loops)."""
+    props = post.get("props") or {}
+    return (
+        str(props.get("from_bot", "")).lower() == "true"
+        or str(props.get("from_webhook", "")).lower() == "true"
+        or str(post.get("type", "")).startswith("system_")
+    )
+
+
+def texts_add_the_bot(lang: str) -> str:
+    return _t(
+        lang,
+        "봇이 이 채널을 볼 수 없습니다. 채널에 봇을 초대한 뒤 다시 시도해 주세요 (`/invite @봇이름`).",
+        "The bot cannot see this channel. Invite it to the channel and try again (`/invite @botname`).",
+    )
 
 
 def _t(lang: str, ko: str, en: str) -> str:

@@ -90,6 +90,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "qdrant"
 
 
+def test_the_store_is_readable_by_its_owner_only(store: Path) -> None:
+    entries = [store, *store.rglob("*")]
+    assert len(entries) > 1
+    for entry in entries:
+        mode = entry.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{entry} is {oct(mode)}: others may read it"
+
+
 def test_list_with_selection_and_jsonl(store: Path) -> None:
     out = cli("list", "--path", str(store), "--team", "t1", "--jsonl")
     rows = [json.loads(line) for line in out.stdout.splitlines()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mchat_bot.mattermost.events import Hello, OtherEvent
-from mchat_bot.mattermost.gateway import Decision, GatewaySession, _jittered_backoff, websocket_url
+from mchat_bot.mattermost.gateway import Decision, GatewaySession, websocket_url
 
 
 def ev(seq: int) -> OtherEvent:
@@ -81,11 +81,3 @@ def test_websocket_url(given: str, expected: str) -> None:
 def test_websocket_url_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         websocket_url("ftp://x")
-
-
-def test_backoff_is_full_jitter_and_capped() -> None:
-    gen = _jittered_backoff(0.5, 4.0)
-    delays = [next(gen) for _ in range(200)]
-    assert all(0 <= d <= 4.0 for d in delays)
-    assert delays[0] <= 0.5
-    assert max(delays[10:]) > 2.0  # grows to the cap (with overwhelming probability)

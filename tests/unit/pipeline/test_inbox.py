@@ -236,3 +236,46 @@ async def test_a_one_statement_write_never_joins_a_transaction_that_rolls_back(s
         await task
     assert await storage.get_kv("a") is None
     assert await storage.get_kv("b") == "2"
+
+
+async def test_a_finished_item_keeps_its_ids_but_not_its_words(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    for post_id in ("p-done", "p-failed"):
+        await inbox.put(msg(post_id, text="@ai remember 전화 010-2345-6789"))
+    items = await inbox.claim(limit=2)
+    await inbox.save_reply("p-done", "저장됨: [REDACTED:phone]")
+    await inbox.ack("p-done")
+    await inbox.fail("p-failed", "403 forbidden")
+    assert {i.post_id for i in items} == {"p-done", "p-failed"}
+    for post_id in ("p-done", "p-failed"):
+        row = await storage.fetchone(
+            "SELECT payload, reply, last_error FROM inbox WHERE post_id = ?", (post_id,)
+        )
+        assert row is not None
+        assert "010-2345-6789" not in row[0] and row[1] is None
+    assert await inbox.put(msg("p-done")) is False  # still recognised as a duplicate
+
+
+async def test_the_prune_loop_forgets_old_items_and_empties_the_log(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    await inbox.put(msg("p-old"))
+    await inbox.claim()
+    await inbox.ack("p-old")
+    await storage.execute("UPDATE inbox SET updated_at = 0 WHERE post_id = 'p-old'")
+    task = asyncio.create_task(inbox.prune_loop(retention_days=1, every=3600))
+    try:
+        for _ in range(100):
+            if await inbox.state("p-old") is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await inbox.state("p-old") is None
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert _wal_size(storage.path) == 0
+
+
+def _wal_size(db_path: str) -> int:
+    wal = Path(db_path + "-wal")
+    return wal.stat().st_size if wal.exists() else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -15,10 +16,18 @@ import httpx
 import pytest
 from aiohttp import web
 
-from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender
+from mchat_bot.doors.web.claims import ClaimChecker
+from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.server import HttpServer, create_app
 from mchat_bot.doors.web.waiters import DoorContexts, DoorDelivery
-from mchat_bot.doors.web.webhooks import WebhookEndpoints, strip_trigger, token_ok
+from mchat_bot.doors.web.webhooks import (
+    SLASH_TEAM_KEY,
+    WebhookEndpoints,
+    is_server_hook_url,
+    strip_trigger,
+    token_ok,
+)
+from mchat_bot.mattermost.rest import MattermostError
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.router import BotIdentity
@@ -27,6 +36,34 @@ from mchat_bot.storage import Storage
 
 TOKEN = "outgoing-token-123"
 SLASH = "slash-token-456"
+
+
+class _Server:
+    """The chat server's answers to the doors' claim checks: public channel c1 (team t1) with member
+    u1, and u1's post p1 in it. Anything else is unknown, as a real server would answer."""
+
+    def __init__(self) -> None:
+        self.channels = {"c1": {"id": "c1", "type": "O", "team_id": "t1", "name": "qa", "display_name": "QA"}}
+        self.members = {("c1", "u1")}
+        self.posts = {"p1": {"id": "p1", "channel_id": "c1", "user_id": "u1", "root_id": "", "props": {}}}
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        if channel_id not in self.channels:
+            raise MattermostError(404, "app.channel.get.existing.app_error", "not found")
+        return self.channels[channel_id]
+
+    async def get_channel_member(self, channel_id: str, user_id: str) -> dict[str, Any]:
+        if (channel_id, user_id) not in self.members:
+            raise MattermostError(404, "app.channel.get_member.missing.app_error", "no member")
+        return {"channel_id": channel_id, "user_id": user_id}
+
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        return {"id": user_id, "username": {"u1": "kim"}.get(user_id, user_id)}
+
+    async def get_post(self, post_id: str) -> dict[str, Any]:
+        if post_id not in self.posts:
+            raise MattermostError(404, "app.post.get.app_error", "not found")
+        return self.posts[post_id]
 
 
 class _NoPost:
@@ -38,7 +75,7 @@ class _NoPost:
 async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEndpoints, Inbox]]:
     async with Storage(tmp_path / "db.sqlite3") as st:
         inbox = Inbox(st)
-        client = httpx.AsyncClient()
+        client = hook_session("http://127.0.0.1:1")
         mappings = Mappings(st)
         delivery = DoorDelivery(
             ReplySender(_NoPost(), inbox), mappings, DoorContexts(st), IncomingWebhookSender(client), client
@@ -46,7 +83,9 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
         endpoints = WebhookEndpoints(
             bot=BotIdentity("bot-id", "memorybot", ("@ai",)),
             inbox=inbox,
-            rest=None,
+            claims=ClaimChecker(_Server()),
+            storage=st,
+            server_url="http://127.0.0.1:8065",
             mappings=mappings,
             contexts=DoorContexts(st),
             delivery=delivery,
@@ -134,9 +173,10 @@ async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
     try:
-        async with httpx.AsyncClient() as c:
+        session = hook_session(f"http://127.0.0.1:{unused_tcp_port}")
+        try:
             sender = IncomingWebhookSender(
-                c, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", username="AI Memory Bot"
+                session, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", username="AI Memory Bot"
             )
             await sender.send("hello", channel="qa")
             assert len(seen) == 3 and seen[-1] == {
@@ -148,6 +188,8 @@ async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int)
             with pytest.raises(HookError) as err:
                 await sender.send("bad")
             assert err.value.status == 400
+        finally:
+            await session.aclose()
     finally:
         await runner.cleanup()
 
@@ -188,3 +230,36 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 240)
         text = out.decode(errors="replace")
         assert proc.returncode == 0, text[-4000:]
+
+
+def test_only_the_servers_own_hook_urls_are_called() -> None:
+    own = "https://mchat.example.com"
+    assert is_server_hook_url("https://mchat.example.com/hooks/commands/abc", own)
+    assert is_server_hook_url("https://mchat.example.com:443/hooks/abc", own)  # the default port said
+    for url in (
+        "http://mchat.example.com/hooks/commands/abc",  # another scheme
+        "https://mchat.example.com:8443/hooks/abc",  # another port
+        "https://evil.example.com/hooks/abc",
+        "https://mchat.example.com.evil.example/hooks/abc",
+        "https://user@mchat.example.com/hooks/abc",
+        "https://mchat.example.com/api/v4/users/me",  # not a hook
+        "https://mchat.example.com/hooks/../api/v4/users",
+        "https://mchat.example.com:x/hooks/abc",
+        "",
+    ):
+        assert not is_server_hook_url(url, own), url
+
+
+async def test_a_slash_token_is_refused_outside_the_team_it_was_registered_in(tmp_path: Path) -> None:
+    async with serve(tmp_path) as (url, endpoints, _):
+        key = SLASH_TEAM_KEY + hashlib.sha256(SLASH.encode()).hexdigest()
+        await endpoints.storage.set_kv(key, "t-other")
+        body = {"token": SLASH, "channel_id": "c1", "user_id": "u1", "command": "/search", "text": "x"}
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.post(f"{url}/mattermost/slash", data=body)
+            assert r.status_code == 403 and "another team" in r.json()["detail"]
+            await endpoints.storage.set_kv(key, "t1")
+            r = await c.post(f"{url}/mattermost/slash", data=body | {"trigger_id": "t-ok"})
+            assert r.status_code == 200
+        rows = await endpoints.audit.query(since=0, action="slash.refused")
+        assert [row.detail for row in rows] == ["token_team_mismatch"]

@@ -1,0 +1,99 @@
+"""Settings validation: every number finite and in range, every CIDR parsed, all at load time."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mchat_bot.config import ConfigError, Settings, load_settings
+
+BASE = ""
+ENV = {"MCHAT_MATTERMOST_TOKEN": "t0ken", "MCHAT_MATTERMOST_URL": "http://127.0.0.1:1"}
+
+
+def _load(tmp_path: Path, extra: str, env: dict[str, str] | None = None) -> Settings:
+    config = tmp_path / "config.toml"
+    config.write_text(BASE + extra)
+    return load_settings(config, env=ENV | (env or {}))
+
+
+def _numeric_keys() -> list[tuple[str, str, type]]:
+    """(section, key, type) of every int and float setting, read off the Settings dataclasses."""
+    out = []
+    settings = Settings()
+    for section in dataclasses.fields(settings):
+        obj = getattr(settings, section.name)
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out.append((section.name, f.name, type(value)))
+    return out
+
+
+NUMERIC = _numeric_keys()
+
+
+def test_the_defaults_pass(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").bot.workers == 4
+
+
+@pytest.mark.parametrize(("section", "key", "kind"), NUMERIC, ids=[f"{s}.{k}" for s, k, _ in NUMERIC])
+def test_a_negative_number_is_refused_naming_the_key(
+    tmp_path: Path, section: str, key: str, kind: type
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: must be"):
+        _load(tmp_path, f"[{section}]\n{key} = -1\n")
+
+
+@pytest.mark.parametrize("literal", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [(s, k) for s, k, kind in NUMERIC if kind is float],
+    ids=[f"{s}.{k}" for s, k, kind in NUMERIC if kind is float],
+)
+def test_nan_and_inf_are_refused(tmp_path: Path, section: str, key: str, literal: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: must be a finite number"):
+        _load(tmp_path, f"[{section}]\n{key} = {literal}\n")
+
+
+def test_nan_from_the_environment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^mattermost\.request_timeout: must be a finite number"):
+        _load(tmp_path, "", env={"MCHAT_MATTERMOST_REQUEST_TIMEOUT": "nan"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("[bot]\nworkers = 0\n", "bot.workers"),
+        ("[llm]\ntimeout = 0\n", "llm.timeout"),
+        ("[http]\nmax_body_bytes = 10\n", "http.max_body_bytes"),
+        ("[webhooks]\nresponse_budget = 120\n", "webhooks.response_budget"),
+        ("[memory]\ntop_k = 100000\n", "memory.top_k"),
+    ],
+)
+def test_out_of_range_values_are_refused(tmp_path: Path, extra: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: must be"):
+        _load(tmp_path, extra)
+
+
+def test_zero_is_allowed_where_it_means_at_once(tmp_path: Path) -> None:
+    settings = _load(tmp_path, "[ux]\nfeedback_delay = 0\n[bot]\nshutdown_grace = 0\n")
+    assert settings.ux.feedback_delay == 0 and settings.bot.shutdown_grace == 0
+
+
+@pytest.mark.parametrize("cidr", ["not-a-cidr", "10.0.0.0/33", "300.1.1.1", ""])
+def test_a_bad_cidr_is_refused_at_load_time(tmp_path: Path, cidr: str) -> None:
+    with pytest.raises(ConfigError, match=r"^http\.allow_from: not an address or CIDR"):
+        _load(tmp_path, f"[http]\nallow_from = [{cidr!r}]\n")
+
+
+def test_good_cidrs_and_addresses_pass(tmp_path: Path) -> None:
+    settings = _load(tmp_path, "[http]\nallow_from = ['10.0.0.0/8', '127.0.0.1', '::1', '192.168.1.7/24']\n")
+    assert len(settings.http.allow_from) == 4
+
+
+def test_a_bad_operator_cidr_names_its_own_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^http\.allow_from_metrics: not an address or CIDR"):
+        _load(tmp_path, "[http]\nallow_from = ['10.0.0.0/8']\nallow_from_metrics = ['nope']\n")
