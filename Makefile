@@ -21,6 +21,7 @@ lint: install
 	$(BIN)/ruff check mchat_bot tests bench
 	$(BIN)/ruff format --check mchat_bot tests bench
 	$(BIN)/mypy mchat_bot
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff format mchat_bot tests bench
@@ -49,4 +50,4 @@ bench-memory: install
 	$(BIN)/python bench/memory_latency.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache data
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache data

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mchat_bot.cli.demo import replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.daemon import replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver.fake_llm import FakeLLM
 
 GAP_S = 0.2

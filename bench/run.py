@@ -39,7 +39,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mchat_bot.cli.demo import write_config  # noqa: E402
+from mchat_bot.devserver.daemon import write_config  # noqa: E402
 
 BENCH = ROOT / "bench"
 MMPY_VENV = BENCH / ".mmpy-venv"

@@ -12,6 +12,8 @@ from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.support.daemon import STARTED
 
+pytest_plugins = ["tests.support.fixtures"]  # embedder, store, fake_llm
+
 
 # One dev server and one fake LLM per module for the end-to-end modules that share a daemon;
 # modules that need fresh ones per test (faults, cli) define their own `dev` and `llm`.

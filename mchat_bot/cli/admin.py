@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mchat_bot.cli.settings import command_settings
 from mchat_bot.config import Settings
 from mchat_bot.pipeline.audit import record_admin  # issue 7: admin commands and settings changes are audited
 
@@ -63,12 +64,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from mchat_bot.cli.main import _settings_or_exit
-    from mchat_bot.observe.logging import configure_logging
-
-    settings = _settings_or_exit(args.config)
-    configure_logging("warning", secrets=settings.secrets)
-    return settings
+    return command_settings(args.config)
 
 
 # --- register-commands ------------------------------------------------------------------------

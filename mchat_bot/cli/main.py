@@ -11,19 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from mchat_bot.config import ConfigError, Settings, load_settings
+from mchat_bot.cli.settings import settings_or_exit
 from mchat_bot.observe.logging import configure_logging
-
-EXIT_CONFIG = 2
-
-
-def _settings_or_exit(path: Path) -> Settings:
-    try:
-        return load_settings(path)
-    except ConfigError as exc:
-        print(f"mchat-bot: settings error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
-
 
 # One BLAS/OpenMP thread: the daemon's numpy work is small (a few hundred floats per search) and
 # embedding runs in its own worker thread. Pools of spinning BLAS threads burned a core between
@@ -34,7 +23,7 @@ _SINGLE_THREADED_MATH = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THR
 
 def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging()
-    settings = _settings_or_exit(args.config)
+    settings = settings_or_exit(args.config)
     configure_logging(settings.log.level, secrets=settings.secrets)
     from mchat_bot.app import run_daemon
 
@@ -42,7 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    settings = _settings_or_exit(args.config)
+    settings = settings_or_exit(args.config)
     configure_logging("error", secrets=settings.secrets)
     from mchat_bot.cli.check import run_checks
 
@@ -82,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mchat_bot.cli.memory import add_memory_commands  # `mchat-bot memory ...` (issue 5)
 
     add_memory_commands(sub)
-    from mchat_bot.pipeline.audit import add_audit_command  # `mchat-bot audit` (issue 7)
+    from mchat_bot.cli.audit import add_audit_command  # `mchat-bot audit` (issue 7)
 
     add_audit_command(sub)
     return parser

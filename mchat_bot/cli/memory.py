@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from mchat_bot.cli.settings import EXIT_CONFIG
 from mchat_bot.memory.store import SCOPES, AnyStore, Memory, Selection, Viewer, new_memory_id
 
-EXIT_CONFIG = 2
 EXIT_BAD_INPUT = 1
 OPTIMIZE_FROM = 20_000  # an embedded store this big gets its vector index built after an import
 JSONL_FIELDS = (

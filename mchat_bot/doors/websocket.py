@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from mchat_bot.mattermost.events import Post, Posted, post_to_message
+from mchat_bot.mattermost.events import ChannelType, Post, Posted, parse_channel_type
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
@@ -66,7 +66,7 @@ class Intake:
         if not isinstance(event, Posted):
             return
         await self._advance(event.post)
-        await self.accept(event.to_message())
+        await self.accept(message_from_posted(event))
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""
@@ -188,15 +188,7 @@ class Intake:
                 continue
             msgs = []
             for post in posts:
-                msgs.append(
-                    post_to_message(
-                        post,
-                        channel_type=channel.get("type", "O"),
-                        channel_name=channel.get("name", ""),
-                        team_id=channel.get("team_id", ""),
-                        user_name=await self._user_name(post.user_id),
-                    )
-                )
+                msgs.append(message_from_post(post, channel, await self._user_name(post.user_id)))
                 # a cursor flushed meanwhile is held at the gap being read (_reading_since)
                 await self._advance(post)
             found += await self.accept_many(msgs)
@@ -237,3 +229,43 @@ def _oldest(answer: dict[str, Any]) -> tuple[str, int] | None:
         return None
     post = answer.get("posts", {}).get(order[-1], {})
     return order[-1], int(post.get("create_at", 0))
+
+
+# --- from the wire's Post to the pipeline's message ----------------------------------------------
+# Here, in the door, so that `mattermost/` knows nothing of the pipeline.
+
+
+def message_from_posted(event: Posted) -> IncomingMessage:
+    """The pipeline's message for a ``posted`` event (the event carries the channel and the sender)."""
+    return _message(event.post, event.channel_type, event.channel_name, event.team_id, event.sender_name)
+
+
+def message_from_post(post: Post, channel: dict[str, Any], user_name: str) -> IncomingMessage:
+    """The pipeline's message for a post read over REST (catch-up), with ``channel`` as REST returns it.
+
+    A channel of an unknown type raises ``FrameError`` (a ``ValueError``).
+    """
+    kind = parse_channel_type(str(channel.get("type", "O")), "channel.type")
+    return _message(post, kind, str(channel.get("name", "")), str(channel.get("team_id", "")), user_name)
+
+
+def _message(
+    post: Post, kind: ChannelType, channel_name: str, team_id: str, user_name: str
+) -> IncomingMessage:
+    """``user_name`` may come as ``sender_name`` ("@kim"): one leading "@" is dropped."""
+    return IncomingMessage(
+        post_id=post.id,
+        channel_id=post.channel_id,
+        channel_type=kind,
+        channel_name=channel_name,
+        team_id=team_id,
+        user_id=post.user_id,
+        user_name=user_name.removeprefix("@"),
+        message=post.message,
+        root_id=post.root_id,
+        create_at=post.create_at,
+        door="websocket",
+        from_bot=post.from_bot,
+        from_webhook=post.from_webhook,
+        post_type=post.type,
+    )

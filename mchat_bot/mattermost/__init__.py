@@ -10,7 +10,6 @@ from mchat_bot.mattermost.events import (
     Post,
     Posted,
     parse_frame,
-    post_to_message,
 )
 from mchat_bot.mattermost.gateway import Decision, Gateway, GatewaySession, GatewayStats
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
@@ -32,5 +31,4 @@ __all__ = [
     "Posted",
     "RestClient",
     "parse_frame",
-    "post_to_message",
 ]

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-from mchat_bot.pipeline.message import ChannelType, IncomingMessage
+from typing import Any, Literal, cast
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "ActionReply",
+    "ChannelType",
     "Event",
     "Frame",
     "FrameError",
@@ -25,11 +24,12 @@ __all__ = [
     "OtherEvent",
     "Post",
     "Posted",
+    "parse_channel_type",
     "parse_frame",
-    "post_to_message",
 ]
 
 DEFAULT_MAX_FRAME_BYTES = 1_048_576
+ChannelType = Literal["O", "P", "D", "G"]  # open, private, direct, group
 _CHANNEL_TYPES = frozenset({"O", "P", "D", "G"})
 
 
@@ -194,16 +194,6 @@ class Posted:
     team_id: str  # "" for DM/GM
     mentions: tuple[str, ...] = ()  # only a hint: the recipient's own id or empty
 
-    def to_message(self) -> IncomingMessage:
-        """The door-independent message the pipeline consumes."""
-        return post_to_message(
-            self.post,
-            channel_type=self.channel_type,
-            channel_name=self.channel_name,
-            team_id=self.team_id,
-            user_name=self.sender_name,
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class OtherEvent:
@@ -308,9 +298,7 @@ def _parse_posted(seq: int, data: dict[str, Any]) -> Posted:
     if "post" not in data:
         raise FrameError("posted.data.post is missing")
     post = Post.from_dict(_maybe_json(data["post"], "posted.data.post"))
-    channel_type = _req_str(data, "channel_type", "posted.data")
-    if channel_type not in _CHANNEL_TYPES:
-        raise FrameError("posted.data.channel_type must be one of O, P, D, G")
+    kind = parse_channel_type(_req_str(data, "channel_type", "posted.data"), "posted.data.channel_type")
     mentions_raw = _maybe_json(data.get("mentions"), "posted.data.mentions")
     if mentions_raw is None:
         mentions_raw = []
@@ -319,13 +307,20 @@ def _parse_posted(seq: int, data: dict[str, Any]) -> Posted:
     return Posted(
         seq=seq,
         post=post,
-        channel_type=cast(ChannelType, channel_type),
+        channel_type=kind,
         channel_name=_opt_str(data, "channel_name", "posted.data"),
         channel_display_name=_opt_str(data, "channel_display_name", "posted.data"),
         sender_name=_opt_str(data, "sender_name", "posted.data"),
         team_id=_opt_str(data, "team_id", "posted.data"),
         mentions=tuple(mentions_raw),
     )
+
+
+def parse_channel_type(value: str, what: str = "channel_type") -> ChannelType:
+    """``value`` as a channel type (a frame's ``channel_type``, a REST channel's ``type``)."""
+    if value not in _CHANNEL_TYPES:
+        raise FrameError(f"{what} must be one of O, P, D, G, got {value[:20]!r}")
+    return cast(ChannelType, value)
 
 
 def _parse_reply(d: dict[str, Any]) -> ActionReply:
@@ -338,37 +333,4 @@ def _parse_reply(d: dict[str, Any]) -> ActionReply:
         status=status,
         data={} if data_raw is None else _obj(data_raw, "reply.data"),
         error={} if error_raw is None else _obj(error_raw, "reply.error"),
-    )
-
-
-def post_to_message(
-    post: Post,
-    *,
-    channel_type: ChannelType,
-    channel_name: str,
-    team_id: str,
-    user_name: str,
-    door: str = "websocket",
-) -> IncomingMessage:
-    """Turn a Post (from an event or a REST catch-up) into the pipeline's message.
-
-    ``user_name`` may be given as ``sender_name`` ("@kim"): one leading "@" is dropped.
-    """
-    if channel_type not in _CHANNEL_TYPES:
-        raise ValueError(f"channel_type must be one of O, P, D, G, got {channel_type!r}")
-    return IncomingMessage(
-        post_id=post.id,
-        channel_id=post.channel_id,
-        channel_type=channel_type,
-        channel_name=channel_name,
-        team_id=team_id,
-        user_id=post.user_id,
-        user_name=user_name.removeprefix("@"),
-        message=post.message,
-        root_id=post.root_id,
-        create_at=post.create_at,
-        door=door,
-        from_bot=post.from_bot,
-        from_webhook=post.from_webhook,
-        post_type=post.type,
     )

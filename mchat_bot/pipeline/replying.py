@@ -8,7 +8,7 @@ thread itself is read for our markers (:meth:`ReplyWriter.reconcile`, called onl
 Streaming creates its parts through :meth:`ReplyWriter.create_part` and the final send edits them.
 
 The destinations, chosen by the message's door: a web request still waiting for this answer
-(``doors/web/waiters.py``), a slash command's ``response_url``, an incoming webhook (when REST is
+(``pipeline/waiters.py``), a slash command's ``response_url``, an incoming webhook (when REST is
 refused for an outgoing webhook's channel, or the channel has its own hook URL), else the thread.
 """
 
@@ -23,8 +23,7 @@ from typing import Any
 
 import structlog
 
-from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, post_hook
-from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, RESPONSE_URL_USES, DoorContexts, Waiters
+from mchat_bot.mattermost.hooks import HookError, IncomingWebhookSender, post_hook
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline.inbox import Inbox
@@ -32,6 +31,7 @@ from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.turn import Turn
+from mchat_bot.pipeline.waiters import DOOR_OUTGOING, DOOR_SLASH, RESPONSE_URL_USES, DoorContexts, Waiters
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.storage import Storage
-from tests.support.daemon import DaemonProcess, tag
+from tests.support.daemon import DaemonProcess, running_daemon, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -45,11 +45,9 @@ async def bot(dev: DevServer, tmp_path_factory: pytest.TempPathFactory) -> Async
         await audit.record(
             AuditRow(at=time.time() - 2 * DAY, action="search", user_name="ghost", detail="new")
         )
-    async with FakeLLM() as llm:
-        daemon = DaemonProcess(dev, llm, folder, {"MCHAT_AUDIT_RETENTION_DAYS": "10"})
-        await daemon.start()
+    env = {"MCHAT_AUDIT_RETENTION_DAYS": "10"}
+    async with FakeLLM() as llm, running_daemon(dev, llm, folder, env) as daemon:
         yield daemon
-        assert await daemon.stop() == 0, daemon.log_tail()
 
 
 async def cli(bot: DaemonProcess, *args: str) -> str:

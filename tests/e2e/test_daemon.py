@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess, tag
+from tests.support.daemon import DaemonProcess, running_daemon, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -25,11 +25,8 @@ SPLIT_LIMIT = 16383
 async def bot(
     dev: DevServer, llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DaemonProcess]:
-    daemon = DaemonProcess(dev, llm, tmp_path_factory.mktemp("daemon"))
-    await daemon.start()
-    yield daemon
-    code = await daemon.stop()
-    assert code == 0, daemon.log_tail()
+    async with running_daemon(dev, llm, tmp_path_factory.mktemp("daemon")) as daemon:
+        yield daemon
 
 
 async def assert_no_bot_reply(bot: DaemonProcess, post: dict, wait: float = 1.5) -> None:

@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess, tag
+from tests.support.daemon import DaemonProcess, running_daemon, tag
 from tests.support.ops import get_json, names, scrape, value, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -32,10 +32,8 @@ FAST = {
 async def bot(
     dev: DevServer, llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DaemonProcess]:
-    daemon = DaemonProcess(dev, llm, tmp_path_factory.mktemp("metrics"), FAST)
-    await daemon.start()
-    yield daemon
-    assert await daemon.stop() == 0, daemon.log_tail()
+    async with running_daemon(dev, llm, tmp_path_factory.mktemp("metrics"), FAST) as daemon:
+        yield daemon
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

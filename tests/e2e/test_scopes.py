@@ -14,7 +14,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, running_daemon
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -23,11 +23,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def bot(
     dev: DevServer, llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[DaemonProcess]:
-    daemon = DaemonProcess(dev, llm, tmp_path_factory.mktemp("scopes"))
-    await daemon.start()
-    yield daemon
-    code = await daemon.stop()
-    assert code == 0, daemon.log_tail()
+    async with running_daemon(dev, llm, tmp_path_factory.mktemp("scopes")) as daemon:
+        yield daemon
 
 
 async def test_personal_memory_follows_its_author_across_channels(bot: DaemonProcess) -> None:

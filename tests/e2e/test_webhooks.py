@@ -22,8 +22,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from mchat_bot.cli.demo import write_config
 from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.daemon import write_config
 from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.support.daemon import DaemonProcess, free_port, tag
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from mchat_bot.cli.demo import http_port, replies_to, start_daemon, stop_daemon, wait_ready, write_config
 from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.daemon import (
+    http_port,
+    replies_to,
+    start_daemon,
+    stop_daemon,
+    wait_ready,
+    write_config,
+)
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.pipeline.message import IncomingMessage
 
@@ -99,6 +107,18 @@ class DaemonProcess:
         post = await self.dev.user_post(user, channel_id, text, root_id=root_id)
         replies = await self.replies_to(post, timeout=timeout)
         return post, "".join(r["message"] for r in replies)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    dev: DevServer, llm: FakeLLM, folder: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[DaemonProcess]:
+    """A started, ready daemon; stopped afterwards, and it must exit cleanly (code 0)."""
+    daemon = DaemonProcess(dev, llm, folder, env)
+    await daemon.start()
+    yield daemon
+    code = await daemon.stop()
+    assert code == 0, daemon.log_tail()
 
 
 def message_in_qa(post: dict[str, Any], dev: DevServer) -> IncomingMessage:

@@ -23,7 +23,8 @@ from mchat_bot.redaction import (
     redact,
     rrn_checksum_ok,
 )
-from tests.unit.pipeline.test_handlers import BOT, SITE, FakeStore, ask
+from tests.support.factories import BOT, SITE, ask
+from tests.support.fakes import FakeStore
 
 
 def luhn_complete(prefix: str) -> str:

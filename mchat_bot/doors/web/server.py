@@ -22,14 +22,14 @@ from mchat_bot import __version__
 from mchat_bot.config import Settings
 from mchat_bot.doors.web.claims import ClaimChecker
 from mchat_bot.doors.web.guard import PathAllowlist, guarded_protocol, networks
-from mchat_bot.doors.web.senders import IncomingWebhookSender, hook_session
-from mchat_bot.doors.web.waiters import DoorContexts, Waiters
 from mchat_bot.doors.web.webhooks import WebhookEndpoints
+from mchat_bot.mattermost.hooks import IncomingWebhookSender, hook_session
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.replying import Hooks
 from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.waiters import DoorContexts, Waiters
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)

@@ -2,7 +2,7 @@
 
 Each request becomes an :class:`IncomingMessage` (door ``outgoing_webhook`` or ``slash``), goes
 through the same ``route`` and into the durable inbox, and waits up to ``webhooks.response_budget``
-for the worker's answer (see :mod:`mchat_bot.doors.web.waiters`). Input is checked before anything is
+for the worker's answer (see :mod:`mchat_bot.pipeline.waiters`). Input is checked before anything is
 stored: allowlist (403), size (413), content type (415), token in constant time (401), fields (400).
 """
 
@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
 from mchat_bot.doors.web.guard import allowed, networks
-from mchat_bot.doors.web.waiters import DOOR_OUTGOING, DOOR_SLASH, DoorContexts, Waiters, wait_answer
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.inbox import Inbox
@@ -33,6 +32,7 @@ from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.replying import split_message
 from mchat_bot.pipeline.router import COMMANDS, BotIdentity, Ignore, detect_lang, route
+from mchat_bot.pipeline.waiters import DOOR_OUTGOING, DOOR_SLASH, DoorContexts, Waiters, wait_answer
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)

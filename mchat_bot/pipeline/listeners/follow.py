@@ -18,14 +18,14 @@ from typing import Any
 
 import structlog
 
-from mchat_bot.mattermost.events import FrameError, OtherEvent, Post, post_to_message
+from mchat_bot.mattermost.events import FrameError, OtherEvent, Post
 from mchat_bot.memory.store import Memory, MemoryStore, Selection, new_memory_id
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import router, texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.handlers import guess_category
 from mchat_bot.pipeline.inbox import Inbox
-from mchat_bot.pipeline.message import ChannelType
+from mchat_bot.pipeline.message import ChannelType, IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.router import BotIdentity, Command, detect_lang
 from mchat_bot.redaction import redact
@@ -122,12 +122,20 @@ class Follower:
         for kind in ("P", "D", "G"):
             if channel.get("type") == kind:
                 ctype = kind
-        msg = post_to_message(
-            post,
+        msg = IncomingMessage(  # what routing reads of the post (the door's conversion is above us)
+            post_id=post.id,
+            channel_id=post.channel_id,
             channel_type=ctype,
             channel_name=str(channel.get("name", "")),
             team_id=str(channel.get("team_id", "")),
+            user_id=post.user_id,
             user_name="",
+            message=post.message,
+            root_id=post.root_id,
+            create_at=post.create_at,
+            from_bot=post.from_bot,
+            from_webhook=post.from_webhook,
+            post_type=post.type,
         )
         routed = router.route(msg, self.bot)
         if isinstance(routed, Command) and routed.name == "remember":

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from mchat_bot.mattermost.events import Event, Posted
+from mchat_bot.doors.websocket import message_from_posted
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import MattermostError, RestClient
+from tests.support.gateway import Recorder, running_gateway
 
 devserver = pytest.importorskip("mchat_bot.devserver")
 DevServer = devserver.DevServer
@@ -34,29 +35,6 @@ def rest(dev: Any, **kw: Any) -> RestClient:
     return RestClient(dev.url, dev.seed.bot.token, **kw)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.gaps: list[int] = []
-        self.gap_seen = asyncio.Event()
-
-    async def on_event(self, ev: Event) -> None:
-        await self.events.put(ev)
-
-    async def on_gap(self, since_ms: int) -> None:
-        self.gaps.append(since_ms)
-        self.gap_seen.set()
-
-    async def posts(self, n: int, within: float = 10.0) -> list[Posted]:
-        out: list[Posted] = []
-        async with asyncio.timeout(within):
-            while len(out) < n:
-                ev = await self.events.get()
-                if isinstance(ev, Posted):
-                    out.append(ev)
-        return out
-
-
 async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - gateway exposes counters, not events
@@ -67,15 +45,8 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> Non
 async def gateway(dev: Any, rec: Recorder, **kw: Any) -> AsyncIterator[Gateway]:
     kw.setdefault("initial_backoff", 0.1)
     kw.setdefault("max_backoff", 0.5)
-    gw = Gateway(dev.url, dev.seed.bot.token, rec.on_event, rec.on_gap, **kw)
-    task = asyncio.create_task(gw.run())
-    try:
-        await asyncio.wait_for(gw.authenticated.wait(), 5)
+    async with running_gateway(dev.url, dev.seed.bot.token, rec.on_event, rec.on_gap, **kw) as gw:
         yield gw
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_rest_endpoints_round_trip(dev: Any) -> None:
@@ -146,7 +117,7 @@ async def test_gateway_delivers_posted_events(dev: Any) -> None:
             await dev.user_post("kim", qa, f"@ai hello {i}")
         got = await rec.posts(3)
         assert [p.post.message for p in got] == [f"@ai hello {i}" for i in range(3)]
-        msg = got[0].to_message()
+        msg = message_from_posted(got[0])
         assert (msg.user_name, msg.channel_type, msg.channel_id, msg.from_bot) == ("kim", "O", qa, False)
         assert gw.stats.fresh_hellos == 1 and rec.gaps == []
 
@@ -215,5 +186,5 @@ async def test_dm_post_maps_to_direct_message(dev: Any) -> None:
     async with gateway(dev, rec):
         await dev.user_post("kim", dm, "안녕 봇")
         (p,) = await rec.posts(1)
-        msg = p.to_message()
+        msg = message_from_posted(p)
         assert (msg.channel_type, msg.team_id, msg.user_name, msg.channel_id) == ("D", "", "kim", dm)

@@ -9,71 +9,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mchat_bot.doors.websocket import message_from_posted
 from mchat_bot.mattermost.events import (
     ActionReply,
     FrameError,
     Hello,
     OtherEvent,
-    Post,
     Posted,
     parse_frame,
-    post_to_message,
 )
 from mchat_bot.pipeline.router import BotIdentity, route
-
-BOT = "b" * 26
-KIM = "k" * 26
-CH = "c" * 26
-TEAM = "t" * 26
-POST_ID = "p" * 26
-
-POST = {
-    "id": POST_ID,
-    "create_at": 1764057600000,
-    "update_at": 1764057600000,
-    "edit_at": 0,
-    "delete_at": 0,
-    "is_pinned": False,
-    "user_id": KIM,
-    "channel_id": CH,
-    "root_id": "",
-    "original_id": "",
-    "message": "@ai remember X부품 불량률 12%",
-    "type": "",
-    "props": {},
-    "hashtags": "",
-    "file_ids": [],
-    "pending_post_id": "",
-    "reply_count": 0,
-    "last_reply_at": 0,
-    "participants": None,
-    "metadata": {},
-}
-
-BROADCAST = {
-    "omit_users": None,
-    "user_id": "",
-    "channel_id": CH,
-    "team_id": "",
-    "connection_id": "",
-    "omit_connection_id": "",
-}
-
-
-def posted_frame(post: dict[str, Any] | None = None, **data: Any) -> dict[str, Any]:
-    d = {
-        "channel_type": "O",
-        "channel_name": "qa",
-        "channel_display_name": "품질검사",
-        "sender_name": "@kim",
-        "team_id": TEAM,
-        "set_online": True,
-        "mentions": json.dumps([BOT]),
-        "post": json.dumps(post or POST, ensure_ascii=False),
-    }
-    d.update(data)
-    return {"event": "posted", "seq": 7, "broadcast": BROADCAST, "data": d}
-
+from tests.support.frames import BOT, BROADCAST, KIM, POST, POST_ID, TEAM, posted_frame
 
 HELLO: dict[str, Any] = {
     "event": "hello",
@@ -117,41 +63,6 @@ def test_posted_decodes_post_and_mentions_twice() -> None:
     assert frame.post.message == "@ai remember X부품 불량률 12%"
     assert frame.mentions == (BOT,)
     assert frame.channel_type == "O" and frame.team_id == TEAM
-
-
-def test_to_message_maps_every_field() -> None:
-    post = {**POST, "root_id": "r" * 26, "type": "", "props": {"from_bot": "true", "from_webhook": "true"}}
-    frame = parse_frame(json.dumps(posted_frame(post)))
-    assert isinstance(frame, Posted)
-    msg = frame.to_message()
-    assert msg.user_name == "kim"
-    assert msg.user_id == KIM and msg.channel_id == CH and msg.post_id == POST_ID
-    assert msg.channel_name == "qa" and msg.channel_type == "O" and msg.team_id == TEAM
-    assert msg.root_id == "r" * 26 and msg.thread_root == "r" * 26
-    assert msg.create_at == 1764057600000
-    assert msg.from_bot is True and msg.from_webhook is True
-    assert msg.door == "websocket"
-
-
-def test_flags_need_the_string_true_and_system_type_passes_through() -> None:
-    post = {**POST, "type": "system_join_channel", "props": {"from_bot": True, "from_webhook": "false"}}
-    frame = parse_frame(json.dumps(posted_frame(post, sender_name="webhook")))
-    assert isinstance(frame, Posted)
-    msg = frame.to_message()
-    assert (msg.from_bot, msg.from_webhook, msg.post_type, msg.user_name) == (
-        False,
-        False,
-        "system_join_channel",
-        "webhook",
-    )
-
-
-def test_post_to_message_for_rest_catch_up() -> None:
-    msg = post_to_message(Post.from_dict(POST), channel_type="P", channel_name="secret", team_id=TEAM,
-                          user_name="@kim", door="catchup")  # fmt: skip
-    assert (msg.post_id, msg.channel_type, msg.user_name, msg.door) == (POST_ID, "P", "kim", "catchup")
-    with pytest.raises(ValueError):
-        post_to_message(Post.from_dict(POST), channel_type="X", channel_name="", team_id="", user_name="")  # type: ignore[arg-type]
 
 
 def test_hello_reply_and_other_events() -> None:
@@ -354,7 +265,7 @@ def test_fuzz_only_frame_error_escapes() -> None:
                 continue
             assert isinstance(result, Hello | Posted | OtherEvent | ActionReply)
             if isinstance(result, Posted):
-                route(result.to_message(), FUZZ_BOT)  # a parsed Posted is always routable
+                route(message_from_posted(result), FUZZ_BOT)  # a parsed Posted is always routable
 
     run()
     assert seen >= 10_000, seen

@@ -19,8 +19,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from mchat_bot.mattermost.events import Event, Hello, Posted
+from mchat_bot.mattermost.events import Hello
 from mchat_bot.mattermost.gateway import Gateway
+from tests.support.gateway import Recorder, running_gateway
 
 TOKEN = "bot-token"
 CH = "c" * 26
@@ -131,39 +132,12 @@ async def fake() -> AsyncIterator[FakeMM]:
         yield mm
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
-        self.gaps: list[int] = []
-        self.gap_seen = asyncio.Event()
-
-    async def on_event(self, ev: Event) -> None:
-        await self.events.put(ev)
-
-    async def on_gap(self, since_ms: int) -> None:
-        self.gaps.append(since_ms)
-        self.gap_seen.set()
-
-    async def next_post(self, within: float = 5.0) -> Posted:
-        while True:
-            ev = await asyncio.wait_for(self.events.get(), within)
-            if isinstance(ev, Posted):
-                return ev
-
-
 @contextlib.asynccontextmanager
 async def running(fake: FakeMM, rec: Recorder, **kw: Any) -> AsyncIterator[Gateway]:
     kw.setdefault("initial_backoff", 0.05)
     kw.setdefault("max_backoff", 0.2)
-    gw = Gateway(fake.url, TOKEN, rec.on_event, rec.on_gap, **kw)
-    task = asyncio.create_task(gw.run())
-    try:
-        await asyncio.wait_for(gw.authenticated.wait(), 5)
+    async with running_gateway(fake.url, TOKEN, rec.on_event, rec.on_gap, **kw) as gw:
         yield gw
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> None:

@@ -9,15 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import numpy as np
-import pytest
 
-from mchat_bot.memory.embedder import Embedder, LiteLLMEmbedder, load_embedder
+from mchat_bot.memory.embedder import LiteLLMEmbedder, load_embedder
 from mchat_bot.memory.sparse import bigrams, document_vector, query_vector
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return load_embedder("default")
 
 
 def test_default_is_offline_multilingual(embedder):

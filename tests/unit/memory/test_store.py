@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
-from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import (
     EdgeMemoryStore,
     Memory,
@@ -16,11 +13,6 @@ from mchat_bot.memory.store import (
     new_memory_id,
     open_store,
 )
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return load_embedder("default")
 
 
 def mem(

@@ -6,13 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, QdrantMemoryStore, Selection, Viewer
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return load_embedder("default")
 
 
 @pytest.fixture(params=["edge", "qdrant-client"])

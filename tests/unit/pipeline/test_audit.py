@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mchat_bot.config import ConfigError, load_settings
-from mchat_bot.pipeline.audit import Audit, AuditRow, parse_since, short_detail
+from mchat_bot.pipeline.audit import Audit, AuditRow, short_detail
 from mchat_bot.storage import Storage
 
 DAY = 86400.0
@@ -51,18 +51,6 @@ async def test_query_filters_by_user_channel_action_and_time(tmp_path: Path) -> 
         assert [r.action for r in await audit.query(action="forget")] == ["forget"]
         assert (await audit.query(action="forget"))[0].memory_ids == ("m1",)
         assert [r.action for r in await audit.query(limit=2)] == ["search", "forget"]  # the newest, in order
-
-
-def test_parse_since_forms() -> None:
-    now = 1_000_000.0
-    assert parse_since("24h", now) == now - 86400
-    assert parse_since("7d", now) == now - 7 * 86400
-    assert parse_since("30m", now) == now - 1800
-    assert parse_since("2024-05-01", now) == 1714521600.0  # UTC midnight
-    assert parse_since("2024-05-01T09:00+09:00", now) == 1714521600.0
-    assert parse_since("1714521600", now) == 1714521600.0
-    with pytest.raises(ValueError, match="--since"):
-        parse_since("yesterday", now)
 
 
 def test_details_are_short_and_filtered() -> None:

@@ -1,6 +1,6 @@
 """Handlers: what the user reads back for each command and question.
 
-The memory store here is a tiny in-file fake (the real store has its own tests, and the lead's
+The memory store here is the shared word-overlap fake (the real store has its own tests, and the
 end-to-end tests use it); the LLM is the real client talking to the fake LLM server over a socket.
 """
 
@@ -14,64 +14,15 @@ from datetime import timedelta, timezone
 import pytest
 
 from mchat_bot.devserver.fake_llm import FakeLLM
-from mchat_bot.llm import LLM
-from mchat_bot.memory.store import Hit, Memory, Viewer, is_visible
+from mchat_bot.memory.store import Hit, Memory
 from mchat_bot.pipeline.handlers import Handlers, build_prompt, guess_category
-from mchat_bot.pipeline.message import IncomingMessage, Outcome
-from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.pipeline.message import Outcome
+from mchat_bot.pipeline.router import Ignore, route
 from mchat_bot.pipeline.texts import short_id
+from tests.support.factories import BOT, SITE, ask, llm_for, message
+from tests.support.fakes import FakeStore
 
 KST = timezone(timedelta(hours=9))
-BOT = BotIdentity("bot1", "memorybot", ("@ai",))
-SITE = "http://mm.local:8065"
-
-
-class FakeStore:
-    """Word-overlap search with the same visibility rule as the real store."""
-
-    def __init__(self) -> None:
-        self.memories: dict[str, Memory] = {}
-        self.broken = False
-
-    def _check(self) -> None:
-        if self.broken:
-            raise ConnectionError("qdrant down")
-
-    async def add(self, memory: Memory) -> None:
-        self._check()
-        self.memories[memory.id] = memory
-
-    async def search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
-        self._check()
-        words = set(query.lower().replace("?", " ").split())
-        hits = []
-        for m in self.memories.values():
-            overlap = len(words & set(m.text.lower().split()))
-            if overlap and is_visible(m, viewer):
-                hits.append(Hit(m, overlap / max(1, len(words))))
-        return sorted(hits, key=lambda h: -h.score)[:limit]
-
-    async def get(self, memory_id: str) -> Memory | None:
-        self._check()
-        return self.memories.get(memory_id)
-
-    async def delete(self, memory_id: str) -> bool:
-        self._check()
-        return self.memories.pop(memory_id, None) is not None
-
-    async def recent(self, viewer: Viewer, limit: int = 10) -> list[Memory]:
-        self._check()
-        visible = [m for m in self.memories.values() if is_visible(m, viewer)]
-        return sorted(visible, key=lambda m: -m.created_at)[:limit]
-
-    async def recent_all(self, viewer: Viewer, limit: int = 10) -> list[Memory]:
-        return await self.recent(viewer, limit)
-
-    async def count(self) -> int:
-        return len(self.memories)
-
-    async def close(self) -> None:
-        pass
 
 
 class Thread:
@@ -84,47 +35,16 @@ class Thread:
         return self.posts
 
 
-_seq = 0
-
-
-def msg(
-    text: str, *, channel: str = "c1", user: str = "u1", name: str = "김과장", root: str = ""
-) -> IncomingMessage:
-    global _seq
-    _seq += 1
-    return IncomingMessage(
-        post_id=f"post{_seq}",
-        channel_id=channel,
-        channel_type="O",
-        channel_name="품질검사",
-        team_id="t1",
-        user_id=user,
-        user_name=name,
-        message=text,
-        root_id=root,
-        create_at=int(time.time() * 1000),
-    )
-
-
-async def ask(h: Handlers, text: str, **kw: object) -> str:
-    m = msg(text, **kw)  # type: ignore[arg-type]
-    return (await h.handle(m, route(m, BOT))).text
-
-
 @pytest.fixture
 async def fake_llm() -> AsyncIterator[FakeLLM]:
     async with FakeLLM() as fake:
         yield fake
 
 
-def llm_for(fake: FakeLLM, timeout: float = 5.0) -> LLM:
-    return LLM("openai/fake", f"{fake.url}/v1", "k", timeout=timeout, retry_base=0.01)
-
-
 async def test_remember_saves_in_channel_scope_and_replies_in_seed_format() -> None:
     store = FakeStore()
     h = Handlers(store, None, BOT, SITE + "/", tz=KST)
-    m = msg("@ai remember X부품 불량률 12%")
+    m = message("@ai remember X부품 불량률 12%")
     reply = (await h.handle(m, route(m, BOT))).text
     assert reply == (
         "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact"
@@ -205,7 +125,7 @@ async def test_memories_and_help() -> None:
 async def test_question_with_llm_answers_with_citation_and_sources(fake_llm: FakeLLM) -> None:
     store = FakeStore()
     h = Handlers(store, llm_for(fake_llm), BOT, SITE, tz=KST)
-    saved = msg("@ai remember X부품 불량률 12%")
+    saved = message("@ai remember X부품 불량률 12%")
     await h.handle(saved, route(saved, BOT))
     reply = await ask(h, "@ai 오늘 X부품 불량률 어때?", name="이대리")
     answer, _, sources = reply.partition("\n\n")
@@ -262,9 +182,9 @@ async def test_store_failure_is_reported_not_raised() -> None:
 
 async def test_ignored_message_gives_empty_reply() -> None:
     h = Handlers(FakeStore(), None, BOT, SITE)
-    m = replace(msg("hello"), user_id="bot1")
+    m = replace(message("hello"), user_id="bot1")
     assert (await h.handle(m, Ignore("own post"))).empty
-    assert (await h.handle_message(msg("no mention here"))).outcome is Outcome.IGNORED
+    assert (await h.handle_message(message("no mention here"))).outcome is Outcome.IGNORED
 
 
 def test_prompt_numbers_memories_and_names_the_language() -> None:

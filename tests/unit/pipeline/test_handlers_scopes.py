@@ -9,56 +9,29 @@ from __future__ import annotations
 
 import random
 import re
-import time
-from collections.abc import AsyncIterator
 
-import pytest
-
-from mchat_bot.memory.embedder import Embedder, load_embedder
-from mchat_bot.memory.store import EdgeMemoryStore, Memory, Selection, Viewer, is_visible
+from mchat_bot.memory.store import Memory, Selection, Viewer, is_visible
 from mchat_bot.pipeline.handlers import Handlers
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import BotIdentity, parse_scope, route
+from mchat_bot.pipeline.message import ChannelType
+from mchat_bot.pipeline.router import parse_scope
 from mchat_bot.pipeline.texts import short_id
-
-BOT = BotIdentity("bot1", "memorybot", ("@ai",))
-_seq = 0
+from tests.support.factories import BOT, ask
 
 
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return load_embedder("default")
-
-
-@pytest.fixture
-async def store(tmp_path, embedder) -> AsyncIterator[EdgeMemoryStore]:
-    s = EdgeMemoryStore(tmp_path, embedder)
-    yield s
-    await s.close()
-
-
-def msg(
-    text: str, *, channel: str, user: str, team: str = "t1", ctype: str = "O", name: str = ""
-) -> IncomingMessage:
-    global _seq
-    _seq += 1
-    return IncomingMessage(
-        post_id=f"post{_seq:05d}",
-        channel_id=channel,
-        channel_type=ctype,
-        channel_name=channel,
-        team_id=team,
-        user_id=user,
-        user_name=name or user,
-        message=text,
-        root_id="",
-        create_at=int(time.time() * 1000),
+async def say(
+    h: Handlers,
+    text: str,
+    *,
+    channel: str,
+    user: str,
+    team: str = "t1",
+    ctype: ChannelType = "O",
+    name: str = "",
+) -> str:
+    """``text`` from ``user`` in ``channel``; a channel's name is its id, a user's name is the id too."""
+    return await ask(
+        h, text, channel=channel, user=user, name=name or user, team=team, ctype=ctype, channel_name=channel
     )
-
-
-async def say(h: Handlers, text: str, **kw: object) -> str:
-    m = msg(text, **kw)  # type: ignore[arg-type]
-    return (await h.handle(m, route(m, BOT))).text
 
 
 def test_scope_grammar() -> None:

@@ -9,64 +9,19 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from mchat_bot.devserver.fake_llm import FakeLLM
-from mchat_bot.llm import LLM
-from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.extractor import decide_by_rule, grounded, looks_like_statement, parse_decision
-from mchat_bot.memory.store import EdgeMemoryStore, Memory, Selection, Viewer
+from mchat_bot.memory.store import Memory, Selection, Viewer
 from mchat_bot.pipeline.handlers import Handlers
-from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.pipeline.router import BotIdentity, route
 from mchat_bot.pipeline.texts import short_id
+from tests.support.factories import BOT, ask, llm_for
 
-BOT = BotIdentity("bot1", "memorybot", ("@ai",))
 V = Viewer("t1", "c1", "u1")
-_seq = 0
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    return load_embedder("default")
-
-
-@pytest.fixture
-async def store(tmp_path, embedder) -> AsyncIterator[EdgeMemoryStore]:
-    s = EdgeMemoryStore(tmp_path, embedder)
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def fake_llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
-        yield fake
-
-
-def llm_for(fake: FakeLLM) -> LLM:
-    return LLM("openai/fake", f"{fake.url}/v1", "k", timeout=5.0, retry_base=0.01)
 
 
 async def say(h: Handlers, text: str, channel: str = "c1", user: str = "u1") -> str:
-    global _seq
-    _seq += 1
-    m = IncomingMessage(
-        post_id=f"sp{_seq:05d}",
-        channel_id=channel,
-        channel_type="O",
-        channel_name="품질검사",
-        team_id="t1",
-        user_id=user,
-        user_name="kim",
-        message=text,
-        root_id="",
-        create_at=int(time.time() * 1000),
-    )
-    return (await h.handle(m, route(m, BOT))).text
+    return await ask(h, text, channel=channel, user=user, name="kim")
 
 
 def mem(text: str, id: str = "", at: float = 1.0) -> Memory:

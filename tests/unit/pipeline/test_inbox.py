@@ -11,22 +11,14 @@ import pytest
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.storage import MIGRATIONS, Storage
+from tests.support.factories import message
 
 
 def msg(
     post_id: str, *, root: str = "", channel: str = "c1", at: int = 0, text: str = "@ai hi"
 ) -> IncomingMessage:
-    return IncomingMessage(
-        post_id=post_id,
-        channel_id=channel,
-        channel_type="O",
-        channel_name="town-square",
-        team_id="t1",
-        user_id="u1",
-        user_name="kim",
-        message=text,
-        root_id=root,
-        create_at=at,
+    return message(
+        text, post_id=post_id, root=root, channel=channel, at=at, name="kim", channel_name="town-square"
     )
 
 

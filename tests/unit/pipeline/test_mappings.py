@@ -7,18 +7,12 @@ from pathlib import Path
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.storage import Storage
+from tests.support.factories import message
 
 
 def msg(channel: str = "c1", name: str = "qa", user: str = "u1", user_name: str = "kim") -> IncomingMessage:
-    return IncomingMessage(
-        post_id="p1",
-        channel_id=channel,
-        channel_type="O",
-        channel_name=name,
-        team_id="t1",
-        user_id=user,
-        user_name=user_name,
-        message="@ai help",
+    return message(
+        "@ai help", post_id="p1", channel=channel, channel_name=name, user=user, name=user_name, at=0
     )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from mchat_bot.doors.web.waiters import Waiters, wait_answer
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import Outcome, Reply
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.waiters import Waiters, wait_answer
 from mchat_bot.pipeline.workers import WorkerPool
 from tests.support.chat import FakeChat
 from tests.support.turns import BOT, message, until

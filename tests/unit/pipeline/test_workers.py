@@ -21,6 +21,7 @@ from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.turn import Chain, Turn
 from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
+from tests.support.factories import message
 
 
 class HttpError(Exception):
@@ -67,18 +68,7 @@ class Poster:
 
 
 def msg(post_id: str, *, root: str = "", at: int = 0, text: str = "@ai hello") -> IncomingMessage:
-    return IncomingMessage(
-        post_id=post_id,
-        channel_id="c1",
-        channel_type="O",
-        channel_name="town-square",
-        team_id="t1",
-        user_id="u1",
-        user_name="kim",
-        message=text,
-        root_id=root,
-        create_at=at,
-    )
+    return message(text, post_id=post_id, root=root, at=at, name="kim", channel_name="town-square")
 
 
 async def until(cond: Callable[[], Any], within: float = 5.0) -> None:

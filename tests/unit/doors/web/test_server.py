@@ -14,12 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from mchat_bot.doors.web.claims import ClaimChecker
-from mchat_bot.doors.web.senders import HookError, IncomingWebhookSender, hook_session
 from mchat_bot.doors.web.server import HttpServer, create_app
-from mchat_bot.doors.web.waiters import DoorContexts, Waiters
 from mchat_bot.doors.web.webhooks import (
     SLASH_TEAM_KEY,
     WebhookEndpoints,
@@ -35,6 +32,7 @@ from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.steps.gate import ChannelGate
 from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.waiters import DoorContexts, Waiters
 from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 
@@ -157,43 +155,6 @@ async def test_answer_within_budget_is_the_response_body(tmp_path: Path) -> None
         body = r.json()
         assert body["response_type"] == "comment" and body["text"] == "handled: @memorybot remember the plan"
         assert await inbox.state("p1") == "done"
-
-
-async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int) -> None:
-    seen: list[dict[str, Any]] = []
-    statuses = [429, 503, 200]
-
-    async def hook(request: web.Request) -> web.Response:
-        seen.append(await request.json())
-        status = statuses.pop(0)
-        headers = {"Retry-After": "0"} if status == 429 else {}
-        return web.Response(status=status, text="ok" if status == 200 else "busy", headers=headers)
-
-    app = web.Application()
-    app.router.add_post("/hooks/abc", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
-    try:
-        session = hook_session(f"http://127.0.0.1:{unused_tcp_port}")
-        try:
-            sender = IncomingWebhookSender(
-                session, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", username="AI Memory Bot"
-            )
-            await sender.send("hello", channel="qa")
-            assert len(seen) == 3 and seen[-1] == {
-                "text": "hello",
-                "channel": "qa",
-                "username": "AI Memory Bot",
-            }
-            statuses.extend([400])
-            with pytest.raises(HookError) as err:
-                await sender.send("bad")
-            assert err.value.status == 400
-        finally:
-            await session.aclose()
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.skipif(

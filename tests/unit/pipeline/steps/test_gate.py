@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from mchat_bot.doors.web.waiters import Waiters, wait_answer
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import Outcome, Reply
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.steps.gate import ChannelGate
 from mchat_bot.pipeline.turn import Chain, Turn
+from mchat_bot.pipeline.waiters import Waiters, wait_answer
 from mchat_bot.pipeline.workers import WorkerPool
 from mchat_bot.storage import Storage
 from tests.support.chat import FakeChat

@@ -1,0 +1,57 @@
+"""Messages and the ask-the-handlers helper the pipeline tests share."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from mchat_bot.devserver.fake_llm import FakeLLM
+from mchat_bot.llm import LLM
+from mchat_bot.pipeline.handlers import Handlers
+from mchat_bot.pipeline.message import ChannelType, IncomingMessage
+from mchat_bot.pipeline.router import BotIdentity, route
+
+BOT = BotIdentity("bot1", "memorybot", ("@ai",))
+SITE = "http://mm.local:8065"
+
+_post_ids = itertools.count(1)
+
+
+def message(
+    text: str,
+    *,
+    channel: str = "c1",
+    user: str = "u1",
+    name: str = "김과장",
+    root: str = "",
+    team: str = "t1",
+    ctype: ChannelType = "O",
+    channel_name: str = "품질검사",
+    post_id: str = "",
+    at: int | None = None,
+) -> IncomingMessage:
+    """A user's post as the pipeline sees it: posted now (or ``at``, in ms), a fresh post id unless given."""
+    return IncomingMessage(
+        post_id=post_id or f"post{next(_post_ids):05d}",
+        channel_id=channel,
+        channel_type=ctype,
+        channel_name=channel_name,
+        team_id=team,
+        user_id=user,
+        user_name=name,
+        message=text,
+        root_id=root,
+        create_at=int(time.time() * 1000) if at is None else at,
+    )
+
+
+async def ask(h: Handlers, text: str, **kw: object) -> str:
+    """Route ``text`` as :func:`message` builds it (``kw`` are its fields), hand it to ``h``, and
+    return the text of its reply."""
+    m = message(text, **kw)  # type: ignore[arg-type]
+    return (await h.handle(m, route(m, BOT))).text
+
+
+def llm_for(fake: FakeLLM, timeout: float = 5.0) -> LLM:
+    """The real LLM client pointed at the fake LLM server, with quick retries."""
+    return LLM("openai/fake", f"{fake.url}/v1", "k", timeout=timeout, retry_base=0.01)

@@ -1,0 +1,136 @@
+"""Memories follow their source post, against the dev server over real sockets: the author's edit
+supersedes the memory (and the bot's confirmation says so), the author's deletion forgets it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mchat_bot.devserver import DevServer
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.memory.store import EdgeMemoryStore, Memory, Viewer, new_memory_id
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.listeners.follow import Follower
+from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.storage import Storage
+from tests.support.gateway import running_gateway
+
+QUIET_S = 1.0  # how long "nothing happens" is watched
+
+
+@dataclass
+class World:
+    dev: DevServer
+    store: EdgeMemoryStore
+    inbox: Inbox
+    kim: RestClient  # kim's own client: kim edits and deletes kim's posts
+    bot_rest: RestClient
+
+    @property
+    def qa(self) -> str:
+        return self.dev.seed.channels["qa"]
+
+    @property
+    def viewer(self) -> Viewer:
+        return Viewer(self.dev.seed.team_id, self.qa, self.dev.seed.users["kim"].id)
+
+    async def remembered(self, text: str) -> tuple[dict[str, Any], Memory]:
+        """kim's ``@ai remember`` post, and the memory the bot made of it."""
+        post = await self.dev.user_post("kim", self.qa, f"@ai remember {text}")
+        memory = Memory(
+            id=new_memory_id(),
+            text=text,
+            team_id=self.dev.seed.team_id,
+            channel_id=self.qa,
+            user_id=post["user_id"],
+            user_name="kim",
+            source_post_id=post["id"],
+        )
+        await self.store.add(memory)
+        return post, memory
+
+    def bot_posts(self) -> list[dict[str, Any]]:
+        return self.dev.posts_by(self.dev.seed.bot.id)
+
+
+@pytest.fixture
+async def world(tmp_path: Path, store: EdgeMemoryStore) -> AsyncIterator[World]:
+    async with (
+        DevServer() as dev,
+        Storage(tmp_path / "db.sqlite3") as storage,
+        RestClient(dev.url, dev.seed.bot.token) as bot_rest,
+        RestClient(dev.url, dev.seed.users["kim"].token) as kim,
+    ):
+        inbox = Inbox(storage)
+        follower = Follower(store, bot_rest, inbox, BotIdentity(dev.seed.bot.id, "memorybot", ("@ai",)))
+        task = asyncio.create_task(follower.run())
+        try:
+            async with running_gateway(dev.url, dev.seed.bot.token, follower.on_event):
+                yield World(dev, store, inbox, kim, bot_rest)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_an_edit_supersedes_the_memory_and_rewrites_the_confirmation(world: World) -> None:
+    post, old = await world.remembered("X부품 불량률 12%")
+    confirmation = await world.bot_rest.create_post(world.qa, "#### 🧠 메모리 저장됨", root_id=post["id"])
+    await world.inbox.record_sent(post["id"], 0, confirmation["id"])  # what the worker wrote when it replied
+
+    await world.kim.patch_post(post["id"], message="@ai remember X부품 불량률 8%")
+
+    bot = world.dev.seed.bot.id
+    [shown] = await world.dev.wait_for_posts(
+        lambda p: p["id"] == confirmation["id"] and "8%" in p["message"], timeout=15
+    )
+    assert "✏️" in shown["message"] and "X부품 불량률 8%" in shown["message"]
+    [current] = await world.store.recent(world.viewer)
+    assert current.text == "X부품 불량률 8%" and current.replaces == old.id
+    assert current.source_post_id == post["id"] and current.user_name == "kim"
+    before = await world.store.get(old.id)
+    assert before is not None and before.valid_until > 0 and before.superseded_by == current.id
+    await asyncio.sleep(QUIET_S)
+    assert [p["id"] for p in world.bot_posts() if p["user_id"] == bot] == [confirmation["id"]]  # no new post
+
+
+async def test_an_edit_without_a_confirmation_says_so_in_the_thread(world: World) -> None:
+    post, _ = await world.remembered("The release freeze starts on December 1")
+    await world.kim.patch_post(post["id"], message="@ai remember The release freeze starts on December 8")
+    [said] = await world.dev.wait_for_posts(
+        lambda p: p["user_id"] == world.dev.seed.bot.id and p["root_id"] == post["id"], timeout=15
+    )
+    assert "December 8" in said["message"] and "edited" in said["message"]
+    [current] = await world.store.recent(world.viewer)
+    assert current.text == "The release freeze starts on December 8"
+
+
+async def test_an_edit_that_no_longer_remembers_leaves_the_memory(world: World) -> None:
+    post, old = await world.remembered("X부품 납기는 다음 주")
+    await world.kim.patch_post(post["id"], message="nevermind, wrong channel")
+    await asyncio.sleep(QUIET_S)
+    assert [m.id for m in await world.store.recent(world.viewer)] == [old.id]
+    assert world.bot_posts() == []
+
+
+async def test_a_deletion_forgets_every_memory_of_the_post_and_says_so_in_the_channel(
+    world: World,
+) -> None:
+    post, memory = await world.remembered("금요일 회의는 3시")
+    _, kept = await world.remembered("X부품 불량률 12%")
+
+    await world.kim.delete_post(post["id"])
+
+    [said] = await world.dev.wait_for_posts(
+        lambda p: p["user_id"] == world.dev.seed.bot.id and "🗑️" in p["message"], timeout=15
+    )
+    assert "1개를 잊었습니다" in said["message"] and "금요일 회의는 3시" in said["message"]
+    assert said["channel_id"] == world.qa and said["root_id"] == ""  # the thread went with its root
+    assert await world.store.get(memory.id) is None
+    assert [m.id for m in await world.store.recent(world.viewer)] == [kept.id]  # another post's memory stays
