@@ -60,7 +60,8 @@ class Intake:
         self._reading_since: int | None = None  # the gap the running pass is reading
         self._gap_reported = asyncio.Event()
         self.policy = policy
-        self.catch_up_failures = 0
+        self.catch_up_failures = 0  # passes that failed and were tried again
+        self.catch_up_passes = 0  # passes that read every channel
 
     async def on_event(self, event: object) -> None:
         if not isinstance(event, Posted):
@@ -169,6 +170,7 @@ class Intake:
                     )
                     await asyncio.sleep(delay)
                 else:
+                    self.catch_up_passes += 1
                     delays.reset()
                 finally:
                     self._reading_since = None

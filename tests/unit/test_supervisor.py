@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -148,3 +152,57 @@ async def test_a_prune_loop_is_restarted_after_its_table_was_unreadable(tmp_path
             assert sup.parts[f"{loop}-prune"].restarts == restarts and sup.healthy()  # running again
         finally:
             await sup.stop()
+
+
+class FlakyStorage:
+    """A real SQLite storage whose next ``fail`` writes raise, as a full disk or a locked file would."""
+
+    @staticmethod
+    async def open(path) -> Any:  # type: ignore[no-untyped-def]
+        from mchat_bot.storage import Storage
+
+        class _Flaky(Storage):
+            fail = 0
+
+            async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+                if self.fail:
+                    self.fail -= 1
+                    raise sqlite3.OperationalError("disk I/O error")
+                return await super().execute(sql, params)
+
+            async def execute_returning(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+                if self.fail:
+                    self.fail -= 1
+                    raise sqlite3.OperationalError("disk I/O error")
+                return await super().execute_returning(sql, params)
+
+        return await _Flaky(path).open()
+
+
+async def test_the_catch_up_survives_a_storage_error_and_reads_the_gap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mchat_bot.devserver import DevServer
+    from mchat_bot.doors.websocket import CATCH_UP_MARGIN_MS, Intake
+    from mchat_bot.mattermost.rest import RestClient
+    from mchat_bot.pipeline.inbox import Inbox
+    from mchat_bot.pipeline.router import BotIdentity
+
+    flaky = await FlakyStorage.open(tmp_path / "bot.sqlite")
+    async with DevServer() as dev:
+        rest = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5.0)
+        bot = BotIdentity(user_id=dev.seed.bot.id, username=dev.seed.bot.username)
+        intake = Intake(rest, Inbox(flaky), flaky, bot, policy=FAST)
+        since = int(time.time() * 1000) - 1
+        mention = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot 뭐였지?")
+        sup = Supervisor(policy=FAST)
+        sup.start("catch-up", intake.run_catch_up)
+        try:
+            flaky.fail = 2  # the inbox write of the first two passes fails
+            await intake.on_gap(since + CATCH_UP_MARGIN_MS)
+            await _until(lambda: intake.catch_up_passes == 1)
+        finally:
+            await sup.stop()
+            await rest.aclose()
+    rows = await flaky.fetchall("SELECT post_id FROM inbox")
+    await flaky.close()
+    assert [r[0] for r in rows] == [mention["id"]]
+    assert intake.catch_up_failures == 2

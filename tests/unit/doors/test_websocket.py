@@ -1,0 +1,182 @@
+"""The WebSocket door's REST catch-up against the real dev server: paging past the `since` cap,
+the durable cursor, merging gaps, and retrying a pass that the server failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mchat_bot.devserver import DevServer
+from mchat_bot.doors import websocket
+from mchat_bot.doors.websocket import CURSOR_KEY, Intake
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.net import RetryPolicy
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.storage import Storage
+
+FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, tries=None, retryable=lambda _e: True)
+
+
+@pytest.fixture
+async def dev() -> AsyncIterator[DevServer]:
+    async with DevServer(host="127.0.0.1", port=0) as server:
+        yield server
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    st = await Storage(tmp_path / "bot.sqlite").open()
+    yield st
+    await st.close()
+
+
+@pytest.fixture
+async def rest(dev: DevServer) -> AsyncIterator[RestClient]:
+    client = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5.0)
+    yield client
+    await client.aclose()
+
+
+def make_intake(dev: DevServer, rest: RestClient, storage: Storage) -> Intake:
+    bot = BotIdentity(user_id=dev.seed.bot.id, username=dev.seed.bot.username)
+    return Intake(rest, Inbox(storage), storage, bot, policy=FAST)
+
+
+async def queued(storage: Storage) -> list[str]:
+    rows = await storage.fetchall("SELECT post_id FROM inbox ORDER BY post_id")
+    return [str(r[0]) for r in rows]
+
+
+async def until(check: object, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while not check():  # type: ignore[operator]  # noqa: ASYNC110 - polled counters
+            await asyncio.sleep(0.02)
+
+
+async def running(intake: Intake) -> asyncio.Task[None]:
+    return asyncio.create_task(intake.run_catch_up(), name="catch-up")
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_gap_is_read_and_only_mentions_are_queued(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    since = int(time.time() * 1000) - 1  # posts made in this very millisecond count
+    qa = dev.seed.channels["qa"]
+    mention = await dev.user_post("kim", qa, "@memorybot 회의는 언제?")
+    await dev.user_post("kim", qa, "just chatting")
+    dm = await dev.user_post("kim", dev.seed.dm["kim"], "hello in a DM")
+    task = await running(intake)
+    try:
+        await intake.on_gap(since + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_passes == 1)
+        assert await queued(storage) == sorted([mention["id"], dm["id"]])
+        # the same gap again: the inbox dedupes, nothing new is queued
+        await intake.on_gap(since + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_passes == 2)
+        assert intake.accepted == 2
+    finally:
+        await stop(task)
+
+
+async def test_a_pass_that_fails_on_503_is_retried_until_the_server_is_back(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    since = int(time.time() * 1000) - 1  # posts made in this very millisecond count
+    mention = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot 어디까지 했지?")
+    dev.faults.rest_outage(1.0)
+    task = await running(intake)
+    try:
+        await intake.on_gap(since + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_passes == 1)
+        assert intake.catch_up_failures >= 2  # several tries within the outage, none abandoned
+        assert await queued(storage) == [mention["id"]]
+        assert not task.done()
+    finally:
+        await stop(task)
+
+
+async def test_a_gap_reported_during_a_failing_pass_is_merged_into_the_retry(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    early = int(time.time() * 1000) - 1
+    first = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot first")
+    await asyncio.sleep(0.05)
+    late = int(time.time() * 1000)
+    second = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot second")
+    dev.faults.rest_outage(0.5)
+    task = await running(intake)
+    try:
+        await intake.on_gap(late + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_failures >= 1)
+        await intake.on_gap(early + websocket.CATCH_UP_MARGIN_MS)  # an older gap meanwhile
+        await until(lambda: intake.catch_up_passes >= 1)
+    finally:
+        await stop(task)
+    assert await queued(storage) == sorted([first["id"], second["id"]])
+
+
+async def test_more_posts_than_the_since_cap_are_read_by_paging(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    since = int(time.time() * 1000) - 1  # posts made in this very millisecond count
+    qa = dev.seed.channels["qa"]
+    ids = [(await dev.user_post("kim", qa, f"@memorybot question {n}"))["id"] for n in range(1_050)]
+    task = await running(intake)
+    try:
+        await intake.on_gap(since + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_passes == 1, within=30)
+    finally:
+        await stop(task)
+    assert await queued(storage) == sorted(ids)
+
+
+async def test_the_cursor_survives_a_restart_and_the_next_start_reads_the_gap(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    first = make_intake(dev, rest, storage)
+    await first.catch_up_after_restart()  # a first start only notes "now"
+    assert await storage.get_kv(CURSOR_KEY) is not None
+    assert first.catch_up_passes == 0
+    await asyncio.sleep(0.01)
+    missed = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot while you were down")
+    second = make_intake(dev, rest, storage)  # the daemon restarted
+    task = await running(second)
+    try:
+        await second.catch_up_after_restart()
+        await until(lambda: second.catch_up_passes == 1)
+    finally:
+        await stop(task)
+    assert await queued(storage) == [missed["id"]]
+
+
+async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    gap = int(time.time() * 1000) - 60_000
+    dev.faults.rest_outage(30)
+    task = await running(intake)
+    await intake.on_gap(gap)
+    await until(lambda: intake.catch_up_failures >= 1)
+    await stop(task)
+    # a live event arrives after the failed pass: the cursor written must still be the gap's start
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
+    from mchat_bot.mattermost.events import Post
+
+    intake._flushed_at = 0.0
+    await intake._advance(Post.from_dict(post))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
