@@ -31,11 +31,15 @@ class IncomingMessage:
     from_bot: bool = False
     from_webhook: bool = False
     post_type: str = ""  # "" for user posts, "system_*" for system messages
+    # False when a door made this message without a post on the server (an outgoing-webhook body
+    # with no post_id, a slash command): there is no thread to answer in, only the channel
+    has_post: bool = True
 
     @property
     def thread_root(self) -> str:
-        """The id a reply must use as root_id: the server rejects a root_id that is itself a reply."""
-        return self.root_id or self.post_id
+        """The id a reply must use as root_id (the server rejects a root_id that is itself a reply);
+        "" (the channel itself) when there is no post to answer under."""
+        return self.root_id or (self.post_id if self.has_post else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

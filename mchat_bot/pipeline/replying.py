@@ -194,8 +194,9 @@ class ReplyWriter:
         return found
 
     async def _reconcile_for(self, msg: IncomingMessage) -> None:
-        """Slash answers have no thread to look in; an outgoing hook's channel may be unreadable."""
-        if msg.door == DOOR_SLASH:
+        """Slash answers (and any message with no post) have no thread to look in; an outgoing hook's
+        channel may be unreadable."""
+        if msg.door == DOOR_SLASH or not msg.has_post:
             return
         try:
             await self.reconcile(msg)

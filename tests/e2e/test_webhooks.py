@@ -353,9 +353,9 @@ async def test_bad_requests_get_clear_4xx(world: World) -> None:
         r = await c.post("/mattermost/outgoing", json=_payload(token=good, text="x" * (MAX_BODY + 10)))
         assert r.status_code == 413 and "larger" in r.json()["detail"]
         body = _payload(token=good)
-        del body["post_id"]
+        del body["text"]
         r = await c.post("/mattermost/outgoing", json=body)
-        assert r.status_code == 400 and "post_id" in r.json()["detail"]
+        assert r.status_code == 400 and "text" in r.json()["detail"]
         r = await c.post(
             "/mattermost/outgoing", content=b"{nope", headers={"Content-Type": "application/json"}
         )

@@ -70,7 +70,9 @@ class OutgoingWebhookRequest(BaseModel):
     timestamp: int = Field(0, description="ms in JSON bodies, seconds in form bodies")
     user_id: str
     user_name: str = ""
-    post_id: str
+    post_id: str = Field(
+        "", description="Mattermost always sends it; without it the answer goes to the channel"
+    )
     text: str
     trigger_word: str = ""
     file_ids: str = Field("", description="comma-joined")
@@ -237,6 +239,10 @@ class WebhookEndpoints:
             responses=_ERRORS,
             openapi_extra=_body_doc(OutgoingWebhookRequest, (JSON, FORM)),
         )
+        r.add_api_route(  # the seed's path for the same door
+            "/mchat/webhook/outgoing", self.outgoing, methods=["POST"], include_in_schema=False
+        )
+        r.add_api_route("/mchat/slash", self.slash, methods=["POST"], include_in_schema=False)
         r.add_api_route(
             "/mattermost/slash",
             self.slash,
@@ -309,7 +315,9 @@ class WebhookEndpoints:
         if not token_ok(token, self.outgoing_tokens):
             log.warning("http.bad_token", door=DOOR_OUTGOING)
             raise HTTPException(401, "invalid or missing token")
-        f = self._require(fields, ("channel_id", "user_id", "post_id", "text"))
+        # Mattermost always names the post; a caller that leaves it out (the seed's own tests do) is
+        # served once its channel and user check out, answered in the channel instead of a thread
+        f = self._require(fields, ("channel_id", "user_id", "text"))
         claimed_at = _ms(f.get("timestamp", ""))  # a malformed body is a 400 before any lookup
         if f["user_id"] == self.bot.user_id or f.get("user_name", "") == self.bot.username:
             return _nothing()  # the bot's own post: never answer it (no loops)
@@ -319,20 +327,25 @@ class WebhookEndpoints:
             self.claims.outgoing(
                 channel_id=f["channel_id"],
                 user_id=f["user_id"],
-                post_id=f["post_id"],
+                post_id=f.get("post_id", ""),
                 team_id=f.get("team_id", ""),
             ),
         )
-        post = claims.post or {}
-        if _is_automatic(post):
+        post = claims.post
+        if post is not None and _is_automatic(post):
             return _nothing()
-        root_id = str(post.get("root_id") or "")
+        root_id = str(post.get("root_id") or "") if post is not None else ""
         if not await self.mappings.is_active(claims.channel.id):
             return _nothing()
-        # the post's own words, not the body's: a forged text must not be answered as the post's author
-        request_text = strip_trigger(str(post.get("message", f["text"])))
+        if post is not None:
+            # the post's own words, not the body's: a forged text is not answered as the post's author
+            request_text = strip_trigger(str(post.get("message", f["text"])))
+            post_id = str(post["id"])
+        else:
+            request_text = strip_trigger(f["text"])
+            post_id = _hook_post_id(token, f, claimed_at)
         msg = IncomingMessage(
-            post_id=f["post_id"],
+            post_id=post_id,
             channel_id=claims.channel.id,
             channel_type=claims.channel.type,
             channel_name=claims.channel.name,
@@ -341,8 +354,9 @@ class WebhookEndpoints:
             user_name=claims.user_name,
             message=f"@{self.bot.username} {request_text}".strip(),
             root_id=root_id,
-            create_at=int(post.get("create_at") or claimed_at),
+            create_at=int(post.get("create_at") or claimed_at) if post is not None else claimed_at,
             door=DOOR_OUTGOING,
+            has_post=post is not None,
         )
         if isinstance(route(msg, self.bot), Ignore):
             return _nothing()
@@ -364,10 +378,13 @@ class WebhookEndpoints:
             return _nothing()
         else:
             text = answer
-        return JSONResponse(self._hook_reply(text))
+        return JSONResponse(self._hook_reply(text, in_thread=msg.has_post))
 
-    def _hook_reply(self, text: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": text, "response_type": "comment"}
+    def _hook_reply(self, text: str, *, in_thread: bool = True) -> dict[str, Any]:
+        """The webhook's answer; ``comment`` replies in the trigger post's thread (there must be one)."""
+        body: dict[str, Any] = {"text": text}
+        if in_thread:
+            body["response_type"] = "comment"
         if self.username:
             body["username"] = self.username
         if self.icon_url:
@@ -536,6 +553,14 @@ def _is_automatic(post: dict[str, Any]) -> bool:
         or str(props.get("from_webhook", "")).lower() == "true"
         or str(post.get("type", "")).startswith("system_")
     )
+
+
+def _hook_post_id(token: str, f: dict[str, str], at_ms: int) -> str:
+    """A stable id for a webhook body that names no post: the same body sent twice is one message."""
+    key = "\n".join(
+        (token, f["user_id"], f["channel_id"], str(at_ms if f.get("timestamp") else ""), f["text"])
+    )
+    return "hook-" + hashlib.sha256(key.encode()).hexdigest()[:26]
 
 
 def _nothing() -> JSONResponse:

@@ -97,7 +97,7 @@ class Attachments:
     async def __call__(self, turn: Turn, next: Next) -> None:
         """A ``remember`` with files: the text (if any) as before, then each file."""
         routed, msg = turn.routed, turn.msg
-        if not (isinstance(routed, Command) and routed.name == "remember"):
+        if not (isinstance(routed, Command) and routed.name == "remember") or not msg.has_post:
             await next(turn)
             return
         try:
