@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mchat_bot.net.http import is_server_hook_url
+
 
 class ConfigError(ValueError):
     """A setting is missing, unknown or of the wrong type; the message names the key."""
@@ -347,6 +349,12 @@ def _validate(settings: Settings) -> None:
         except ValueError:
             key = "http.allow_from" if cidr in settings.http.allow_from else "http.allow_from_metrics"
             raise ConfigError(f"{key}: not an address or CIDR (e.g. 10.0.0.0/8): {cidr!r:.60}") from None
+    hook = settings.webhooks.incoming_url.get()
+    if hook and not is_server_hook_url(hook, mm.url):
+        raise ConfigError(
+            "webhooks.incoming_url: must be an incoming webhook of mattermost.url (its scheme, host and"
+            " port, path /hooks/...); the bot posts to no other address"
+        )
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:

@@ -16,6 +16,7 @@ from typing import Any
 
 from mchat_bot.cli.settings import command_settings
 from mchat_bot.config import Settings
+from mchat_bot.net.http import is_server_hook_url
 from mchat_bot.pipeline.audit import record_admin  # issue 7: admin commands and settings changes are audited
 
 SLASH_COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -192,8 +193,12 @@ def _cmd_channels_active(args: argparse.Namespace) -> int:
 
 
 def _cmd_channels_webhook(args: argparse.Namespace) -> int:
-    if args.url and not args.url.startswith(("http://", "https://")):
-        print(f"mchat-bot: expected an http(s) URL or '', got {args.url!r}")
+    settings = _settings(args)
+    if args.url and not is_server_hook_url(args.url, settings.mattermost.url):
+        print(
+            f"mchat-bot: expected an incoming webhook of {settings.mattermost.url} (/hooks/...) or '',"
+            f" got {args.url!r}"
+        )
         return 2
 
     async def run(m: Any) -> int:
@@ -207,7 +212,7 @@ def _cmd_channels_webhook(args: argparse.Namespace) -> int:
         print(f"channel {args.channel_id}: incoming webhook {'set' if args.url else 'cleared'}")
         return 0
 
-    return asyncio.run(_with_mappings(_settings(args), run))
+    return asyncio.run(_with_mappings(settings, run))
 
 
 def _cmd_users_list(args: argparse.Namespace) -> int:

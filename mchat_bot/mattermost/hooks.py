@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from mchat_bot.net.http import LazySession, timeouts
+from mchat_bot.net.http import LazySession, is_server_hook_url, timeouts
 from mchat_bot.net.retry import TRANSPORT_ERRORS, HttpStatusError, RetryPolicy, server_wait
 
 log = structlog.get_logger(__name__)
@@ -45,7 +45,13 @@ async def post_hook(
     max_tries: int = 4,
     policy: RetryPolicy = HOOK_POLICY,
 ) -> int:
-    """POST ``payload`` as JSON to a hook URL; returns how many requests were sent (each one a "use")."""
+    """POST ``payload`` as JSON to a hook URL; returns how many requests were sent (each one a "use").
+
+    Only a ``/hooks/`` URL on the session's server (its scheme, host and port) is ever called: a
+    URL that a request or a table row handed us and that points anywhere else is refused unsent."""
+    if not is_server_hook_url(url, session.base_url):
+        log.warning("hook.refused_target", host=_host(url)[:100])
+        raise HookError(400, "not a hook URL of the Mattermost server")
     policy = policy.but(tries=max(1, max_tries))
     delays = policy.delays()
     body = json.dumps(payload, ensure_ascii=False).encode()

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import aiohttp
 import structlog
 
-__all__ = ["LazySession", "env_proxy", "timeouts"]
+__all__ = ["LazySession", "env_proxy", "is_server_hook_url", "timeouts"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +33,29 @@ def timeouts(timeout: float, *, total: bool = True) -> aiohttp.ClientTimeout:
         sock_connect=min(timeout, 5.0),
         sock_read=timeout,
     )
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def is_server_hook_url(url: str, server_url: str) -> bool:
+    """``url`` has the scheme, host and port of ``server_url`` and a ``/hooks/`` path under it:
+    the only URLs the bot posts to that it did not build itself (no SSRF through a request)."""
+    try:
+        got, own = urllib.parse.urlsplit(url), urllib.parse.urlsplit(server_url)
+        same_origin = got.scheme in _DEFAULT_PORTS and (got.scheme, got.hostname, _port(got)) == (
+            own.scheme,
+            own.hostname,
+            _port(own),
+        )
+    except ValueError:  # a port that is not a number
+        return False
+    base = own.path.rstrip("/")
+    return same_origin and got.path.startswith(base + "/hooks/") and not got.username and ".." not in got.path
+
+
+def _port(parts: urllib.parse.SplitResult) -> int | None:
+    return parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
 def env_proxy(url: str) -> str | None:

@@ -96,6 +96,21 @@ async def test_remember_search_forget_and_answer_are_recorded(bot: DaemonProcess
     answered = by_post[answer_post["id"]]
     assert answered["action"] == "answer" and memory_id in answered["memory_ids"]
 
+    # what was disclosed is recorded by id: the list, the history, and a history of an id the asker
+    # may not see (another channel's) is not an "ok"
+    listed_post, _ = await bot.ask("lee", "qa", "@ai memories")
+    history_post, _ = await bot.ask("lee", "qa", f"@ai history {memory_id}")
+    _, private_reply = await bot.ask("kim", "qa-private", f"@ai remember 비공개 {word}")
+    private_id = private_reply.split("**ID:** `")[1].split("`")[0] if "**ID:** `" in private_reply else ""
+    hidden_post, _ = await bot.ask("lee", "qa", f"@ai history {private_id or 'ZZZZZZZZ'}")
+    rows = {r["post_id"]: r for r in await audit_rows(bot, "--since", "10m", "--channel", "qa")}
+    assert memory_id in rows[listed_post["id"]]["memory_ids"]
+    assert (
+        rows[history_post["id"]]["memory_ids"] == [memory_id] and rows[history_post["id"]]["outcome"] == "ok"
+    )
+    hidden = rows[hidden_post["id"]]
+    assert hidden["outcome"] != "ok" and hidden["memory_ids"] == []
+
     forget_post, reply = await bot.ask("kim", "qa", f"@ai forget {memory_id}")
     assert "삭제" in reply or "forgotten" in reply.lower()
     rows = await audit_rows(bot, "--since", "10m", "--action", "forget")

@@ -97,3 +97,10 @@ def test_good_cidrs_and_addresses_pass(tmp_path: Path) -> None:
 def test_a_bad_operator_cidr_names_its_own_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^http\.allow_from_metrics: not an address or CIDR"):
         _load(tmp_path, "[http]\nallow_from = ['10.0.0.0/8']\nallow_from_metrics = ['nope']\n")
+
+
+def test_the_incoming_webhook_must_be_the_servers_own(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^webhooks\.incoming_url: must be an incoming webhook"):
+        _load(tmp_path, "", env={"MCHAT_WEBHOOKS_INCOMING_URL": "http://127.0.0.2:9/hooks/x"})
+    ok = _load(tmp_path, "", env={"MCHAT_WEBHOOKS_INCOMING_URL": "http://127.0.0.1:1/hooks/abc"})
+    assert ok.webhooks.incoming_url.get().endswith("/hooks/abc")

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
-from urllib.parse import SplitResult, parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request
@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
 from mchat_bot.doors.web.guard import allowed, networks
+from mchat_bot.net.http import is_server_hook_url
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.inbox import Inbox
@@ -521,28 +522,6 @@ class WebhookEndpoints:
         if len(parts) > 1:
             body["extra_responses"] = [{"response_type": response_type, "text": p} for p in parts[1:]]
         return body
-
-
-def is_server_hook_url(url: str, server_url: str) -> bool:
-    """``url`` has the scheme, host and port of ``server_url`` and a ``/hooks/`` path."""
-    try:
-        got, own = urlsplit(url), urlsplit(server_url)
-        same_origin = got.scheme in _DEFAULT_PORTS and (got.scheme, got.hostname, _port(got)) == (
-            own.scheme,
-            own.hostname,
-            _port(own),
-        )
-    except ValueError:  # a port that is not a number
-        return False
-    base = own.path.rstrip("/")
-    return same_origin and got.path.startswith(base + "/hooks/") and not got.username and ".." not in got.path
-
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _port(parts: SplitResult) -> int | None:
-    return parts.port or _DEFAULT_PORTS.get(parts.scheme)
 
 
 def _is_automatic(post: dict[str, Any]) -> bool:

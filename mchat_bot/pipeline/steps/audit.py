@@ -22,8 +22,8 @@ log = structlog.get_logger(__name__)
 
 
 def audit_outcome(action: str, reply: Reply | None) -> str:
-    """The ``outcome`` column: ok, refused (nothing stored), no_change (nothing forgotten),
-    llm_error or error."""
+    """The ``outcome`` column: ok, refused (nothing stored, or not allowed), no_change (nothing
+    forgotten), not_found (nothing shown), llm_error or error."""
     if reply is None or reply.outcome is Outcome.FAILED:
         return "error"
     if reply.outcome is Outcome.LLM_FAILED:
@@ -32,6 +32,10 @@ def audit_outcome(action: str, reply: Reply | None) -> str:
         return "ok" if reply.outcome is Outcome.STORED else "refused"
     if action == "forget":
         return "ok" if reply.outcome is Outcome.FORGOTTEN else "no_change"
+    if reply.outcome is Outcome.REFUSED:
+        return "refused"
+    if reply.outcome is Outcome.NOTHING_FOUND:
+        return "not_found"  # e.g. the history of an id the asker may not see: nothing was shown
     return "ok"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mchat_bot.mattermost.hooks import HookError, IncomingWebhookSender, hook_session
+from mchat_bot.mattermost.hooks import HookError, IncomingWebhookSender, hook_session, post_hook
 
 
 async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int) -> None:
@@ -44,4 +44,27 @@ async def test_incoming_webhook_sender_retries_429_and_5xx(unused_tcp_port: int)
         finally:
             await session.aclose()
     finally:
+        await runner.cleanup()
+
+
+async def test_a_hook_url_off_the_server_is_refused_unsent(unused_tcp_port: int) -> None:
+    seen: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    session = hook_session("http://127.0.0.1:1")  # the server is elsewhere: this listener is not it
+    try:
+        with pytest.raises(HookError) as err:
+            await post_hook(session, f"http://127.0.0.1:{unused_tcp_port}/hooks/abc", {"text": "x"})
+        assert err.value.status == 400
+        assert seen == []
+    finally:
+        await session.aclose()
         await runner.cleanup()

@@ -20,7 +20,6 @@ from mchat_bot.doors.web.server import HttpServer, create_app
 from mchat_bot.doors.web.webhooks import (
     SLASH_TEAM_KEY,
     WebhookEndpoints,
-    is_server_hook_url,
     strip_trigger,
     token_ok,
 )
@@ -193,24 +192,6 @@ async def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 240)
         text = out.decode(errors="replace")
         assert proc.returncode == 0, text[-4000:]
-
-
-def test_only_the_servers_own_hook_urls_are_called() -> None:
-    own = "https://mchat.example.com"
-    assert is_server_hook_url("https://mchat.example.com/hooks/commands/abc", own)
-    assert is_server_hook_url("https://mchat.example.com:443/hooks/abc", own)  # the default port said
-    for url in (
-        "http://mchat.example.com/hooks/commands/abc",  # another scheme
-        "https://mchat.example.com:8443/hooks/abc",  # another port
-        "https://evil.example.com/hooks/abc",
-        "https://mchat.example.com.evil.example/hooks/abc",
-        "https://user@mchat.example.com/hooks/abc",
-        "https://mchat.example.com/api/v4/users/me",  # not a hook
-        "https://mchat.example.com/hooks/../api/v4/users",
-        "https://mchat.example.com:x/hooks/abc",
-        "",
-    ):
-        assert not is_server_hook_url(url, own), url
 
 
 async def test_a_slash_token_is_refused_outside_the_team_it_was_registered_in(tmp_path: Path) -> None:
