@@ -173,6 +173,8 @@ class Settings:
                 value = getattr(obj, f.name)
                 items = value if isinstance(value, list) else [value]
                 found.extend(v.get() for v in items if isinstance(v, Secret) and v)
+        # a webhook token may carry its team/channel after ':'; the token alone is the secret too
+        found.extend(t.get().partition(":")[0] for t in self.webhooks.outgoing_tokens if ":" in t.get())
         return found
 
 

@@ -136,6 +136,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def token_scopes(entries: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``webhooks.outgoing_tokens`` entries: ``TOKEN``, or ``TOKEN:TEAM_ID`` / ``TOKEN:TEAM_ID:CHANNEL_ID``
+    to accept the token only for that team (and channel), as the hook was made in Mattermost."""
+    out: dict[str, tuple[str, str]] = {}
+    for entry in entries:
+        token, _, scope = entry.strip().partition(":")
+        team, _, channel = scope.partition(":")
+        if token:
+            out[token] = (team.strip(), channel.strip())
+    return out
+
+
 def token_ok(given: str, allowed: Sequence[str]) -> bool:
     """Constant-time comparison against every configured token (no early exit on a match)."""
     found = False
@@ -220,7 +232,8 @@ class WebhookEndpoints:
         self.mappings = mappings
         self.contexts = contexts
         self.waiters = waiters
-        self.outgoing_tokens = list(outgoing_tokens)
+        self.outgoing_scopes = token_scopes(outgoing_tokens)
+        self.outgoing_tokens = list(self.outgoing_scopes)
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
         self.max_body_bytes = max_body_bytes
@@ -332,6 +345,10 @@ class WebhookEndpoints:
                 team_id=f.get("team_id", ""),
             ),
         )
+        team, channel = self.outgoing_scopes.get(token, ("", ""))
+        if (team and team != claims.channel.team_id) or (channel and channel != claims.channel.id):
+            await self._audit_refusal(DOOR_OUTGOING, f, "token_scope_mismatch")
+            raise HTTPException(403, "this webhook token belongs to another team or channel")
         post = claims.post
         if post is not None and _is_automatic(post):
             return _nothing()

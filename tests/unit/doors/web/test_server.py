@@ -86,7 +86,7 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
             mappings=mappings,
             contexts=DoorContexts(st),
             waiters=Waiters(),
-            outgoing_tokens=[TOKEN],
+            outgoing_tokens=kw.pop("outgoing_tokens", [TOKEN]),
             slash_tokens=[SLASH],
             budget=kw.pop("budget", 2.0),
             **kw,
@@ -207,3 +207,17 @@ async def test_a_slash_token_is_refused_outside_the_team_it_was_registered_in(tm
             assert r.status_code == 200
         rows = await endpoints.audit.query(since=0, action="slash.refused")
         assert [row.detail for row in rows] == ["token_team_mismatch"]
+
+
+async def test_an_outgoing_token_bound_to_a_team_or_channel_is_refused_elsewhere(tmp_path: Path) -> None:
+    for entry, allowed in (
+        (f"{TOKEN}:t-other", False),
+        (f"{TOKEN}:t1:c-other", False),
+        (f"{TOKEN}:t1:c1", True),
+    ):
+        async with serve(tmp_path / entry.replace(":", "_"), outgoing_tokens=[entry]) as (url, _, _inbox):
+            async with httpx.AsyncClient(timeout=10) as c:
+                r = await c.post(f"{url}/mattermost/outgoing", json=hook_body(text="@ai help"))
+        assert (r.status_code == 200) is allowed, (entry, r.status_code, r.text)
+        if not allowed:
+            assert "another team or channel" in r.json()["detail"]
