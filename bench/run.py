@@ -616,9 +616,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 env = [*args.daemon_env, "MCHAT_MEMORY_EMBEDDER=use"]
                 proc, startup = await start_daemon(kids, dev, llm_url, tmp, env)
                 results["startup"][FAST] = startup
-                await asyncio.sleep(2.0)
-                if '"embedder": "use"' not in (tmp / "daemon.log").read_text(errors="replace"):
-                    # without its model every answer would be a fast apology, and the figures a lie
+                # the warm-up loads the model in the background: wait for it (a slow machine needs more
+                # than the 2 s this once waited), since without its model every answer would be a fast
+                # apology, and the figures a lie
+                for _ in range(60):
+                    await asyncio.sleep(0.5)
+                    if '"embedder": "use"' in (tmp / "daemon.log").read_text(errors="replace"):
+                        break
+                else:
                     raise RuntimeError("the daemon did not load the use embedder (see daemon.log)")
                 results["remember_per_s_fast"] = await load_memories(dev, args.memories)
                 await asyncio.sleep(1.0)
