@@ -35,8 +35,16 @@ from mchat_bot.storage import Storage
 log = structlog.get_logger(__name__)
 
 
-def create_app(endpoints: WebhookEndpoints, routers: Sequence[object] = ()) -> FastAPI:
-    """The ASGI app: the Mattermost endpoints (+ any extra routers, e.g. metrics) and /openapi.json."""
+def create_app(
+    endpoints: WebhookEndpoints,
+    routers: Sequence[object] = (),
+    *,
+    allow_from: Sequence[str] = (),
+    allow_from_metrics: Sequence[str] = (),
+) -> FastAPI:
+    """The ASGI app: the Mattermost endpoints (+ any extra routers, e.g. metrics) and /openapi.json,
+    behind the per-path allowlists (``allow_from`` for the webhook paths, ``allow_from_metrics``,
+    else ``allow_from``, for the others)."""
     app = FastAPI(
         title="mchat-bot",
         version=__version__,
@@ -47,6 +55,12 @@ def create_app(endpoints: WebhookEndpoints, routers: Sequence[object] = ()) -> F
     app.include_router(endpoints.router())
     for router in routers:
         app.include_router(router)  # type: ignore[arg-type]
+
+    app.add_middleware(
+        PathAllowlist,
+        webhooks=networks(allow_from),
+        operators=networks(allow_from_metrics or allow_from),
+    )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:  # a bug, never bad input
@@ -183,15 +197,13 @@ class WebDoors:
             slash_tokens=[t.get() for t in w.slash_tokens],
             budget=w.response_budget,
             max_body_bytes=settings.http.max_body_bytes,
-            allow_from=settings.http.allow_from,
             username=w.username,
             icon_url=w.icon_url,
         )
         self.enabled = bool(w.outgoing_tokens or w.slash_tokens)
         h = settings.http
         operators = h.allow_from_metrics or h.allow_from
-        app = create_app(self.endpoints)
-        app.add_middleware(PathAllowlist, webhooks=networks(h.allow_from), operators=networks(operators))
+        app = create_app(self.endpoints, allow_from=h.allow_from, allow_from_metrics=h.allow_from_metrics)
         self.server = HttpServer(
             app,
             h.listen,

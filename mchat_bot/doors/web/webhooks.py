@@ -3,7 +3,8 @@
 Each request becomes an :class:`IncomingMessage` (door ``outgoing_webhook`` or ``slash``), goes
 through the same ``route`` and into the durable inbox, and waits up to ``webhooks.response_budget``
 for the worker's answer (see :mod:`mchat_bot.pipeline.waiters`). Input is checked before anything is
-stored: allowlist (403), size (413), content type (415), token in constant time (401), fields (400).
+stored: size (413), content type (415), token in constant time (401), fields (400); the caller's
+address is checked by the allowlist middleware of :mod:`mchat_bot.doors.web.guard` before that.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mchat_bot.doors.web.claims import ClaimChecker, ClaimRefused, VerifiedClaims
-from mchat_bot.doors.web.guard import allowed, networks
 from mchat_bot.net.http import is_server_hook_url
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
@@ -219,7 +219,6 @@ class WebhookEndpoints:
         slash_tokens: Sequence[str],
         budget: float = 4.5,
         max_body_bytes: int = 65536,
-        allow_from: Sequence[str] = (),
         username: str = "",
         icon_url: str = "",
     ) -> None:
@@ -237,7 +236,6 @@ class WebhookEndpoints:
         self.slash_tokens = list(slash_tokens)
         self.budget = budget
         self.max_body_bytes = max_body_bytes
-        self.networks = networks(allow_from)
         self.username = username
         self.icon_url = icon_url
 
@@ -270,12 +268,6 @@ class WebhookEndpoints:
         return r
 
     # --- request checks -------------------------------------------------------------------------
-
-    def _check_client(self, request: Request) -> None:
-        host = request.client.host if request.client else None
-        if not allowed(host, self.networks):
-            log.warning("http.forbidden", client=host, path=request.url.path)
-            raise HTTPException(403, "caller not allowed (http.allow_from)")
 
     async def _fields(self, request: Request, types: Sequence[str]) -> dict[str, list[str]]:
         """The body's fields (every value a list of strings), after size and type checks."""
@@ -323,7 +315,6 @@ class WebhookEndpoints:
 
     async def outgoing(self, request: Request) -> JSONResponse:
         started = time.monotonic()
-        self._check_client(request)
         fields = await self._fields(request, (JSON, FORM))
         token = (fields.get("token") or [""])[0]
         if not token_ok(token, self.outgoing_tokens):
@@ -451,7 +442,6 @@ class WebhookEndpoints:
 
     async def slash(self, request: Request) -> JSONResponse:
         started = time.monotonic()
-        self._check_client(request)
         fields = await self._fields(request, (FORM, JSON))
         token = (fields.get("token") or [""])[0]
         auth = request.headers.get("authorization", "")

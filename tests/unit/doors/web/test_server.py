@@ -74,6 +74,7 @@ class _NoPost:
 
 @contextlib.asynccontextmanager
 async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEndpoints, Inbox]]:
+    allow_from = kw.pop("allow_from", ())
     async with Storage(tmp_path / "db.sqlite3") as st:
         inbox = Inbox(st)
         mappings = Mappings(st)
@@ -91,7 +92,7 @@ async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEn
             budget=kw.pop("budget", 2.0),
             **kw,
         )
-        server = HttpServer(create_app(endpoints), "127.0.0.1:0", grace=1.0)
+        server = HttpServer(create_app(endpoints, allow_from=allow_from), "127.0.0.1:0", grace=1.0)
         server.bind()
         task = asyncio.create_task(server.run())
         try:
