@@ -28,6 +28,7 @@ from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
+from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
@@ -36,6 +37,7 @@ from mchat_bot.pipeline.listeners.fanout import EventFanout, EventFn
 from mchat_bot.pipeline.listeners.follow import Follower
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.steps.asker_only import AskerOnly
 from mchat_bot.pipeline.steps.attachments import Attachments
 from mchat_bot.pipeline.steps.audit import AuditStep
 from mchat_bot.pipeline.steps.feedback import Feedback
@@ -97,7 +99,12 @@ class Daemon:
                 )
             doors = WebDoors(s, storage, inbox, rest, bot)
             writer = ReplyWriter(
-                rest, inbox, waiters=doors.waiters, hooks=doors.hooks, edit_sent_parts=s.ux.stream
+                rest,
+                inbox,
+                waiters=doors.waiters,
+                hooks=doors.hooks,
+                edit_sent_parts=s.ux.stream,
+                bot_user_id=bot.user_id,
             )
             ux = s.ux
             feedback = Feedback(
@@ -116,6 +123,7 @@ class Daemon:
                     interval=ux.stream_edit_interval,
                     first_post_after=ux.stream_first_post_after,
                 )
+            audience = Audience(rest, bot.user_id)
             handlers = Handlers(
                 store,
                 llm,
@@ -125,6 +133,7 @@ class Daemon:
                 sensitive=s.memory.sensitive,
                 team_admins=s.memory.team_admins,
                 extract_channels=s.memory.extract_channels,
+                audience=audience,
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings), AuditStep(audit), feedback]
@@ -144,7 +153,7 @@ class Daemon:
                 )
             pool = WorkerPool(
                 inbox,
-                Chain(steps, handlers),
+                Chain([*steps, AskerOnly(writer, s.mattermost.url)], handlers),
                 writer,
                 bot,
                 workers=s.bot.workers,
@@ -158,7 +167,7 @@ class Daemon:
                 greet=ux.greet,
                 mention=_mention(bot),
             )
-            listeners: list[EventFn] = [channels.on_event]
+            listeners: list[EventFn] = [channels.on_event, audience.on_event]
             background = [channels.run]
             if ux.follow_edits:
                 follower = Follower(

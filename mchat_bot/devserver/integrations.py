@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from mchat_bot.devserver.errors import AppError, forbidden, invalid_param, json_response
-from mchat_bot.devserver.hub import Hub, broadcast
+from mchat_bot.devserver.hub import Hub
 from mchat_bot.devserver.posts import MAX_MESSAGE_RUNES, PostService
 from mchat_bot.devserver.rest import RestApi, read_json
 from mchat_bot.devserver.state import Channel, Store, User, is_valid_id, new_id
@@ -132,12 +132,16 @@ class Integrations:
     commands: dict[str, Command] = field(default_factory=dict)
     response_urls: dict[str, ResponseUrl] = field(default_factory=dict)
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # every outgoing-webhook call
-    ephemeral: list[dict[str, Any]] = field(default_factory=list)  # ephemeral posts shown to users
     errors: list[str] = field(default_factory=list)  # what the real server only logs
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.posts.after_create.append(self.on_post)
+
+    @property
+    def ephemeral(self) -> list[dict[str, Any]]:
+        """Ephemeral posts shown to users (command responses and REST ones alike)."""
+        return self.posts.ephemeral
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -568,25 +572,10 @@ class Integrations:
                         integration=True,
                     )
             else:
-                post = {
-                    "id": new_id(),
-                    "create_at": self.store.clock.now_ms(),
-                    "user_id": self.store.users[cmd.creator_id].id if cmd else user.id,
-                    "channel_id": channel.id,
-                    "root_id": root_id,
-                    "message": text,
-                    "type": "system_ephemeral",
-                    "props": {},
-                    "to_user_id": user.id,
-                }
-                self.ephemeral.append(post)
-                self.hub.publish(
-                    "ephemeral_message",
-                    {"post": json.dumps(post, ensure_ascii=False)},
-                    broadcast(channel_id=channel.id, user_id=user.id),
-                    {user.id},
+                sender = self.store.users[cmd.creator_id] if cmd else user
+                self.posts.send_ephemeral(
+                    sender, user.id, {"channel_id": channel.id, "root_id": root_id, "message": text}
                 )
-                self.posts._notify()
 
     async def wait_ephemeral(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0

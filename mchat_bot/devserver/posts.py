@@ -46,6 +46,7 @@ class PostService:
         self.pending: dict[str, tuple[str | None, float]] = {}  # pending_post_id -> (post id | None, expiry)
         self.post_timestamps: dict[str, float] = {}
         self.edit_timestamps: dict[str, list[float]] = {}  # post id -> monotonic times of its edits
+        self.ephemeral: list[dict[str, Any]] = []  # ephemeral posts sent (never stored), for tests
         self.timings = Timings()  # bench hooks: socket write and reply arrival times
         self._changed = asyncio.Event()
         # called after every created post (outgoing webhooks fire from here): (post, channel, sender)
@@ -213,6 +214,31 @@ class PostService:
         channel.last_post_at = at
         channel.total_msg_count += 1
         return post
+
+    def send_ephemeral(self, sender: User, user_id: str, post: dict[str, Any]) -> dict[str, Any]:
+        """app.SendEphemeralPost: typed ``system_ephemeral``, given an id and a time if it has none,
+        published as ``ephemeral_message`` to that one user in the channel, and never stored."""
+        sent = {
+            **new_post(
+                post_id=str(post.get("id") or new_id()),
+                user_id=sender.id,
+                channel_id=str(post.get("channel_id", "")),
+                message=str(post.get("message", "")),
+                root_id=str(post.get("root_id", "")),
+                props=dict(post["props"]) if isinstance(post.get("props"), dict) else {},
+                at=self.store.clock.now_ms(),
+            ),
+            "type": "system_ephemeral",
+        }
+        self.ephemeral.append({**sent, "to_user_id": user_id})
+        self.hub.publish(
+            "ephemeral_message",
+            {"post": json.dumps(sent, ensure_ascii=False)},
+            broadcast(channel_id=sent["channel_id"], user_id=user_id),
+            {user_id},
+        )
+        self._notify()
+        return copy.deepcopy(sent)
 
     def _mentioned(self, post: dict[str, Any], channel: Channel, sender: User) -> set[str]:
         members = set(channel.members)

@@ -145,11 +145,13 @@ class RestApi:
             r.post("/api/v4/channels/direct", self.create_direct),
             r.post("/api/v4/channels/group", self.create_group),
             r.get("/api/v4/channels/{channel_id}", self.get_channel),
+            r.get("/api/v4/channels/{channel_id}/stats", self.channel_stats),
             r.get("/api/v4/channels/{channel_id}/members", self.channel_members),
             r.get("/api/v4/channels/{channel_id}/members/{user_id}", self.channel_member),
             r.post("/api/v4/channels/{channel_id}/members", self.add_channel_member),
             r.get("/api/v4/channels/{channel_id}/posts", self.channel_posts),
             r.post("/api/v4/posts", self.create_post),
+            r.post("/api/v4/posts/ephemeral", self.create_ephemeral_post),
             r.get("/api/v4/posts/{post_id}", self.get_post),
             r.delete("/api/v4/posts/{post_id}", self.delete_post),
             r.put("/api/v4/posts/{post_id}/patch", self.patch_post),
@@ -235,7 +237,27 @@ class RestApi:
     async def channel_members(self, request: web.Request) -> web.Response:
         me = self.user(request)
         c = self.readable_channel(me, request.match_info["channel_id"])
-        return json_response([c.member_json(u) for u in c.members])
+        return json_response([c.member_json(u, guest=self._guest(u)) for u in c.members])
+
+    def _guest(self, user_id: str) -> bool:
+        u = self.store.users.get(user_id)
+        return u is not None and u.is_guest
+
+    async def channel_stats(self, request: web.Request) -> web.Response:
+        """api4/channel.go getChannelStats: read_channel on the channel; counts of its members (bots
+        included) and of the guests among them."""
+        me = self.user(request)
+        c = self.readable_channel(me, request.match_info["channel_id"])
+        guests = sum(1 for u in c.members if self._guest(u))
+        return json_response(
+            {
+                "channel_id": c.id,
+                "member_count": len(c.members),
+                "guest_count": guests,
+                "pinnedpost_count": 0,
+                "files_count": 0,
+            }
+        )
 
     async def channel_member(self, request: web.Request) -> web.Response:
         """One membership (api4/channel.go getChannelMember): the caller needs read_channel (403), and a
@@ -251,7 +273,7 @@ class RestApi:
                 "app.channel.get_member.missing.app_error",
                 "No channel member found for that user ID and channel ID.",
             )
-        return json_response(c.member_json(user_id))
+        return json_response(c.member_json(user_id, guest=self._guest(user_id)))
 
     async def add_channel_member(self, request: web.Request) -> web.Response:
         me = self.user(request)
@@ -336,6 +358,27 @@ class RestApi:
         set_online = request.query.get("set_online", "true") not in _FALSE
         post = await self.posts.create(me, body, set_online=set_online, received_at=received)
         return json_response(post, 201)
+
+    async def create_ephemeral_post(self, request: web.Request) -> web.Response:
+        """api4/post.go createEphemeralPost: ``{"user_id", "post"}``; the caller needs
+        create_post_ephemeral, which only system admins have. The post is sent to that one user over
+        the WebSocket and never stored."""
+        me = self.user(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise invalid_param("body")
+        user_id, post = body.get("user_id"), body.get("post")
+        if not isinstance(user_id, str) or not user_id:
+            raise invalid_param("user_id")
+        if not isinstance(post, dict):
+            raise invalid_param("post")
+        if not me.is_admin:
+            raise AppError(
+                403,
+                "api.context.permissions.app_error",
+                "You do not have the appropriate permissions. (create_post_ephemeral)",
+            )
+        return json_response(self.posts.send_ephemeral(me, user_id, post), 201)
 
     async def get_post(self, request: web.Request) -> web.Response:
         me = self.user(request)

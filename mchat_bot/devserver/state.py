@@ -53,6 +53,11 @@ class User:
     def is_admin(self) -> bool:
         return "system_admin" in self.roles.split()
 
+    @property
+    def is_guest(self) -> bool:
+        """A guest account (``system_guest``): a member of its channels as a channel guest."""
+        return "system_guest" in self.roles.split()
+
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "id": self.id,
@@ -146,12 +151,12 @@ class Channel:
             "last_root_post_at": self.last_post_at,
         }
 
-    def member_json(self, user_id: str) -> dict[str, Any]:
+    def member_json(self, user_id: str, *, guest: bool = False) -> dict[str, Any]:
         joined = self.members.get(user_id, 0)
         return {
             "channel_id": self.id,
             "user_id": user_id,
-            "roles": "channel_user",
+            "roles": "channel_guest" if guest else "channel_user",
             "last_viewed_at": 0,
             "msg_count": 0,
             "mention_count": 0,
@@ -165,8 +170,8 @@ class Channel:
                 "push": "default",
             },
             "last_update_at": joined,
-            "scheme_guest": False,
-            "scheme_user": True,
+            "scheme_guest": guest,
+            "scheme_user": not guest,
             "scheme_admin": False,
             "explicit_roles": "",
         }

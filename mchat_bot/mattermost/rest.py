@@ -347,6 +347,14 @@ class RestClient:
         read the channel (``GET /channels/{id}/members/{user_id}``)."""
         return await self.request("GET", f"/channels/{channel_id}/members/{user_id}")
 
+    async def get_channel_stats(self, channel_id: str) -> dict[str, Any]:
+        """``member_count`` and ``guest_count`` (bots included in the members), read_channel needed."""
+        return await self.request("GET", f"/channels/{channel_id}/stats")
+
+    async def create_direct_channel(self, user_a: str, user_b: str) -> dict[str, Any]:
+        """The DM channel of two users, created if it does not exist yet (idempotent)."""
+        return await self.request("POST", "/channels/direct", json=[user_a, user_b])
+
     async def get_my_channels(self, user_id: str) -> list[dict[str, Any]]:
         """All channels of ``user_id`` across teams (``GET /users/{id}/channels``)."""
         return await self.request("GET", f"/users/{user_id}/channels")
@@ -379,6 +387,14 @@ class RestClient:
         if file_ids:
             body["file_ids"] = list(file_ids)
         return await self.request("POST", "/posts", json=body)
+
+    async def create_ephemeral_post(
+        self, user_id: str, channel_id: str, message: str, *, root_id: str = ""
+    ) -> dict[str, Any]:
+        """A post only ``user_id`` sees, in their open client, never stored (``POST /posts/ephemeral``).
+        Needs create_post_ephemeral, which Mattermost gives only to system admins: a 403 otherwise."""
+        post = {"channel_id": channel_id, "message": message, "root_id": root_id}
+        return await self.request("POST", "/posts/ephemeral", json={"user_id": user_id, "post": post})
 
     async def patch_post(
         self,
@@ -432,7 +448,7 @@ class RestClient:
     async def ping(self) -> Any:
         return await self.request("GET", "/system/ping")
 
-    # --- issue 7 (user extras): reactions, channels by name, joining, files ----------------------
+    # --- reactions removed, channels by name, joining, files ----------------------
 
     async def remove_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any:
         return await self.request("DELETE", f"/users/{user_id}/posts/{post_id}/reactions/{emoji_name}")

@@ -120,12 +120,15 @@ class Viewer:
 
     ``direct``: the asker is alone with the bot (a 1:1 DM). There is no team in a DM, so there the
     author sees all of their personal memories, of every team.
+    ``guest``: a guest account, which sees the channel memories of its channels and its own personal
+    memories, never the team's.
     """
 
     team_id: str
     channel_id: str
     user_id: str
     direct: bool = False
+    guest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ def visibility_clauses(viewer: Viewer) -> list[Clause]:
 
     - channel memories of this channel;
     - the asker's personal memories made in this team or in a DM (team ""); in a 1:1 DM, of any team;
-    - team memories of this team (none in a DM or group DM: they have no team).
+    - team memories of this team (none in a DM or group DM: they have no team; none for a guest).
     """
     clauses: list[Clause] = []
     if viewer.channel_id:
@@ -174,7 +177,7 @@ def visibility_clauses(viewer: Viewer) -> list[Clause]:
         else:
             teams = (viewer.team_id, "") if viewer.team_id else ("",)
             clauses.append({"scope": "user", "user_id": viewer.user_id, "team_id": teams})
-    if viewer.team_id:
+    if viewer.team_id and not viewer.guest:
         clauses.append({"scope": "team", "team_id": viewer.team_id})
     return clauses
 

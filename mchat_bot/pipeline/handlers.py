@@ -20,9 +20,11 @@ import structlog
 
 from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
+from mchat_bot.memory.readers import Readers, may_post, split_postable
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
+from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
@@ -88,6 +90,7 @@ class Handlers:
         team_admins: Iterable[str] = (),
         extract_channels: Iterable[str] = (),
         memory_llm_timeout: float = 20.0,
+        audience: Audience | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -102,6 +105,8 @@ class Handlers:
         self.thread_reader = thread_reader
         self.tz = tz
         self.thread_timeout = thread_timeout
+        # without a server to ask (tests of the handlers alone): nobody is a guest
+        self.audience = audience if audience is not None else Audience(None, bot.user_id)
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -135,26 +140,57 @@ class Handlers:
     # --- commands ---------------------------------------------------------------------------
 
     async def _command(self, msg: IncomingMessage, cmd: Command) -> Reply:
-        viewer = self.viewer(msg)
         lang = cmd.lang
-        if cmd.name == "memories":
-            shown = await self.store.recent(viewer, limit=10)
-            text = texts.format_memories(shown, lang, self.tz)
-            return Reply(text, Outcome.LISTED, unique(*(m.id for m in shown)))
         if cmd.name in ("remember", "search", "history", "forget") and not cmd.arg:
             return Reply(texts.format_usage(cmd.name, lang), Outcome.REFUSED)
         if cmd.name == "remember":
             return await self._remember(msg, cmd.arg, lang)
+        if cmd.name == "help":
+            return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
+        viewer = await self.audience.viewer(msg)
+        readers = await self.audience.readers(msg)
+        if cmd.name == "memories":
+            shown = await self.store.recent(viewer, limit=10)
+            public, hidden = split_postable(shown, readers, _itself)
+            ids = unique(*(m.id for m in shown))
+            if hidden and not public:
+                return self._withheld(
+                    Reply(texts.withheld_here(lang), Outcome.LISTED, ids),
+                    lang,
+                    hidden_text=texts.format_memories(hidden, lang, self.tz),
+                )
+            reply = Reply(texts.format_memories(public, lang, self.tz), Outcome.LISTED, ids)
+            return self._withheld(
+                reply, lang, hidden_text=texts.format_memories(hidden, lang, self.tz) if hidden else ""
+            )
         if cmd.name == "search":
             hits = await self._search(cmd.arg, viewer)
             previous = await self._previous(hits, viewer)
-            text = texts.format_search(cmd.arg, hits, lang, self.tz, previous)
-            return Reply(text, Outcome.LISTED, _ids(hits))
+            public_hits, hidden_hits = split_postable(hits, readers, _memory_of)
+            hidden_text = (
+                texts.format_search(cmd.arg, hidden_hits, lang, self.tz, previous) if hidden_hits else ""
+            )
+            text = (
+                texts.withheld_here(lang)
+                if hidden_hits and not public_hits
+                else texts.format_search(cmd.arg, public_hits, lang, self.tz, previous)
+            )
+            return self._withheld(Reply(text, Outcome.LISTED, _ids(hits)), lang, hidden_text=hidden_text)
         if cmd.name == "history":
-            return await self._history(viewer, cmd.arg, lang)
+            return await self._history(viewer, readers, cmd.arg, lang)
         if cmd.name == "forget":
-            return await self._forget(viewer, cmd.arg, lang)
+            return await self._forget(viewer, readers, cmd.arg, lang)
         return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
+
+    def _withheld(self, reply: Reply, lang: str, *, hidden_text: str) -> Reply:
+        """``reply`` for the channel, and what only the asker may read beside it (if anything)."""
+        if not hidden_text:
+            return reply
+        return replace(
+            reply,
+            private=f"{texts.only_you_head(lang)}\n\n{hidden_text}",
+            private_fallback=texts.withheld_ask_in_dm(lang, self.mention),
+        )
 
     async def _search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         started = time.monotonic()
@@ -186,15 +222,30 @@ class Handlers:
                 return Reply(texts.format_sensitive_refused(kinds, lang), Outcome.REFUSED)
             text = filtered.text
         memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
+        # the new text is the asker's own words, posted by them here; an older version may not be
+        readers = await self.audience.readers(msg) if old is not None else None
+        old_postable = old is not None and readers is not None and may_post(old, readers)
         if decision.action == "keep" and old is not None:
-            return Reply(texts.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
+            known = Reply(texts.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
+            if old_postable:
+                return known
+            return self._withheld(
+                Reply(texts.withheld_here(lang), Outcome.KNOWN, (old.id,)), lang, hidden_text=known.text
+            )
         reply = texts.format_remembered(memory, lang)
+        hidden = ""
         if old is not None:
-            reply += "\n" + texts.format_replaced(old, lang, decision.action)
+            replaced = texts.format_replaced(old, lang, decision.action)
+            if old_postable:
+                reply += "\n" + replaced
+            else:
+                hidden = replaced
         if filtered.found:
             reply += "\n\n" + texts.format_sensitive_masked(len(filtered.findings), kinds, lang)
         touched = unique(memory.id, old.id if old is not None and memory.replaces else "")
-        return Reply(reply, Outcome.STORED, touched, (memory.scope,))
+        return self._withheld(
+            Reply(reply, Outcome.STORED, touched, (memory.scope,)), lang, hidden_text=hidden
+        )
 
     def _may_make_team_memory(self, msg: IncomingMessage) -> bool:
         """Team memories come from a public channel of the team, or from a listed team admin."""
@@ -221,7 +272,7 @@ class Handlers:
             created_at=now,
             valid_from=now,
         )
-        viewer = self.viewer(msg)
+        viewer = await self.audience.viewer(msg)
         candidates = [h.memory for h in await self._search(text, viewer) if same_place(h.memory, memory)]
         decision = await extractor.decide(text, candidates, self.llm, timeout=self.memory_llm_timeout)
         old = next((m for m in candidates if m.id == decision.target), None)
@@ -245,7 +296,7 @@ class Handlers:
         )
         return memory, decision, old
 
-    async def _forget(self, viewer: Viewer, arg: str, lang: str) -> Reply:
+    async def _forget(self, viewer: Viewer, readers: Readers, arg: str, lang: str) -> Reply:
         m = _ID_LIKE.match(arg.strip())
         if m:
             ref = m.group(1)
@@ -254,15 +305,27 @@ class Handlers:
                 if await self.store.delete(found.id):
                     log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
                     await self._restore_previous(found)
-                    return Reply(texts.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
+                    done = Reply(texts.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
+                    if may_post(found, readers):
+                        return done
+                    short = Reply(
+                        texts.format_forgotten_withheld(found, lang), Outcome.FORGOTTEN, (found.id,)
+                    )
+                    return self._withheld(short, lang, hidden_text=done.text)
                 return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
             if found == "ambiguous":
                 return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
             if " " not in arg and _looks_like_id(ref):
                 return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
         hits = await self._search(arg, viewer)
-        text = texts.format_forget_candidates(arg, hits, lang, self.tz)
-        return Reply(text, Outcome.NOTHING_FOUND, _ids(hits))
+        public, hidden = split_postable(hits, readers, _memory_of)
+        text = (
+            texts.withheld_here(lang)
+            if hidden and not public
+            else texts.format_forget_candidates(arg, public, lang, self.tz)
+        )
+        hidden_text = texts.format_forget_candidates(arg, hidden, lang, self.tz) if hidden else ""
+        return self._withheld(Reply(text, Outcome.NOTHING_FOUND, _ids(hits)), lang, hidden_text=hidden_text)
 
     async def _resolve_id(self, ref: str, viewer: Viewer) -> Memory | str | None:
         """A full id, or the short id shown in lists (its last 8 characters); only visible ones."""
@@ -291,7 +354,7 @@ class Handlers:
             )
             log.info("memory.restored", memory_id=old.id)
 
-    async def _history(self, viewer: Viewer, arg: str, lang: str) -> Reply:
+    async def _history(self, viewer: Viewer, readers: Readers, arg: str, lang: str) -> Reply:
         ref = arg.strip().strip("`")
         found = await self._resolve_id(ref, viewer) if _ID_LIKE.match(ref) else None
         if found == "ambiguous":
@@ -300,7 +363,10 @@ class Handlers:
             return Reply(texts.format_history_not_found(ref, lang), Outcome.NOTHING_FOUND)
         versions = await self.chain(found, viewer)
         text = texts.format_history(versions, lang, self.tz)
-        return Reply(text, Outcome.LISTED, unique(*(v.id for v in versions)))
+        ids = unique(*(v.id for v in versions))
+        if all(may_post(v, readers) for v in versions):  # one audience per chain: all or none
+            return Reply(text, Outcome.LISTED, ids)
+        return self._withheld(Reply(texts.withheld_here(lang), Outcome.LISTED, ids), lang, hidden_text=text)
 
     async def chain(self, memory: Memory, viewer: Viewer) -> list[Memory]:
         """The versions of a fact, oldest first: follow `replaces` back and `superseded_by` forward."""
@@ -340,10 +406,16 @@ class Handlers:
     async def _answer(
         self, msg: IncomingMessage, question: str, lang: str, sink: AnswerSink | None = None
     ) -> Reply:
-        viewer = self.viewer(msg)
-        hits = await self._search(question, viewer, limit=ANSWER_MEMORIES)
-        previous = await self._previous(hits, viewer)
-        if self.llm is None:
+        viewer = await self.audience.viewer(msg)
+        readers = await self.audience.readers(msg)
+        found = await self._search(question, viewer, limit=ANSWER_MEMORIES)
+        previous = await self._previous(found, viewer)
+        # only what every reader here may see goes into the prompt and the answer
+        hits, hidden = split_postable(found, readers, _memory_of)
+        hidden_text = texts.format_withheld_memories(hidden, lang, previous, self.tz) if hidden else ""
+        if hidden and not hits:
+            reply = texts.withheld_here(lang)
+        elif self.llm is None:
             text = texts.format_retrieval_only(hits, lang, previous, self.tz)
             reply = texts.join_sources(text, self._sources(msg, hits, range(1, len(hits) + 1), lang))
         else:
@@ -357,8 +429,9 @@ class Handlers:
         extracted = await self._extract(msg, question)
         if extracted:
             reply += "\n\n" + texts.format_extracted(extracted, lang)
-        ids = unique(*(m.id for m in extracted), *_ids(hits))
-        return Reply(reply, Outcome.ANSWERED, ids, tuple(m.scope for m in extracted))
+        ids = unique(*(m.id for m in extracted), *_ids(found))
+        answered = Reply(reply, Outcome.ANSWERED, ids, tuple(m.scope for m in extracted))
+        return self._withheld(answered, lang, hidden_text=hidden_text)
 
     async def _extract(self, msg: IncomingMessage, text: str) -> list[Memory]:
         """In extraction channels: remember what the user stated (their words only, after the answer).
@@ -411,17 +484,16 @@ class Handlers:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    @staticmethod
-    def viewer(msg: IncomingMessage) -> Viewer:
-        return Viewer(
-            team_id=msg.team_id,
-            channel_id=msg.channel_id,
-            user_id=msg.user_id,
-            direct=msg.channel_type == "D",
-        )
-
     def permalink(self, post_id: str) -> str:
         return f"{self.site_url}/_redirect/pl/{post_id}"
+
+
+def _itself(memory: Memory) -> Memory:
+    return memory
+
+
+def _memory_of(hit: Hit) -> Memory:
+    return hit.memory
 
 
 def _ids(hits: Sequence[Hit]) -> tuple[str, ...]:

@@ -34,6 +34,8 @@ class IncomingMessage:
     # False when a door made this message without a post on the server (an outgoing-webhook body
     # with no post_id, a slash command): there is no thread to answer in, only the channel
     has_post: bool = True
+    # True when the answer is shown to the asker alone (a slash command's ephemeral response)
+    private_reply: bool = False
 
     @property
     def thread_root(self) -> str:
@@ -78,6 +80,10 @@ class Reply:
     outcome: Outcome
     memory_ids: tuple[str, ...] = ()  # added, deleted, superseded, then shown; each once
     saved_scopes: tuple[str, ...] = ()  # one scope per memory stored (for the saved-memories metric)
+    # what only the asker may read (memories others in the channel may not see): shown to them
+    # alone, never in ``text``; ``private_fallback`` is posted instead when that cannot be done
+    private: str = ""
+    private_fallback: str = ""
 
     @classmethod
     def nothing(cls) -> Reply:
@@ -95,6 +101,8 @@ class Reply:
             self.outcome if not self.empty else other.outcome,
             unique(*self.memory_ids, *other.memory_ids),
             (*self.saved_scopes, *other.saved_scopes),
+            "\n\n".join(t for t in (self.private, other.private) if t),
+            self.private_fallback or other.private_fallback,
         )
 
 

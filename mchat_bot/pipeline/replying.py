@@ -80,8 +80,11 @@ class ReplyWriter:
         waiters: Waiters | None = None,
         hooks: Hooks | None = None,
         edit_sent_parts: bool = False,
+        bot_user_id: str = "",
     ) -> None:
         self.server = server
+        self.bot_user_id = bot_user_id
+        self._ephemeral_allowed = True
         self.inbox = inbox
         self.limit = limit
         self.waiters = waiters if waiters is not None else Waiters()
@@ -137,6 +140,42 @@ class ReplyWriter:
         if self.edit_sent_parts:
             await self._finalize(turn, text)
         return await self.post_parts(msg, text)
+
+    # --- the asker alone ----------------------------------------------------------------------
+
+    async def tell_asker(self, msg: IncomingMessage, text: str, *, dm_note: str = "") -> str:
+        """Show ``text`` to the asker alone: an ephemeral post where they asked, else a post in their
+        DM with the bot (``dm_note`` added: where they asked). Returns how ("ephemeral", "dm"), or ""
+        when neither could be done.
+
+        Mattermost lets only system admins create ephemeral posts over REST; after the first 403
+        this writer goes straight to the DM.
+        """
+        root = msg.thread_root
+        if self._ephemeral_allowed:
+            try:
+                await self.server.create_ephemeral_post(msg.user_id, msg.channel_id, text, root_id=root)
+                return "ephemeral"
+            except MattermostError as exc:
+                if exc.status != 403:
+                    log.warning("reply.ephemeral_failed", post_id=msg.post_id, status=exc.status)
+                else:
+                    self._ephemeral_allowed = False
+                    log.info("reply.ephemeral_not_allowed", hint="give the bot the system admin role")
+            except MattermostUnavailable:
+                log.warning("reply.ephemeral_failed", post_id=msg.post_id, status=0)
+        try:
+            dm = await self.server.create_direct_channel(self.bot_user_id, msg.user_id)
+            await self.server.create_post(
+                str(dm["id"]),
+                f"{text}\n\n{dm_note}" if dm_note else text,
+                props={"mchat_reply_to": msg.post_id, "mchat_private": True},
+                pending_post_id=pending_id(msg.post_id, "private"),
+            )
+            return "dm"
+        except (MattermostError, MattermostUnavailable, KeyError) as exc:
+            log.warning("reply.private_failed", post_id=msg.post_id, error=type(exc).__name__)
+            return ""
 
     # --- the thread ---------------------------------------------------------------------------
 

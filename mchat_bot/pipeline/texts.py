@@ -117,18 +117,69 @@ def scope_label(scope: str, lang: str) -> str:
 
 
 def format_remembered(memory: Memory, lang: str) -> str:
+    """The seed's three lines, then the id that ``forget`` and ``history`` take."""
     if lang == "ko":
         return (
             "#### 🧠 메모리 저장됨\n"
             f"- **내용:** {memory.text}\n"
             f"- **범위:** {scope_label(memory.scope, lang)}\n"
-            f"- **카테고리:** {memory.category}"
+            f"- **카테고리:** {memory.category}\n"
+            f"- **ID:** `{memory.id}`"
         )
     return (
         "#### 🧠 Memory saved\n"
         f"- **Content:** {memory.text}\n"
         f"- **Scope:** {scope_label(memory.scope, lang)}\n"
-        f"- **Category:** {memory.category}"
+        f"- **Category:** {memory.category}\n"
+        f"- **ID:** `{memory.id}`"
+    )
+
+
+# --- what only the asker may read (the reader rule) -----------------------------------------
+
+
+def only_you_head(lang: str) -> str:
+    """Heads what is shown to the asker alone: memories others in the channel may not see."""
+    return pick(
+        lang,
+        "🔒 **나만 보기** · 이 채널의 다른 사람은 볼 수 없는 메모리라 본인에게만 보여 드립니다.",
+        "🔒 **Only you can see this** · these memories are not visible to everyone in this channel.",
+    )
+
+
+def withheld_here(lang: str) -> str:
+    """The channel's answer when everything found may be read by the asker alone."""
+    return pick(
+        lang,
+        "🔒 관련된 메모리는 본인만 볼 수 있는 메모리라 이 채널에는 게시하지 않습니다.",
+        "🔒 What I have on this is not visible to everyone here, so I am not posting it in this channel.",
+    )
+
+
+def withheld_ask_in_dm(lang: str, mention: str) -> str:
+    """Posted when the asker alone could not be shown it (no ephemeral posts, no DM)."""
+    return pick(
+        lang,
+        f"🔒 본인만 볼 수 있는 관련 메모리가 있습니다. 저({mention})에게 DM으로 물어보면 보여 드립니다.",
+        f"🔒 There is more that only you may see. Ask me ({mention}) in a direct message to see it.",
+    )
+
+
+def withheld_sent_to_dm(lang: str) -> str:
+    return pick(
+        lang,
+        "🔒 본인만 볼 수 있는 관련 메모리는 DM으로 보내 드렸습니다.",
+        "🔒 What only you may see, I sent to you in a direct message.",
+    )
+
+
+def format_forgotten_withheld(memory: Memory, lang: str) -> str:
+    """The channel's confirmation of a deleted memory others may not see: no text, only the id."""
+    sid = short_id(memory.id)
+    return pick(
+        lang,
+        f"#### 🗑️ 메모리 삭제됨\n- **ID:** `{sid}` (본인만 볼 수 있는 메모리라 내용은 게시하지 않습니다)",
+        f"#### 🗑️ Memory forgotten\n- **ID:** `{sid}` (not visible to everyone here: its text is not posted)",
     )
 
 
@@ -401,6 +452,19 @@ def format_retrieval_only(
     for i, h in enumerate(hits, 1):
         was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
         lines.append(f"> [{i}] {one_line(h.memory.text, 1000)}{was}")
+    return "\n".join([head, *lines])
+
+
+def format_withheld_memories(
+    hits: Sequence[Hit], lang: str, previous: Mapping[str, Memory] | None = None, tz: tzinfo | None = None
+) -> str:
+    """A question's memories that only the asker may read, quoted with their ids."""
+    prev = previous or {}
+    head = pick(lang, "관련된 메모리:", "What I have on this:")
+    lines = []
+    for i, h in enumerate(hits, 1):
+        was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
+        lines.append(f"> [{i}] {one_line(h.memory.text, 1000)}{was} `{short_id(h.memory.id)}`")
     return "\n".join([head, *lines])
 
 

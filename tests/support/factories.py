@@ -8,7 +8,7 @@ import time
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.llm import LLM
 from mchat_bot.pipeline.handlers import Handlers
-from mchat_bot.pipeline.message import ChannelType, IncomingMessage
+from mchat_bot.pipeline.message import ChannelType, IncomingMessage, Reply
 from mchat_bot.pipeline.router import BotIdentity, route
 
 BOT = BotIdentity("bot1", "memorybot", ("@ai",))
@@ -48,8 +48,13 @@ def message(
 async def ask(h: Handlers, text: str, **kw: object) -> str:
     """Route ``text`` as :func:`message` builds it (``kw`` are its fields), hand it to ``h``, and
     return the text of its reply."""
+    return (await answer(h, text, **kw)).text
+
+
+async def answer(h: Handlers, text: str, **kw: object) -> Reply:
+    """The whole reply to ``text``: what is posted, and what only the asker may be shown."""
     m = message(text, **kw)  # type: ignore[arg-type]
-    return (await h.handle(m, route(m, BOT))).text
+    return await h.handle(m, route(m, BOT))
 
 
 def llm_for(fake: FakeLLM, timeout: float = 5.0) -> LLM:

@@ -10,7 +10,6 @@ few seconds, so a burst of commands costs one lookup each.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -18,6 +17,7 @@ from typing import Any, Protocol, TypeVar, cast
 import structlog
 
 from mchat_bot.mattermost.rest import MattermostError
+from mchat_bot.net.cache import TTLCache
 from mchat_bot.pipeline.message import ChannelType
 
 log = structlog.get_logger(__name__)
@@ -68,29 +68,6 @@ class VerifiedClaims:
     post: dict[str, Any] | None = None
 
 
-class _TTLCache:
-    """A small expiring map for lookups that are asked again within seconds."""
-
-    def __init__(self, ttl: float, max_entries: int) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._rows: dict[Any, tuple[float, Any]] = {}
-
-    def get(self, key: Any) -> tuple[bool, Any]:
-        row = self._rows.get(key)
-        if row is None or row[0] < time.monotonic():
-            self._rows.pop(key, None)
-            return False, None
-        return True, row[1]
-
-    def put(self, key: Any, value: Any) -> None:
-        if len(self._rows) >= self.max_entries:
-            now = time.monotonic()
-            for k in [k for k, (until, _) in self._rows.items() if until < now] or list(self._rows)[:1]:
-                self._rows.pop(k, None)
-        self._rows[key] = (time.monotonic() + self.ttl, value)
-
-
 class ClaimChecker:
     """Checks a door request's claims with the server, with a short cache of what it learned."""
 
@@ -103,9 +80,9 @@ class ClaimChecker:
     ) -> None:
         self.rest = rest
         self.timeout = timeout
-        self._channels = _TTLCache(ttl, CACHE_MAX)
-        self._members = _TTLCache(ttl, CACHE_MAX)
-        self._users = _TTLCache(ttl, CACHE_MAX)
+        self._channels = TTLCache(ttl, CACHE_MAX)
+        self._members = TTLCache(ttl, CACHE_MAX)
+        self._users = TTLCache(ttl, CACHE_MAX)
 
     async def outgoing(self, *, channel_id: str, user_id: str, post_id: str, team_id: str) -> VerifiedClaims:
         """An outgoing webhook: Mattermost fires them only in public channels, for posts by members."""

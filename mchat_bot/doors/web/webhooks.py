@@ -505,6 +505,8 @@ class WebhookEndpoints:
             message=f"@{self.bot.username} {request_text}".strip(),
             create_at=int(time.time() * 1000),
             door=DOOR_SLASH,
+            has_post=False,
+            private_reply=not public,  # an ephemeral response: the asker is its only reader
         )
         response_type = "in_channel" if public else "ephemeral"
         await self.contexts.save(post_id, DOOR_SLASH, response_url, response_type)

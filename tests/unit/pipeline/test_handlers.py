@@ -46,10 +46,11 @@ async def test_remember_saves_in_channel_scope_and_replies_in_seed_format() -> N
     h = Handlers(store, None, BOT, SITE + "/", tz=KST)
     m = message("@ai remember X부품 불량률 12%")
     reply = (await h.handle(m, route(m, BOT))).text
-    assert reply == (
-        "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact"
-    )
     [saved] = store.memories.values()
+    assert reply == (
+        "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact\n"
+        f"- **ID:** `{saved.id}`"
+    )
     assert (saved.text, saved.scope, saved.category) == ("X부품 불량률 12%", "channel", "fact")
     assert (saved.channel_id, saved.team_id, saved.user_id, saved.user_name) == ("c1", "t1", "u1", "김과장")
     assert saved.source_post_id == m.post_id

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Any
 
+from mchat_bot.memory.readers import Readers, may_post
 from mchat_bot.memory.store import Memory, Selection, Viewer, is_visible
 from mchat_bot.pipeline.handlers import Handlers
-from mchat_bot.pipeline.message import ChannelType
+from mchat_bot.pipeline.message import ChannelType, Reply
 from mchat_bot.pipeline.router import parse_scope
 from mchat_bot.pipeline.texts import short_id
-from tests.support.factories import BOT, ask
+from tests.support.factories import BOT, answer
 
 
-async def say(
+async def said(
     h: Handlers,
     text: str,
     *,
@@ -27,11 +29,26 @@ async def say(
     team: str = "t1",
     ctype: ChannelType = "O",
     name: str = "",
-) -> str:
-    """``text`` from ``user`` in ``channel``; a channel's name is its id, a user's name is the id too."""
-    return await ask(
-        h, text, channel=channel, user=user, name=name or user, team=team, ctype=ctype, channel_name=channel
+) -> Reply:
+    """``text`` from ``user`` in ``channel``; a channel's name is its id (a DM's is the two user ids,
+    as on the server), a user's name is the id too."""
+    channel_name = f"{user}__{BOT.user_id}" if ctype == "D" else channel
+    return await answer(
+        h,
+        text,
+        channel=channel,
+        user=user,
+        name=name or user,
+        team=team,
+        ctype=ctype,
+        channel_name=channel_name,
     )
+
+
+async def say(h: Handlers, text: str, **kw: Any) -> str:
+    """What the asker is shown: the channel's reply and what only they may read."""
+    reply = await said(h, text, **kw)
+    return f"{reply.text}\n{reply.private}"
 
 
 def test_scope_grammar() -> None:
@@ -116,7 +133,7 @@ async def test_randomized_no_reply_shows_an_invisible_memory(store) -> None:
     assert len(made) >= 40
     by_tag = {re.search(r"tag\d{3}", m.text).group(0): m for m in made}  # type: ignore[union-attr]
     places = [(t, c, "O") for t, cs in teams.items() for c in cs] + [("", "d-{u}", "D")]
-    checked = 0
+    checked = posted = 0
     for _ in range(80):
         team, channel, ctype = rng.choice(places)
         user = rng.choice(users)
@@ -124,11 +141,17 @@ async def test_randomized_no_reply_shows_an_invisible_memory(store) -> None:
         viewer = Viewer(team, channel, user, direct=ctype == "D")
         query = rng.choice([*topics, "메모", "값", "tag"])
         prefix = "" if ctype == "D" else "@ai "
+        readers = Readers(channel, team, only_user=user if ctype == "D" else "")
         for command in (f"search {query}", query + "?", "memories"):
-            reply = await say(h, prefix + command, channel=channel, user=user, team=team, ctype=ctype)
+            whole = await said(h, prefix + command, channel=channel, user=user, team=team, ctype=ctype)
+            reply = f"{whole.text}\n{whole.private}"
             for tag in set(re.findall(r"tag\d{3}", reply)):
                 assert is_visible(by_tag[tag], viewer), (command, viewer, by_tag[tag])
                 checked += 1
+            # the reader rule: what is posted, every reader of the place may see
+            for tag in set(re.findall(r"tag\d{3}", whole.text)):
+                assert may_post(by_tag[tag], readers), (command, readers, by_tag[tag])
+                posted += 1
             for sid in re.findall(r"`([0-9A-Z]{8})`", reply):
                 mem = next(m for m in made if short_id(m.id) == sid)
                 assert is_visible(mem, viewer)
@@ -144,3 +167,4 @@ async def test_randomized_no_reply_shows_an_invisible_memory(store) -> None:
         for hit in await store.search(query, viewer, limit=10):
             assert is_visible(hit.memory, viewer)
     assert checked > 50  # the test saw many visible memories, so it could have seen invisible ones
+    assert posted > 20 and posted < checked  # some were posted, some only shown to their author

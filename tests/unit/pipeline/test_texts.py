@@ -39,11 +39,12 @@ def test_detect_lang() -> None:
 
 def test_remembered_seed_format_ko_and_en() -> None:
     assert texts.format_remembered(mem(), "ko") == (
-        "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact"
+        "#### 🧠 메모리 저장됨\n- **내용:** X부품 불량률 12%\n- **범위:** 이 채팅방\n- **카테고리:** fact\n"
+        f"- **ID:** `{mem().id}`"
     )
     assert texts.format_remembered(mem("deploy on Friday"), "en") == (
         "#### 🧠 Memory saved\n- **Content:** deploy on Friday\n"
-        "- **Scope:** this channel\n- **Category:** fact"
+        f"- **Scope:** this channel\n- **Category:** fact\n- **ID:** `{mem().id}`"
     )
 
 

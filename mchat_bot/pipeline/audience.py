@@ -1,0 +1,98 @@
+"""Who asks and who reads: the asker's :class:`Viewer` and the place's :class:`Readers`, from the server.
+
+A guest account sees no team memories, and a channel with a guest in it may be shown none; both
+facts come from the server (the user's ``system_guest`` role, the channel's ``guest_count``) and
+are cached for a minute. When the server cannot say, the answer is the safe one: a guest.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.memory.readers import Readers
+from mchat_bot.memory.store import Viewer
+from mchat_bot.net.cache import TTLCache
+from mchat_bot.pipeline.message import IncomingMessage
+from mchat_bot.pipeline.ports import ChatServer
+
+log = structlog.get_logger(__name__)
+
+CACHE_TTL_S = 60.0
+CACHE_MAX = 4096
+
+
+class Audience:
+    """``server`` None: nobody is a guest (the handlers on their own, in tests)."""
+
+    def __init__(self, server: ChatServer | None, bot_user_id: str, *, ttl: float = CACHE_TTL_S) -> None:
+        self.server = server
+        self.bot_user_id = bot_user_id
+        self._guest_users = TTLCache(ttl, CACHE_MAX)
+        self._guest_channels = TTLCache(ttl, CACHE_MAX)
+
+    async def viewer(self, msg: IncomingMessage) -> Viewer:
+        """What the asker may see. In a DM or group DM there is no team, so no guest lookup either."""
+        guest = await self.is_guest(msg.user_id) if msg.team_id else False
+        return Viewer(
+            team_id=msg.team_id,
+            channel_id=msg.channel_id,
+            user_id=msg.user_id,
+            direct=msg.channel_type == "D" and self.only_human(msg) == msg.user_id,
+            guest=guest,
+        )
+
+    async def readers(self, msg: IncomingMessage) -> Readers:
+        """Who reads the answer to ``msg`` where it will be posted."""
+        only = msg.user_id if msg.private_reply else self.only_human(msg)
+        guests = False
+        if not only and msg.channel_type in ("O", "P") and msg.team_id:
+            guests = await self.has_guests(msg.channel_id)
+        return Readers(channel_id=msg.channel_id, team_id=msg.team_id, only_user=only, guests=guests)
+
+    def only_human(self, msg: IncomingMessage) -> str:
+        """The asker, when the channel is their 1:1 DM with the bot (its name is ``<id>__<id>``)."""
+        if msg.channel_type != "D":
+            return ""
+        ids = msg.channel_name.split("__")
+        if len(ids) == 2 and sorted(ids) == sorted((msg.user_id, self.bot_user_id)):
+            return msg.user_id
+        return ""
+
+    async def is_guest(self, user_id: str) -> bool:
+        known, value = self._guest_users.get(user_id)
+        if known:
+            return bool(value)
+        if self.server is None:
+            return False
+        try:
+            user = await self.server.get_user(user_id)
+        except Exception as exc:
+            log.warning("audience.user_unknown", mchat_user_id=user_id, error=type(exc).__name__)
+            return True
+        guest = "system_guest" in str(user.get("roles", "")).split()
+        self._guest_users.put(user_id, guest)
+        return guest
+
+    async def has_guests(self, channel_id: str) -> bool:
+        known, value = self._guest_channels.get(channel_id)
+        if known:
+            return bool(value)
+        if self.server is None:
+            return False
+        try:
+            stats = await self.server.get_channel_stats(channel_id)
+        except Exception as exc:
+            log.warning("audience.channel_unknown", mchat_channel_id=channel_id, error=type(exc).__name__)
+            return True
+        guests = int(stats.get("guest_count") or 0) > 0
+        self._guest_channels.put(channel_id, guests)
+        return guests
+
+    async def on_event(self, event: object) -> None:
+        """Someone joined or left a channel: ask the server about its guests again next time."""
+        if not isinstance(event, OtherEvent) or event.event not in ("user_added", "user_removed"):
+            return
+        channel_id = event.data.get("channel_id") or event.broadcast.get("channel_id")
+        if channel_id:
+            self._guest_channels.drop(str(channel_id))
