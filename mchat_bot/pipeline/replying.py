@@ -36,6 +36,9 @@ from mchat_bot.pipeline.waiters import DOOR_OUTGOING, DOOR_SLASH, RESPONSE_URL_U
 log = structlog.get_logger(__name__)
 
 MAX_POST_CHARS = 16383  # Mattermost's limit in code points (runes)
+EPHEMERAL_RECHECK_S = (
+    600.0  # after a 403 on an ephemeral post, try again this much later (a role may be granted)
+)
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
 
 
@@ -84,7 +87,7 @@ class ReplyWriter:
     ) -> None:
         self.server = server
         self.bot_user_id = bot_user_id
-        self._ephemeral_allowed = True
+        self._ephemeral_refused_at = -EPHEMERAL_RECHECK_S  # monotonic time of the last 403
         self.inbox = inbox
         self.limit = limit
         self.waiters = waiters if waiters is not None else Waiters()
@@ -148,11 +151,11 @@ class ReplyWriter:
         DM with the bot (``dm_note`` added: where they asked). Returns how ("ephemeral", "dm"), or ""
         when neither could be done.
 
-        Mattermost lets only system admins create ephemeral posts over REST; after the first 403
-        this writer goes straight to the DM.
+        Mattermost lets only system admins create ephemeral posts over REST; after a 403 this writer
+        goes straight to the DM for a while.
         """
         root = msg.thread_root
-        if self._ephemeral_allowed:
+        if time.monotonic() - self._ephemeral_refused_at >= EPHEMERAL_RECHECK_S:
             try:
                 await self.server.create_ephemeral_post(msg.user_id, msg.channel_id, text, root_id=root)
                 return "ephemeral"
@@ -160,7 +163,7 @@ class ReplyWriter:
                 if exc.status != 403:
                     log.warning("reply.ephemeral_failed", post_id=msg.post_id, status=exc.status)
                 else:
-                    self._ephemeral_allowed = False
+                    self._ephemeral_refused_at = time.monotonic()
                     log.info("reply.ephemeral_not_allowed", hint="give the bot the system admin role")
             except MattermostUnavailable:
                 log.warning("reply.ephemeral_failed", post_id=msg.post_id, status=0)
