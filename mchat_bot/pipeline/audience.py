@@ -31,24 +31,27 @@ class Audience:
         self._guest_users = TTLCache(ttl, CACHE_MAX)
         self._guest_channels = TTLCache(ttl, CACHE_MAX)
 
-    async def viewer(self, msg: IncomingMessage) -> Viewer:
-        """What the asker may see. In a DM or group DM there is no team, so no guest lookup either."""
-        guest = await self.is_guest(msg.user_id) if msg.team_id else False
-        return Viewer(
+    async def of(self, msg: IncomingMessage) -> tuple[Viewer, Readers]:
+        """What the asker may see, and who reads the answer where it will be posted.
+
+        One lookup in the common case: a channel without guests has no guest asker either, so the
+        asker's own roles are asked for only where the channel has a guest.
+        """
+        only = msg.user_id if msg.private_reply else self.only_human(msg)
+        guests = (
+            msg.channel_type in ("O", "P") and bool(msg.team_id) and await self.has_guests(msg.channel_id)
+        )
+        viewer = Viewer(
             team_id=msg.team_id,
             channel_id=msg.channel_id,
             user_id=msg.user_id,
             direct=msg.channel_type == "D" and self.only_human(msg) == msg.user_id,
-            guest=guest,
+            guest=guests and await self.is_guest(msg.user_id),
         )
-
-    async def readers(self, msg: IncomingMessage) -> Readers:
-        """Who reads the answer to ``msg`` where it will be posted."""
-        only = msg.user_id if msg.private_reply else self.only_human(msg)
-        guests = False
-        if not only and msg.channel_type in ("O", "P") and msg.team_id:
-            guests = await self.has_guests(msg.channel_id)
-        return Readers(channel_id=msg.channel_id, team_id=msg.team_id, only_user=only, guests=guests)
+        readers = Readers(
+            channel_id=msg.channel_id, team_id=msg.team_id, only_user=only, guests=guests and not only
+        )
+        return viewer, readers
 
     def only_human(self, msg: IncomingMessage) -> str:
         """The asker, when the channel is their 1:1 DM with the bot (its name is ``<id>__<id>``)."""

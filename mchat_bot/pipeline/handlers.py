@@ -147,8 +147,7 @@ class Handlers:
             return await self._remember(msg, cmd.arg, lang)
         if cmd.name == "help":
             return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
-        viewer = await self.audience.viewer(msg)
-        readers = await self.audience.readers(msg)
+        viewer, readers = await self.audience.of(msg)
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)
             public, hidden = split_postable(shown, readers, _itself)
@@ -223,7 +222,7 @@ class Handlers:
             text = filtered.text
         memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
         # the new text is the asker's own words, posted by them here; an older version may not be
-        readers = await self.audience.readers(msg) if old is not None else None
+        readers = (await self.audience.of(msg))[1] if old is not None else None
         old_postable = old is not None and readers is not None and may_post(old, readers)
         if decision.action == "keep" and old is not None:
             known = Reply(texts.format_already_known(old, lang), Outcome.KNOWN, (old.id,))
@@ -272,7 +271,7 @@ class Handlers:
             created_at=now,
             valid_from=now,
         )
-        viewer = await self.audience.viewer(msg)
+        viewer, _ = await self.audience.of(msg)
         candidates = [h.memory for h in await self._search(text, viewer) if same_place(h.memory, memory)]
         decision = await extractor.decide(text, candidates, self.llm, timeout=self.memory_llm_timeout)
         old = next((m for m in candidates if m.id == decision.target), None)
@@ -406,8 +405,7 @@ class Handlers:
     async def _answer(
         self, msg: IncomingMessage, question: str, lang: str, sink: AnswerSink | None = None
     ) -> Reply:
-        viewer = await self.audience.viewer(msg)
-        readers = await self.audience.readers(msg)
+        viewer, readers = await self.audience.of(msg)
         found = await self._search(question, viewer, limit=ANSWER_MEMORIES)
         previous = await self._previous(found, viewer)
         # only what every reader here may see goes into the prompt and the answer
