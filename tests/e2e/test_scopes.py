@@ -1,7 +1,8 @@
 """Scopes through the real daemon (`mchat-bot run` against the dev server and the fake LLM).
 
-A personal memory made in one channel is found by its author in another channel and in a DM, and
-never by another user, in either channel.
+A personal memory made in one channel follows its author: in a shared channel it is withheld from the
+public reply and shown to the author alone (her DM here), in her DM it is found, and another user
+never gets it, in either channel.
 """
 
 from __future__ import annotations
@@ -27,13 +28,21 @@ async def bot(
         yield daemon
 
 
-async def test_personal_memory_follows_its_author_across_channels(bot: DaemonProcess) -> None:
+async def test_personal_memory_follows_its_author_across_channels(bot: DaemonProcess, dev: DevServer) -> None:
     secret = f"사물함 비밀번호는 파란 포스터 뒤 {uuid.uuid4().hex[:6]}"
     _, saved = await bot.ask("kim", "qa", f"@ai remember 개인: {secret}")
     assert "메모리 저장됨" in saved and "개인" in saved, saved
-    # the author, in another channel and in a DM
+    # the author, in another shared channel: withheld from the reply there, sent to her alone
     _, found = await bot.ask("kim", "qa-private", "@ai search 사물함 비밀번호")
-    assert secret in found, found
+    assert secret not in found and "🔒" in found, found
+    await dev.wait_for_posts(
+        lambda p: (
+            p["channel_id"] == dev.seed.dm["kim"]
+            and p["props"].get("mchat_private") is True
+            and secret in p["message"]
+        )
+    )
+    # and in her DM, where she is the only reader, the search shows it
     _, found_dm = await bot.ask("kim", "dm", "search 사물함 비밀번호")
     assert secret in found_dm, found_dm
     # another user, in the same two channels: not there, and not in an answer either
