@@ -2,8 +2,8 @@
 
 Runs the dev server and the fake LLM in this process and the real daemon as a child process:
     .venv/bin/python bench/reply_latency.py [--n 50] [--gap 0.2]
-Requests are spaced by `--gap` seconds: back to back, the daemon's client-side REST limiter
-(mattermost.rate_per_sec, 10/s like the server's default) would be what is measured.
+Requests are spaced by `--gap` seconds, so what is measured is one reply at a time, not the daemon's
+REST pacing (at most mattermost.safety_rate_per_sec, 100 calls/s, against a server without rate headers).
 """
 
 from __future__ import annotations

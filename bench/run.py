@@ -8,8 +8,9 @@ other on the same dev server and bot account), and the load generator (bench/loa
 per phase. The dev server records when it wrote each `posted` event to the bot's socket and when the
 reply POST (props.mchat_reply_to) arrived (mchat_bot/devserver/timing.py); overhead = the difference.
 
-The daemon runs with its defaults except MCHAT_MATTERMOST_RATE_PER_SEC (its client-side REST limiter,
-10/s by default, would cap every throughput figure at 10 replies/s). Writes bench/results.md,
+The daemon runs with its defaults: the dev server's rate limiter is off, as Mattermost's is by default,
+so the daemon paces to its safety cap (mattermost.safety_rate_per_sec, 100 REST calls/s, replies before
+courtesy calls). Writes bench/results.md,
 bench/results.png and bench/out/raw.json; prints the table.
 """
 
@@ -46,7 +47,6 @@ MMPY_VENV = BENCH / ".mmpy-venv"
 MMPY_VERSION = "2.2.1"
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-RATE_LIMIT_OVERRIDE = "100000"  # MCHAT_MATTERMOST_RATE_PER_SEC for every daemon run
 TOTAL_BUDGET_S = 900.0  # hard stop for the whole run
 NAN = float("nan")
 FAST = "mchat-bot, use"  # the daemon with memory.embedder = "use"
@@ -349,7 +349,6 @@ async def start_daemon(
     env |= {
         "MCHAT_MATTERMOST_TOKEN": dev.seed["bot"]["token"],
         "MCHAT_LLM_API_KEY": "bench-key-not-secret",
-        "MCHAT_MATTERMOST_RATE_PER_SEC": RATE_LIMIT_OVERRIDE,
         "MCHAT_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
     }
     env |= dict(kv.split("=", 1) for kv in extra_env)
@@ -686,8 +685,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
     lines = [
         f"Run {res['started']} on {machine()}. Load generator, dev server, fake LLM (zero delay) and the "
         f"bot each in their own process; overhead measured on the dev server from writing `posted` to "
-        f"the bot's socket to the reply POST arriving. The daemon's client-side REST limiter was raised "
-        f"(MCHAT_MATTERMOST_RATE_PER_SEC={RATE_LIMIT_OVERRIDE}); everything else is its defaults "
+        f"the bot's socket to the reply POST arriving. The daemon runs with its defaults "
+        f"(REST paced to its safety cap of 100 calls/s, the server sending no rate headers; "
         f"(4 workers, durable SQLite inbox, retrieval over {args.memories} memories in the channel)"
         + (f"; extra daemon settings: {', '.join(args.daemon_env)}." if args.daemon_env else "."),
         "",

@@ -26,6 +26,7 @@ from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient, RestHooks
 from mchat_bot.memory.embedder import Embedder, load_embedder
 from mchat_bot.memory.store import MemoryStore, open_store
+from mchat_bot.net.pacing import Priority
 from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audience import Audience
@@ -69,12 +70,16 @@ class Daemon:
             s.mattermost.url,
             s.mattermost.token.get(),
             timeout=s.mattermost.request_timeout,
-            rate_per_sec=s.mattermost.rate_per_sec,
-            hooks=RestHooks(on_wait=metrics.observe_wait),
+            rate_per_sec=s.mattermost.rate_per_sec or None,
+            safety_rate_per_sec=s.mattermost.safety_rate_per_sec,
+            hooks=RestHooks(on_wait=metrics.observe_wait, on_drop=metrics.observe_drop),
         )
         # One try and short timeouts for what may be skipped (feedback) or must see a 429 (streaming
-        # edits); the same token bucket as the reply client, so together they stay under the limit.
-        quick = rest.variant(tries=1, timeout=min(5.0, s.mattermost.request_timeout))
+        # edits), at a lower priority than replies; one pacer for all, so replies go first and
+        # together they follow the server's limit.
+        short = min(5.0, s.mattermost.request_timeout)
+        courtesy = rest.variant(tries=1, timeout=short, priority=Priority.COURTESY)
+        edits = rest.variant(tries=1, timeout=short, priority=Priority.EDIT)
         store: MemoryStore | None = None
         pool: WorkerPool | None = None
         doors: WebDoors | None = None
@@ -108,17 +113,16 @@ class Daemon:
             )
             ux = s.ux
             feedback = Feedback(
-                quick,
+                courtesy,
                 bot.user_id,
                 typing=ux.typing,
                 reactions=ux.reactions,
                 typing_interval=ux.typing_interval,
-                reserve=max(1.0, rest.limiter.burst / 3),
                 delay=ux.feedback_delay,
             )
             if ux.stream:
                 streams = Streams(
-                    quick,
+                    edits,
                     writer,
                     interval=ux.stream_edit_interval,
                     first_post_after=ux.stream_first_post_after,
@@ -166,6 +170,7 @@ class Daemon:
                 auto_join=s.mattermost.auto_join,
                 greet=ux.greet,
                 mention=_mention(bot),
+                greeter=rest.variant(priority=Priority.COURTESY),
             )
             listeners: list[EventFn] = [channels.on_event, audience.on_event]
             background = [channels.run]

@@ -58,7 +58,8 @@ class MattermostSettings:
     token: Secret = field(default_factory=Secret)
     aliases: list[str] = field(default_factory=lambda: ["@ai"])
     request_timeout: float = 10.0
-    rate_per_sec: float = 10.0
+    rate_per_sec: float = 0.0  # the operator's cap on REST calls per second; 0 = none (pace to the server)
+    safety_rate_per_sec: float = 100.0  # the cap while the server sends no X-RateLimit-* (its limiter off)
     ws_ping_interval: float = 10.0
     ws_silence_timeout: float = 30.0
     ws_max_backoff: float = 30.0
@@ -368,7 +369,8 @@ def _validate(settings: Settings) -> None:
 # refused everywhere, and `nan <= 0` is false, so a plain comparison would let them through).
 _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "mattermost.request_timeout": (0, False, 600),
-    "mattermost.rate_per_sec": (0, False, None),
+    "mattermost.rate_per_sec": (0, True, 1_000_000),
+    "mattermost.safety_rate_per_sec": (0, False, 1_000_000),
     "mattermost.ws_ping_interval": (0, False, 3600),
     "mattermost.ws_silence_timeout": (0, False, 3600),
     "mattermost.ws_max_backoff": (0, False, 3600),

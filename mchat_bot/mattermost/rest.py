@@ -1,15 +1,17 @@
 """A thin async client for the Mattermost REST API v4 subset the bot uses.
 
 One ``aiohttp.ClientSession`` (made on first use, inside the running loop, as aiohttp requires; a
-bounded keep-alive pool) with explicit timeouts, a client-side token bucket below the server's rate
-limit, and the one retry policy (:class:`mchat_bot.net.retry.RetryPolicy`) for 429, 5xx and
-transport errors; a 429 waits what the server says (``Retry-After``, else ``X-RateLimit-Reset``,
-both relative seconds). Variants (one try, a shorter timeout) are views of the same client
-(:meth:`RestClient.variant`), never a second pool. What it observes (rate-limit waits) it reports
-through injected :class:`RestHooks`: this package imports nothing above the network layer.
-aiohttp, not httpx: ~0.15 ms instead of ~0.55 ms of event-loop CPU per call, and every mention
-makes 2-3 calls. Errors keep the server's AppError ``id`` so callers branch on it, never on the
-message text.
+bounded keep-alive pool) with explicit timeouts, pacing that follows the server
+(:class:`mchat_bot.net.pacing.Pacer`: every answer's ``X-RateLimit-*`` is learned, replies go
+before courtesy calls, a high safety cap while the server says nothing, an operator's cap if set),
+and the one retry policy (:class:`mchat_bot.net.retry.RetryPolicy`) for 429, 5xx and transport
+errors; a 429 waits what the server says (``Retry-After``, else ``X-RateLimit-Reset``, both relative
+seconds) and holds the other requests as long. Variants (one try, a shorter timeout, a lower
+priority) are views of the same client (:meth:`RestClient.variant`), never a second pool or pacer.
+What it observes (rate-limit waits, calls dropped for lack of budget) it reports through injected
+:class:`RestHooks`: this package imports nothing above the network layer. aiohttp, not httpx:
+~0.15 ms instead of ~0.55 ms of event-loop CPU per call, and every mention makes 2-3 calls. Errors
+keep the server's AppError ``id`` so callers branch on it, never on the message text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import asyncio
 import copy
 import http
 import json as jsonlib
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ import aiohttp
 import structlog
 
 from mchat_bot.net.http import LazySession, timeouts
+from mchat_bot.net.pacing import Dropped, Pacer, Priority
 from mchat_bot.net.retry import HttpStatusError, RetryPolicy, server_wait
 
-__all__ = ["MattermostError", "MattermostUnavailable", "RateLimiter", "RestClient", "RestHooks"]
+__all__ = ["Dropped", "MattermostError", "MattermostUnavailable", "Priority", "RestClient", "RestHooks"]
 
 log = structlog.get_logger(__name__)
 
@@ -43,12 +45,19 @@ def _no_wait_hook(source: str, seconds: float) -> None:
     return None
 
 
+def _no_drop_hook(call: str) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RestHooks:
-    """Observability injected by the daemon. ``on_wait(source, seconds)``: a rate-limit wait, by our
-    token bucket (``client``) or asked by a 429 (``server``)."""
+    """Observability injected by the daemon. ``on_wait(source, seconds)``: a rate-limit wait, paced
+    to the server's headers (``paced``), by a cap (``cap``) or asked by a 429 (``server``).
+    ``on_drop(call)``: a call of a lower priority not sent for lack of budget (``typing``,
+    ``reaction``, ``post``, ``edit``, ``other``)."""
 
     on_wait: Callable[[str, float], None] = _no_wait_hook
+    on_drop: Callable[[str], None] = _no_drop_hook
 
 
 class MattermostError(HttpStatusError):
@@ -72,39 +81,6 @@ class MattermostError(HttpStatusError):
 
 class MattermostUnavailable(ConnectionError):
     """The server could not be reached (connection refused, timeouts) after the last try."""
-
-
-class RateLimiter:
-    """Async token bucket: ``rate_per_sec`` sustained, ``burst`` at once. Waiters queue in order."""
-
-    def __init__(self, rate_per_sec: float, burst: int, *, hooks: RestHooks | None = None) -> None:
-        if rate_per_sec <= 0 or burst < 1:
-            raise ValueError("rate_per_sec must be > 0 and burst >= 1")
-        self.hooks = hooks or RestHooks()
-        self.rate = rate_per_sec
-        self.burst = float(burst)
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:  # FIFO: one waiter sleeps for its token at a time
-            while True:
-                now = time.monotonic()
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                wait = (1.0 - self._tokens) / self.rate
-                self.hooks.on_wait("client", wait)
-                await asyncio.sleep(wait)
-
-    def spare(self) -> float:
-        """Tokens free right now, 0 while someone waits: best-effort callers skip rather than queue."""
-        if self._lock.locked():
-            return 0.0
-        return min(self.burst, self._tokens + (time.monotonic() - self._stamp) * self.rate)
 
 
 def _text(body: bytes, charset: str | None) -> str:
@@ -159,6 +135,19 @@ class _Answer:
             return _text(self.body, self.charset)  # e.g. "ok" from webhooks
 
 
+def _call_name(method: str, path: str) -> str:
+    """A bounded label for a call, for the dropped-calls metric."""
+    if path.endswith("/typing"):
+        return "typing"
+    if path == "/reactions" or "/reactions/" in path:
+        return "reaction"
+    if path.endswith("/patch"):
+        return "edit"
+    if method == "POST" and path == "/posts":
+        return "post"
+    return "other"
+
+
 def _phrase(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
@@ -193,8 +182,8 @@ class RestClient:
         token: str,
         *,
         timeout: float = 10.0,
-        rate_per_sec: float = 10.0,
-        burst: int = 10,
+        rate_per_sec: float | None = None,
+        safety_rate_per_sec: float = 100.0,
         max_tries: int = 3,
         backoff_factor: float = 0.5,
         max_backoff: float = 8.0,
@@ -211,7 +200,12 @@ class RestClient:
             tries=max(1, max_tries),
             max_server_wait=MAX_SERVER_WAIT,
         )
-        self.limiter = RateLimiter(rate_per_sec, burst, hooks=self.hooks)
+        # rate_per_sec: the operator's cap (None or 0: none); safety_rate_per_sec: while the server
+        # sends no rate headers (its limiter off)
+        self.limiter = Pacer(
+            safety_rate=safety_rate_per_sec, cap_rate=rate_per_sec or None, on_wait=self.hooks.on_wait
+        )
+        self.priority = Priority.REPLY
         self._root = self  # a variant (see variant()) shares its root's session
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -226,14 +220,18 @@ class RestClient:
     def max_tries(self) -> int:
         return self.policy.tries or 1
 
-    def variant(self, *, tries: int | None = None, timeout: float | None = None) -> RestClient:
-        """This client with other per-call options (e.g. one try and a short timeout for what may be
-        skipped): the same session, token bucket and hooks, never a second connection pool."""
+    def variant(
+        self, *, tries: int | None = None, timeout: float | None = None, priority: Priority | None = None
+    ) -> RestClient:
+        """This client with other per-call options (e.g. one try, a short timeout and the courtesy
+        priority for what may be skipped): the same session, pacer and hooks, never a second pool."""
         other = copy.copy(self)
         if tries is not None:
             other.policy = self.policy.but(tries=max(1, tries))
         if timeout is not None:
             other._timeout = timeouts(timeout)
+        if priority is not None:
+            other.priority = priority
         return other
 
     def _http(self) -> aiohttp.ClientSession:
@@ -252,6 +250,22 @@ class RestClient:
         await self._http_session.aclose()
 
     # --- the one request path ------------------------------------------------------------------
+
+    async def _pace(self, method: str, path: str) -> int:
+        """This client's turn with the pacer (its ticket); a lower priority may be dropped unsent."""
+        try:
+            return await self.limiter.acquire(self.priority)
+        except Dropped:
+            self.hooks.on_drop(_call_name(method, path))
+            raise
+
+    def _learn(self, ticket: int, answer: _Answer) -> None:
+        """Tell the pacer what the answer said; a 429 holds it for the server's wait (capped as the
+        policy caps it), so the other requests do not run into the same wall."""
+        self.limiter.observe(ticket, answer.headers, answer.status)
+        if answer.status == 429:
+            asked = server_wait(answer.headers)
+            self.limiter.hold(min(1.0 if asked is None else asked, self.policy.max_server_wait))
 
     async def _send(
         self, method: str, path: str, body: bytes | None, query: list[tuple[str, str]] | None
@@ -277,7 +291,8 @@ class RestClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        """Send one API call with rate limiting and retries; return decoded JSON (None if empty).
+        """Send one API call, paced and retried; return decoded JSON (None if empty). A call of a lower
+        priority than replies may raise :class:`Dropped` (nothing sent) when the budget is short.
 
         The body is built once, so a retried ``create_post`` carries the same ``pending_post_id``
         and the server dedupes it (a retry after success returns the same post).
@@ -288,7 +303,7 @@ class RestClient:
         attempt = 0
         while True:
             attempt += 1
-            await self.limiter.acquire()
+            ticket = await self._pace(method, path)
             try:
                 answer = await self._send(method, path, body, query)
             except aiohttp.InvalidURL:
@@ -309,6 +324,7 @@ class RestClient:
                 )
                 await asyncio.sleep(delay)
                 continue
+            self._learn(ticket, answer)
             if answer.ok:
                 return answer.decoded()
             error = answer.error()
@@ -468,14 +484,17 @@ class RestClient:
     async def get_file(self, file_id: str, max_bytes: int) -> bytes:
         """A file's content, read as a stream and abandoned past ``max_bytes`` (ValueError).
         One try; an unreachable server raises MattermostUnavailable."""
-        await self.limiter.acquire()
         path = f"/files/{file_id}"
+        ticket = await self._pace("GET", path)
         try:
             async with self._http().get(
                 self.base_url + path, allow_redirects=False, proxy=self._http_session.proxy
             ) as resp:
                 if not 200 <= resp.status < 300:
-                    raise _Answer(resp, await resp.read()).error()
+                    answer = _Answer(resp, await resp.read())
+                    self._learn(ticket, answer)
+                    raise answer.error()
+                self.limiter.observe(ticket, resp.headers, resp.status)
                 data = bytearray()
                 async for chunk in resp.content.iter_chunked(65536):
                     data += chunk

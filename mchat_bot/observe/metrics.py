@@ -113,9 +113,17 @@ MEMORY_SEARCH_LATENCY = Histogram(
 )
 RATE_LIMIT_WAIT = Histogram(
     "mchat_rate_limit_wait_seconds",
-    "Waits caused by rate limits: source=client (our token bucket) or server (a 429's Retry-After).",
+    "Waits caused by rate limits: source=paced (to the server's X-RateLimit-*), cap (the operator's "
+    "or the safety cap) or server (a 429's Retry-After, and the requests held behind it).",
     ["source"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+    registry=REGISTRY,
+)
+RATE_LIMIT_DROPPED = Counter(
+    "mchat_rate_limit_dropped_total",
+    "Courtesy calls and stream edits not sent because the rate budget was short, by call "
+    "(typing, reaction, post = the channel greeting, edit, other).",
+    ["call"],
     registry=REGISTRY,
 )
 AUDIT_WRITE_ERRORS = Counter(
@@ -189,6 +197,10 @@ def observe_wait(source: str, seconds: float) -> None:
         RATE_LIMIT_WAIT.labels(source=source).observe(seconds)
 
 
+def observe_drop(call: str) -> None:
+    RATE_LIMIT_DROPPED.labels(call=call).inc()
+
+
 def prime(model: str = "", doors: Iterable[str] = ("websocket",)) -> None:
     """Create the usual label sets at 0, so dashboards and rate() see a series from the start."""
     for scope in ("channel", "user", "team"):
@@ -199,8 +211,10 @@ def prime(model: str = "", doors: Iterable[str] = ("websocket",)) -> None:
         for outcome in ("ok", "error"):
             AI_RESPONSES.labels(model=model, outcome=outcome)
         LLM_LATENCY.labels(model=model)
-    for source in ("client", "server"):
+    for source in ("paced", "cap", "server"):
         RATE_LIMIT_WAIT.labels(source=source)
+    for call in ("typing", "reaction", "post", "edit"):
+        RATE_LIMIT_DROPPED.labels(call=call)
 
 
 # --- read at scrape time ------------------------------------------------------------------------

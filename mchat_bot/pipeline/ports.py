@@ -10,15 +10,21 @@ from typing import Any, Protocol
 
 
 class Limiter(Protocol):
-    """The REST client's token bucket, which best-effort calls look at before spending a token."""
+    """The REST client's pacer (``net.pacing.Pacer``), shared by all its variants. Replies wait their
+    turn in it; a courtesy or stream-edit call it cannot send at once raises ``net.pacing.Dropped``."""
 
-    burst: float
+    def spare(self) -> float:
+        """Tokens a courtesy call may spend now: 0 while a reply waits, after a 429 or below a third."""
+        ...
 
-    def spare(self) -> float: ...
+    def budget(self) -> float:
+        """How much of the allowance is left, 0 to 1: streaming stretches its edits as it shrinks."""
+        ...
 
 
 class ChatServer(Protocol):
-    limiter: Any  # a Limiter; Any so that a client with a grafted bucket still fits
+    @property
+    def limiter(self) -> Limiter: ...
 
     async def create_post(
         self,

@@ -21,10 +21,15 @@ class ChatError(Exception):
 
 
 class _Bucket:
-    burst = 100.0
+    """A pacer (``pipeline.ports.Limiter``) whose budget left is ``left`` (0 to 1; all by default)."""
+
+    left = 1.0
 
     def spare(self) -> float:
-        return 100.0
+        return 100.0 * self.left
+
+    def budget(self) -> float:
+        return self.left
 
 
 @dataclass

@@ -71,11 +71,23 @@ def test_nan_from_the_environment_is_refused(tmp_path: Path) -> None:
         ("[http]\nmax_body_bytes = 10\n", "http.max_body_bytes"),
         ("[webhooks]\nresponse_budget = 120\n", "webhooks.response_budget"),
         ("[memory]\ntop_k = 100000\n", "memory.top_k"),
+        ("[mattermost]\nsafety_rate_per_sec = 0\n", "mattermost.safety_rate_per_sec"),
+        ("[mattermost]\nsafety_rate_per_sec = 2000000\n", "mattermost.safety_rate_per_sec"),
+        ("[mattermost]\nrate_per_sec = 2000000\n", "mattermost.rate_per_sec"),
     ],
 )
 def test_out_of_range_values_are_refused(tmp_path: Path, extra: str, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"^{key}: must be"):
         _load(tmp_path, extra)
+
+
+def test_rate_limits_follow_the_server_by_default(tmp_path: Path) -> None:
+    mm = _load(tmp_path, "").mattermost
+    assert mm.rate_per_sec == 0  # no explicit cap: pace to the server's X-RateLimit-*
+    assert mm.safety_rate_per_sec == 100  # only while the server sends none
+    env = {"MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "500"}
+    mm = _load(tmp_path, "[mattermost]\nrate_per_sec = 25\n", env=env).mattermost
+    assert (mm.rate_per_sec, mm.safety_rate_per_sec) == (25, 500)
 
 
 def test_zero_is_allowed_where_it_means_at_once(tmp_path: Path) -> None:

@@ -3,7 +3,10 @@ removed (``user_added`` / ``user_removed``), and greeting a channel once with a 
 
 "Once" is kept in the kv table (``greeted:<channel id>``), so a restart or being re-added does not
 greet again; the greeting's ``pending_post_id`` is fixed per channel, so two paths racing (the
-auto-join and its own ``user_added`` event) still make one post.
+auto-join and its own ``user_added`` event) still make one post. The greeting is a courtesy: it
+goes through ``greeter`` (the REST client at the courtesy priority), so under rate pressure it is
+dropped, not queued ahead of replies, and the channel is greeted the next time the bot is added or
+starts (auto-join).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import structlog
 
 from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.net.pacing import Dropped
 from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.ports import ChatServer
@@ -38,8 +42,10 @@ class Channels:
         auto_join: Sequence[str] = (),
         greet: bool = True,
         mention: str = "@ai",
+        greeter: ChatServer | None = None,
     ) -> None:
         self.rest = rest
+        self.greeter = greeter if greeter is not None else rest
         self.storage = storage
         self.bot_user_id = bot_user_id
         self.auto_join = list(auto_join)
@@ -127,12 +133,16 @@ class Channels:
                 channel = await self.rest.get_channel(channel_id)
             if channel.get("type") not in ("O", "P"):
                 return False  # DMs and group DMs get no greeting
-            await self.rest.create_post(
-                channel_id,
-                texts.greeting(self.mention),
-                props={"mchat_greeting": True},
-                pending_post_id=f"mchat-greet-{channel_id}",
-            )
+            try:
+                await self.greeter.create_post(
+                    channel_id,
+                    texts.greeting(self.mention),
+                    props={"mchat_greeting": True},
+                    pending_post_id=f"mchat-greet-{channel_id}",
+                )
+            except Dropped:
+                log.info("channels.greeting_skipped", mchat_channel_id=channel_id, reason="rate budget")
+                return False
             await self.storage.set_kv(GREETED + channel_id, str(time.time()))
         log.info("channels.greeted", mchat_channel_id=channel_id)
         return True

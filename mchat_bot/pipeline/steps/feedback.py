@@ -3,9 +3,10 @@
 👀 while working, ✅ when the answer is posted, ⚠️ when it failed (👀 removed at the end). Typing
 and 👀 start only once the work has run for ``delay`` seconds: a fast answer gets just ✅ (one call,
 not four), since a flash of 👀 and "typing" before it is noise. All of it is best effort and off
-the critical path: calls run in background tasks on a client with one try and short timeouts, share
-the reply client's token bucket, and are skipped (never queued) when that bucket has no spare
-tokens, so they can neither delay nor fail a reply. A 429 pauses them.
+the critical path: calls run in background tasks on a client with one try, short timeouts and the
+courtesy priority, sharing the reply client's pacer. They are skipped (never queued) while a reply
+waits for its turn or less than a third of the rate budget is spare (the pacer drops them unsent,
+and counts it), so they can neither delay nor fail a reply. A 429 pauses them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from mchat_bot.net.pacing import Dropped, Priority
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.turn import Delivery, Next, Turn
@@ -27,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 WORKING, DONE, FAILED = "eyes", "white_check_mark", "warning"
 PAUSE_ON_429_S = 5.0
-FINAL_WAIT_S = 5.0  # how long the end-of-work reactions wait for spare tokens before going anyway
+FINAL_WAIT_S = 5.0  # how long the end-of-work reactions wait for a spare budget before giving up
 MAX_LEFT = 1024  # posts awaiting a retry whose 👀 is remembered (older ones are forgotten)
 
 
@@ -51,7 +53,6 @@ class Feedback:
         typing: bool = True,
         reactions: bool = True,
         typing_interval: float = 4.0,
-        reserve: float = 3.0,
         delay: float = 1.0,
     ) -> None:
         self.rest = rest
@@ -60,7 +61,6 @@ class Feedback:
         self.reactions = reactions
         self.typing_interval = typing_interval
         self.delay = max(0.0, delay)  # typing and 👀 only for work still running after this (0: at once)
-        self.reserve = reserve  # tokens left for replies: below this, feedback waits its turn out
         self._sessions: dict[str, _Session] = {}
         # sessions that ended with a retry to follow after 👀 was put: the retry's session takes over
         # their chain (ordering) and their 👀 (taken off at its end, even when the retry is fast)
@@ -195,22 +195,26 @@ class Feedback:
     def _budget(self) -> bool:
         if time.monotonic() < self._paused_until:
             return False
-        return float(self.rest.limiter.spare()) >= self.reserve
+        return float(self.rest.limiter.spare()) >= 1.0
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[Any]], *, wait: float = 0.0) -> bool:
-        """One best-effort call; False when skipped (no spare tokens within ``wait`` s) or failed."""
+        """One best-effort call; False when skipped (no spare budget within ``wait`` s) or failed."""
         deadline = time.monotonic() + wait
         while not self._budget():
             if time.monotonic() >= deadline:
-                self.skipped += 1
-                log.debug("feedback.skipped", what=what)
-                return False
+                break  # try anyway: the pacer decides, and counts it if it drops the call
             await asyncio.sleep(0.2)
         try:
-            await fn()
+            if time.monotonic() < self._paused_until:
+                raise Dropped(Priority.COURTESY)  # still pausing after a 429 (not sent, not counted)
+            await fn()  # the pacer drops it unsent (and counts it) when the budget is short
             return True
         except asyncio.CancelledError:
             raise
+        except Dropped:
+            self.skipped += 1
+            log.debug("feedback.skipped", what=what)
+            return False
         except Exception as exc:
             if getattr(exc, "status", None) == 429:
                 self._paused_until = time.monotonic() + PAUSE_ON_429_S

@@ -6,8 +6,10 @@ The streaming step offers the turn a sink; the handler sends only its answer pro
 ``pending_post_id`` and ``props`` markers as a normal part, and written to the sent-log at once, so
 the final send, a retry or a restart only edits those parts and posts the missing ones. Edits send
 ``message`` only (a PATCH with ``props`` would replace the markers). At most one write every
-``interval`` seconds per reply, measured from the end of the previous one; a 429 doubles the
-interval. The writer's final edit carries the complete answer with its sources.
+``interval`` seconds per reply, measured from the end of the previous one, stretched as the rate
+budget shrinks (``interval / budget``, up to ``MAX_INTERVAL``); a 429 doubles the interval. Edits go
+at the pacer's edit priority: never while a reply waits for its turn (then the edit is skipped and
+tried again an interval later). The writer's final edit carries the complete answer with its sources.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import structlog
 
+from mchat_bot.net.pacing import Dropped
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.replying import MAX_POST_CHARS, ReplyWriter, split_message, status_of
@@ -29,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 MARKER = " ▍"  # shown at the end while the answer is still being written
 MAX_INTERVAL = 8.0
+MIN_BUDGET = 1 / 16  # at or below this share of the budget, edits are MAX_INTERVAL apart
 
 
 @runtime_checkable
@@ -53,6 +57,7 @@ class StreamSession:
         self.ambiguous = False  # a create may have landed unseen: reconcile before the final send
         self.writes = 0
         self.backoffs = 0
+        self.skipped = 0  # edits not sent: a reply waited for its turn
         self._changed = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"stream-{msg.post_id}")
@@ -106,13 +111,18 @@ class StreamSession:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            wait = self.last_write + self.interval - time.monotonic()
+            wait = self.last_write + self.pace() - time.monotonic()
             if wait > 0:
                 if not await self._pause(wait):
                     return
                 continue  # take the newest text
             if not await self._write(todo, desired[todo]):
                 return
+
+    def pace(self) -> float:
+        """Seconds between writes now: the interval, stretched as the rate budget shrinks."""
+        budget = float(self.streams.poster.limiter.budget())
+        return min(MAX_INTERVAL, max(self.interval, self.interval / max(budget, MIN_BUDGET)))
 
     async def _write(self, part: int, text: str) -> bool:
         """One create or edit; False stops streaming (the final send takes over)."""
@@ -125,6 +135,10 @@ class StreamSession:
                 await s.poster.patch_post(self.ids[part], message=text)
         except asyncio.CancelledError:
             raise
+        except Dropped:  # not sent: replies go first; the newest text is tried an interval later
+            self.last_write = time.monotonic()
+            self.skipped += 1
+            return True
         except Exception as exc:
             self.last_write = time.monotonic()
             status = status_of(exc)
@@ -155,7 +169,8 @@ class Streams:
         first_post_after: float = 1.0,
         limit: int = MAX_POST_CHARS,
     ) -> None:
-        self.poster = poster  # one try: a 429 must reach the session, not be waited out in the client
+        # one try at the edit priority: a 429 must reach the session, not be waited out in the client
+        self.poster = poster
         self.writer = writer
         self.interval = interval
         self.first_post_after = first_post_after

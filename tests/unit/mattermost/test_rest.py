@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RateLimiter, RestClient
+from mchat_bot.mattermost.rest import (
+    Dropped,
+    MattermostError,
+    MattermostUnavailable,
+    Priority,
+    RestClient,
+    RestHooks,
+)
 
 TOKEN = "sekrit-token-1234567890"
 
@@ -179,24 +186,65 @@ async def test_read_timeout_is_retried_then_unavailable(server: Scripted) -> Non
     assert elapsed < 2.0  # 3 x 0.3 s timeouts + short backoff: the timeout is enforced
 
 
-async def test_token_bucket_limits_rate(server: Scripted) -> None:
-    async with client(server.url, rate_per_sec=20, burst=5) as rc:
+async def test_an_explicit_cap_limits_the_rate(server: Scripted) -> None:
+    async with client(server.url, rate_per_sec=20) as rc:
         t0 = time.monotonic()
-        await asyncio.gather(*(rc.ping() for _ in range(15)))
+        await asyncio.gather(*(rc.ping() for _ in range(30)))
         elapsed = time.monotonic() - t0
-    # 5 at once, then 10 more at 20/s => >= 0.5 s
+    # 20 at once (one second's worth), then 10 more at 20/s => >= 0.5 s
     assert elapsed >= 0.45
-    assert len(server.seen) == 15
+    assert len(server.seen) == 30
 
 
-async def test_rate_limiter_alone() -> None:
-    lim = RateLimiter(rate_per_sec=100, burst=1)
-    t0 = time.monotonic()
-    for _ in range(11):
-        await lim.acquire()
-    assert time.monotonic() - t0 >= 0.09
-    with pytest.raises(ValueError):
-        RateLimiter(0, 1)
+def limited(remaining: int, reset: int = 1, status: int = 200) -> Callable[[], web.Response]:
+    headers = {
+        "X-Ratelimit-Limit": "101",
+        "X-Ratelimit-Remaining": str(remaining),
+        "X-Ratelimit-Reset": str(reset),
+    }
+    if status == 429:
+        headers["Retry-After"] = str(reset)
+        return lambda: web.Response(status=429, text="limit exceeded\n", headers=headers)
+    return lambda: web.json_response({"ok": True}, headers=headers)
+
+
+async def test_every_answer_teaches_the_pacer_and_courtesy_calls_are_dropped_first(
+    server: Scripted,
+) -> None:
+    drops: list[str] = []
+    async with client(server.url, hooks=RestHooks(on_drop=drops.append)) as rc:
+        courtesy = rc.variant(tries=1, priority=Priority.COURTESY)
+        server.answers = [limited(20, reset=9)]
+        await rc.ping()
+        assert rc.limiter.server is not None and rc.limiter.server.capacity == 101
+        with pytest.raises(Dropped):  # 20 of 101 left: not for a reaction
+            await courtesy.add_reaction("u1", "p1", "white_check_mark")
+        with pytest.raises(Dropped):
+            await courtesy.typing("u1", "c1")
+        assert [s["path"] for s in server.seen] == ["/api/v4/system/ping"]  # nothing else was sent
+        assert drops == ["reaction", "typing"]
+        await rc.create_post("c1", "a reply still goes")  # replies spend the rest of the budget
+        assert len(server.seen) == 2
+
+
+async def test_a_429_holds_the_other_requests_for_the_servers_wait(server: Scripted) -> None:
+    waits: list[tuple[str, float]] = []
+    hooks = RestHooks(on_wait=lambda source, seconds: waits.append((source, seconds)))
+    async with client(server.url, hooks=hooks) as rc:
+        server.answers = [limited(0, reset=1, status=429)]
+        first = asyncio.create_task(rc.get_me())
+        await asyncio.sleep(0.1)  # its 429 is in: the pacer holds
+        t0 = time.monotonic()
+        await rc.ping()  # not sent into the same wall
+        assert time.monotonic() - t0 >= 0.7
+        await first
+    statuses = [s["path"] for s in server.seen]
+    assert statuses == ["/api/v4/users/me", "/api/v4/system/ping", "/api/v4/users/me"] or statuses == [
+        "/api/v4/users/me",
+        "/api/v4/users/me",
+        "/api/v4/system/ping",
+    ]
+    assert ("server", 1.0) in waits  # the 429's own wait, read by the retry policy
 
 
 async def test_token_never_logged(
