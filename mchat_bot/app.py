@@ -64,7 +64,7 @@ class Daemon:
         quiet_loop_errors(asyncio.get_running_loop())
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
         storage = await Storage(s.storage.path).open()
-        readiness = health.Readiness()  # issue 7: /readyz asks the parts as they are built
+        readiness = health.Readiness()  # /readyz asks the parts as they are built
         readiness.checks["storage"] = health.storage_check(storage)
         rest = RestClient(
             s.mattermost.url,
@@ -196,7 +196,7 @@ class Daemon:
                 ping_interval=s.mattermost.ws_ping_interval,
                 max_backoff=s.mattermost.ws_max_backoff,
             )
-            # issue 7: the HTTP server always runs (/metrics, /healthz, /readyz); the webhook
+            # the HTTP server always runs (/metrics, /healthz, /readyz); the webhook
             # routes reject every request while no webhook/slash token is configured
             readiness.checks["socket"] = health.socket_check(gateway.authenticated)
             metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox

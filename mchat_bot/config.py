@@ -63,7 +63,7 @@ class MattermostSettings:
     ws_ping_interval: float = 10.0
     ws_silence_timeout: float = 30.0
     ws_max_backoff: float = 30.0
-    auto_join: list[str] = field(default_factory=list)  # "team/channel" names joined at start (issue 7)
+    auto_join: list[str] = field(default_factory=list)  # "team/channel" names joined at start
 
 
 @dataclass(slots=True)
@@ -135,7 +135,7 @@ class AuditSettings:
 
 @dataclass(slots=True)
 class UXSettings:
-    """What users see while the bot works (issue 7, user half); each switch defaults on."""
+    """What users see while the bot works; each switch defaults on."""
 
     typing: bool = True  # the typing indicator while an answer is worked on
     typing_interval: float = 4.0  # seconds between typing notices

@@ -324,7 +324,7 @@ class LLM:
             return text
         raise LLMError(f"LLM call failed: {last}")  # unreachable: the loop returns or raises
 
-    # --- issue 7 (user extras): streaming ---------------------------------------------------------
+    # --- streaming ---------------------------------------------------------------------------------
 
     async def complete_streaming(self, messages: list[dict[str, str]], on_text: Callable[[str], None]) -> str:
         """Like :meth:`complete` with ``stream=True``: ``on_text(text so far)`` after every chunk.

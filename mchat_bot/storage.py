@@ -1,7 +1,7 @@
 """The bot's SQLite database: one aiosqlite connection, WAL, migrations by ``PRAGMA user_version``.
 
 One connection is enough for one process, and it keeps SQLite's locking simple. Every await on the
-connection is a hop to its thread and back, which is what the hot path pays for (issue 8), so a
+connection is a hop to its thread and back, which is what the hot path pays for, so a
 write that is one statement (a claim as ``UPDATE … RETURNING``, an ``INSERT OR IGNORE``) goes
 through :meth:`Storage.execute` / :meth:`Storage.execute_returning`: one hop, SQLite's own
 autocommit transaction. :meth:`Storage.transaction` (``BEGIN IMMEDIATE`` … ``COMMIT``, one hop per
@@ -87,7 +87,7 @@ MIGRATIONS: tuple[str, ...] = (
         created_at    REAL NOT NULL
     );
     """,
-    # 3: the audit log (issue 7: who did what, where, when, to which memories; pruned by retention)
+    # 3: the audit log (who did what, where, when, to which memories; pruned by retention)
     """
     CREATE TABLE audit_log (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -17,7 +17,7 @@ from typing import Any
 from mchat_bot.cli.settings import command_settings
 from mchat_bot.config import Settings
 from mchat_bot.net.http import is_server_hook_url
-from mchat_bot.pipeline.audit import record_admin  # issue 7: admin commands and settings changes are audited
+from mchat_bot.pipeline.audit import record_admin  # admin commands and settings changes are audited
 
 SLASH_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("remember", "Remember something for this channel", "TEXT"),

@@ -65,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devserver", help="run the bundled dev Mattermost server (see: devserver --help)")
     demo = sub.add_parser("demo", help="play a short scripted conversation against the dev server")
     demo.set_defaults(func=_cmd_demo)
-    from mchat_bot.cli.admin import add_admin_commands  # register-commands, channels, users (issue 6)
+    from mchat_bot.cli.admin import add_admin_commands  # register-commands, channels, users
 
     add_admin_commands(sub)
-    from mchat_bot.cli.memory import add_memory_commands  # `mchat-bot memory ...` (issue 5)
+    from mchat_bot.cli.memory import add_memory_commands  # `mchat-bot memory ...`
 
     add_memory_commands(sub)
-    from mchat_bot.cli.audit import add_audit_command  # `mchat-bot audit` (issue 7)
+    from mchat_bot.cli.audit import add_audit_command  # `mchat-bot audit`
 
     add_audit_command(sub)
     return parser

@@ -1,4 +1,4 @@
-"""REST the user extras need (issue 7): files (section 5.5) and leaving a channel (4.5 `user_removed`).
+"""REST the user extras need: files (section 5.5) and leaving a channel (4.5 `user_removed`).
 
 Files are kept in memory: ``POST /files`` (multipart ``channel_id`` then ``files`` parts) answers 201
 with ``file_infos``; ``GET /files/{id}`` gives the bytes, ``GET /files/{id}/info`` the FileInfo.

@@ -56,7 +56,7 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self._fail: list[int] = []  # statuses for the next requests
         self._delay = 0.0
-        self._chunk_delay = 0.0  # seconds between streamed chunks (issue 7 streaming tests)
+        self._chunk_delay = 0.0  # seconds between streamed chunks (streaming tests)
         self._replier: Replier = default_reply
         self._runner: web.AppRunner | None = None
 

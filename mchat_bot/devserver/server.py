@@ -66,7 +66,7 @@ class DevServer:
         self.rest = RestApi(self.store, self.hub, self.posts)
         self.rest.post_fault = self.faults.post_fault()
         self.integrations = Integrations(self.store, self.hub, self.posts, self.rest, lambda: self.url)
-        self.extras = ExtrasApi(self.store, self.hub, self.rest)  # files, leaving channels (issue 7)
+        self.extras = ExtrasApi(self.store, self.hub, self.rest)  # files, leaving channels
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
 

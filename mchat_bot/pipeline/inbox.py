@@ -69,7 +69,7 @@ RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at,
 class Inbox:
     """SQLite-backed queue on a :class:`Storage`; ``changed`` is set whenever work may be claimable.
 
-    Every write is one statement, i.e. one hop to the connection's thread and one commit (issue 8).
+    Every write is one statement, i.e. one hop to the connection's thread and one commit.
     The sent-log of the items this inbox holds claimed is also kept in memory: it is loaded by the
     claim itself and every write to it goes through :meth:`record_sent`, so :meth:`sent_parts` for a
     claimed item needs no read; an item that is finished or let go is read from SQLite again.

@@ -4,7 +4,7 @@ Rows are filled as messages addressed to the bot arrive (through any door), so a
 them and switch a channel off (`mchat-bot channels disable ID`): an inactive channel gets no
 answers. A channel may carry its own incoming-webhook URL, used for late webhook-door answers.
 Reads are cached briefly in memory so the hot path costs one SQLite read per channel per few seconds,
-and a row is written only when the message says something the last written values do not (issue 8).
+and a row is written only when the message says something the last written values do not.
 """
 
 from __future__ import annotations

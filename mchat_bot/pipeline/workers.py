@@ -44,7 +44,7 @@ class WorkerPool:
 
     One claimer task claims as many items as there are free slots, in one statement, and starts a
     task per item. Idle workers each claiming on every wake-up cost a thread hop and a commit per
-    worker per event (issue 8); a single claimer claims once per wake-up, and in batches under load.
+    worker per event; a single claimer claims once per wake-up, and in batches under load.
     """
 
     def __init__(

@@ -192,7 +192,7 @@ async def test_an_edited_remember_updates_the_memory_and_a_deletion_forgets_it(
     await until(lambda: "5층" in (dev.posts.live_post(confirmation["id"])["message"]), timeout=20)
     _, found = await bot.ask("park", "qa", f"@ai search 회의실 {marker} 위치")
     results = found.splitlines()[1:]
-    assert "위치는 5층" in results[0]  # the current fact (issue 5 may add the old value as history)
+    assert "위치는 5층" in results[0]  # the current fact (the old value may follow as history)
     assert not any("위치는 3층" in line for line in results)
 
     dev.posts.delete(kim, post["id"])

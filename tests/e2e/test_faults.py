@@ -1,6 +1,6 @@
 """Fault tests: nothing lost, nothing duplicated, never deaf, under the faults a messenger really has.
 
-Counts are small in `make test`; `make soak` (MCHAT_SOAK=1) runs the full counts of issue 4.
+Counts are small in `make test`; `make soak` (MCHAT_SOAK=1) runs the full counts.
 Each test counts, per asking post, the bot's replies in its thread: exactly one is right,
 zero is a lost message and two is a duplicate.
 """

@@ -98,7 +98,9 @@ async def test_a_personal_memory_is_never_posted_in_a_shared_channel(
     assert secret in in_dm, in_dm
 
 
-async def test_a_streamed_answer_never_shows_it_either(bot: DaemonProcess, dev: DevServer, llm: FakeLLM) -> None:
+async def test_a_streamed_answer_never_shows_it_either(
+    bot: DaemonProcess, dev: DevServer, llm: FakeLLM
+) -> None:
     secret = f"ST{tag()}"
     await remember_personal(bot, secret)
     word = tag()

@@ -1,4 +1,4 @@
-"""The systemd unit: `systemd-analyze verify` accepts it, and it asks for what issue 4 requires."""
+"""The systemd unit: `systemd-analyze verify` accepts it, with the hardening and restarts it promises."""
 
 from __future__ import annotations
 

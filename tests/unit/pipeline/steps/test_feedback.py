@@ -1,4 +1,4 @@
-"""Delayed feedback (issue 8): typing and 👀 only for answers that take longer than ``ux.feedback_delay``.
+"""Delayed feedback: typing and 👀 only for answers that take longer than ``ux.feedback_delay``.
 
 The real daemon, the dev server and the fake LLM on 127.0.0.1; what the asker sees is read from a
 user's WebSocket (typing and reaction events) and the dev server's reactions, and the bot's REST
