@@ -196,7 +196,7 @@ async def test_half_open_socket_is_noticed_by_the_watchdog(
             break
         await asyncio.sleep(0.1)
     seen = events()
-    assert "gateway.silent_socket" in seen and "gateway.gap" in seen
+    assert "gateway.silent_socket" in seen and "gateway.gap" in seen, seen
     assert "gateway.resumed" not in seen, "the server still counts the old connection: no resume"
     assert "caught_up" in seen, "the REST resync ran"
     assert await bot.stop() == 0
