@@ -95,7 +95,12 @@ class Daemon:
             readiness.checks["memory"] = health.memory_check(store)
             if s.llm.model:
                 llm = LLM(
-                    s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout, client=s.llm.client
+                    s.llm.model,
+                    s.llm.api_base,
+                    s.llm.api_key.get(),
+                    s.llm.timeout,
+                    client=s.llm.client,
+                    mask_sensitive=s.llm.mask_sensitive,
                 )
             doors = WebDoors(s, storage, inbox, rest, bot)
             writer = ReplyWriter(

@@ -72,6 +72,7 @@ class LLMSettings:
     api_key: Secret = field(default_factory=Secret)
     timeout: float = 60.0
     client: str = "auto"  # "auto": openai/ models over a direct HTTP client, others litellm; "litellm"
+    mask_sensitive: bool = True  # questions, threads and memories pass the sensitive filter before the LLM
 
 
 @dataclass(slots=True)
