@@ -42,6 +42,7 @@ from mchat_bot.pipeline.steps.attachments import Attachments
 from mchat_bot.pipeline.steps.audit import AuditStep
 from mchat_bot.pipeline.steps.feedback import Feedback
 from mchat_bot.pipeline.steps.gate import ChannelGate
+from mchat_bot.pipeline.steps.late import LateNote
 from mchat_bot.pipeline.steps.streaming import Streams
 from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
@@ -141,7 +142,10 @@ class Daemon:
                 audience=audience,
             )
             # The one ordered list of steps every message passes, the handler last.
-            steps: list[Step] = [ChannelGate(doors.mappings), AuditStep(audit), feedback]
+            steps: list[Step] = [ChannelGate(doors.mappings)]
+            if ux.late_after:
+                steps.append(LateNote(ux.late_after))
+            steps += [AuditStep(audit), feedback]
             if streams is not None:
                 steps.append(streams)
             if ux.attachments:

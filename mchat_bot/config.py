@@ -149,6 +149,7 @@ class UXSettings:
     attachments: bool = True  # text/Markdown files attached to a `remember` become memories
     attachment_max_bytes: int = 262144  # larger files are refused with a message
     attachment_chunk_chars: int = 1200  # memory size when a file is cut into pieces
+    late_after: float = 120.0  # an answer this many seconds after its question says why (0 = never)
 
 
 @dataclass(slots=True)

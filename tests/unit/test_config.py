@@ -114,3 +114,8 @@ def test_llm_masking_is_on_by_default_and_switched_by_file_or_environment(tmp_pa
         _load(tmp_path, "[llm]\nmask_sensitive = 'no'\n")
     with pytest.raises(ConfigError, match=r"^llm\.mask_sensitive \(from MCHAT_LLM_MASK_SENSITIVE\)"):
         _load(tmp_path, "", env={"MCHAT_LLM_MASK_SENSITIVE": "maybe"})
+
+
+def test_late_after_defaults_to_two_minutes_and_zero_switches_the_note_off(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").ux.late_after == 120.0
+    assert _load(tmp_path, "", env={"MCHAT_UX_LATE_AFTER": "0"}).ux.late_after == 0
