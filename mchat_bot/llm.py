@@ -11,7 +11,7 @@ OpenAI SDK's, so one policy holds on both paths: 429, 5xx and connection errors 
 (``max_tries`` in all, waits growing by a factor 2); anything else, and a try that runs past
 ``timeout``, ends the call with :class:`LLMError`.
 
-Every call's messages pass :func:`outgoing` first, the one seam between the bot and the model: with
+Every call's messages pass :func:`mask_messages` first, the one seam between the bot and the model: with
 ``mask_sensitive`` (the default) the sensitive-data filter masks them, since the model may be an
 outside provider; and a prompt holding a placeholder tells the model what it means.
 """
