@@ -43,6 +43,7 @@ from mchat_bot.pipeline.steps.attachments import Attachments
 from mchat_bot.pipeline.steps.audit import AuditStep
 from mchat_bot.pipeline.steps.feedback import Feedback
 from mchat_bot.pipeline.steps.gate import ChannelGate
+from mchat_bot.pipeline.steps.late import LateNote
 from mchat_bot.pipeline.steps.streaming import Streams
 from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
@@ -100,7 +101,12 @@ class Daemon:
             readiness.checks["memory"] = health.memory_check(store)
             if s.llm.model:
                 llm = LLM(
-                    s.llm.model, s.llm.api_base, s.llm.api_key.get(), s.llm.timeout, client=s.llm.client
+                    s.llm.model,
+                    s.llm.api_base,
+                    s.llm.api_key.get(),
+                    s.llm.timeout,
+                    client=s.llm.client,
+                    mask_sensitive=s.llm.mask_sensitive,
                 )
             doors = WebDoors(s, storage, inbox, rest, bot)
             writer = ReplyWriter(
@@ -140,7 +146,10 @@ class Daemon:
                 audience=audience,
             )
             # The one ordered list of steps every message passes, the handler last.
-            steps: list[Step] = [ChannelGate(doors.mappings), AuditStep(audit), feedback]
+            steps: list[Step] = [ChannelGate(doors.mappings)]
+            if ux.late_after:
+                steps.append(LateNote(ux.late_after))
+            steps += [AuditStep(audit), feedback]
             if streams is not None:
                 steps.append(streams)
             if ux.attachments:

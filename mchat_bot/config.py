@@ -73,6 +73,7 @@ class LLMSettings:
     api_key: Secret = field(default_factory=Secret)
     timeout: float = 60.0
     client: str = "auto"  # "auto": openai/ models over a direct HTTP client, others litellm; "litellm"
+    mask_sensitive: bool = True  # questions, threads and memories pass the sensitive filter before the LLM
 
 
 @dataclass(slots=True)
@@ -149,6 +150,7 @@ class UXSettings:
     attachments: bool = True  # text/Markdown files attached to a `remember` become memories
     attachment_max_bytes: int = 262144  # larger files are refused with a message
     attachment_chunk_chars: int = 1200  # memory size when a file is cut into pieces
+    late_after: float = 120.0  # an answer this many seconds after its question says why (0 = never)
 
 
 @dataclass(slots=True)

@@ -10,6 +10,10 @@ through litellm, imported lazily in a thread (``warm_up`` starts that at boot) a
 OpenAI SDK's, so one policy holds on both paths: 429, 5xx and connection errors are retried
 (``max_tries`` in all, waits growing by a factor 2); anything else, and a try that runs past
 ``timeout``, ends the call with :class:`LLMError`.
+
+Every call's messages pass :func:`mask_messages` first, the one seam between the bot and the model: with
+``mask_sensitive`` (the default) the sensitive-data filter masks them, since the model may be an
+outside provider; and a prompt holding a placeholder tells the model what it means.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import structlog
 
 from mchat_bot.net.retry import RetryPolicy, is_transient
 from mchat_bot.observe import metrics
+from mchat_bot.redaction import PLACEHOLDER, redact
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +42,14 @@ _DIRECT_PREFIX = "openai/"
 _DRAIN_LIMIT = 65_536  # characters read after [DONE] to keep the connection; beyond, close it
 _POOL_SIZE = 32  # connections to the model endpoint at most (kept alive 30 s)
 _MAX_ERROR_BODY = 64 * 1024  # an error answer is read (to free the connection), never kept whole
+_MASK_INLINE_CHARS = 4000  # longer prompts are masked in a thread (a few ms per 16k characters)
+
+PLACEHOLDER_NOTE = (
+    "Some values are hidden from you and replaced by placeholders such as [REDACTED:phone] (kinds: "
+    "rrn = resident registration number, phone, email, card, password, api_key). Never guess, invent "
+    "or reconstruct a hidden value; when the answer needs one, say that it is hidden, and keep the "
+    "placeholder as it is if you quote it."
+)
 
 _litellm: ModuleType | None = None
 _import_lock = threading.Lock()
@@ -106,6 +119,31 @@ def _describe(exc: BaseException) -> str:
     return f"{_name_of(exc)} (status {status})" if status else _name_of(exc)
 
 
+def mask_messages(messages: list[dict[str, str]], mask: bool = True) -> tuple[list[dict[str, str]], int]:
+    """The messages as they may leave: each text masked (when ``mask``), and the placeholder note in
+    the system prompt whenever a placeholder is in them (stored memories hold some even unmasked).
+
+    Returns the messages and the number of values masked; the input is not changed.
+    """
+    out: list[dict[str, str]] = []
+    found = 0
+    for message in messages:
+        content = message.get("content")
+        if mask and isinstance(content, str):
+            result = redact(content)
+            if result.found:
+                found += len(result.findings)
+                message = {**message, "content": result.text}
+        out.append(message)
+    if any(isinstance(m.get("content"), str) and PLACEHOLDER.search(m["content"]) for m in out):
+        if out and out[0].get("role") == "system":
+            if PLACEHOLDER_NOTE not in out[0]["content"]:
+                out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{PLACEHOLDER_NOTE}"}
+        else:
+            out.insert(0, {"role": "system", "content": PLACEHOLDER_NOTE})
+    return out, found
+
+
 def _status_error(status: int) -> _TransportError:
     name = _STATUS_NAMES.get(status, "APIError")
     return _TransportError(name, status)
@@ -126,6 +164,7 @@ class LLM:
         temperature: float | None = 0.2,
         max_tokens: int | None = 1024,
         client: str = "auto",
+        mask_sensitive: bool = True,
     ) -> None:
         if not model:
             raise ValueError("LLM model name is empty")
@@ -143,6 +182,7 @@ class LLM:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.direct = client == "auto" and model.startswith(_DIRECT_PREFIX)
+        self.mask_sensitive = mask_sensitive
         self._warm: asyncio.Task[ModuleType] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._url = ""
@@ -269,8 +309,20 @@ class LLM:
 
     # --- the calls ---------------------------------------------------------------------------------
 
+    async def _outgoing(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """:func:`mask_messages` for this model (long prompts off the event loop)."""
+        size = sum(len(m.get("content") or "") for m in messages)
+        if self.mask_sensitive and size > _MASK_INLINE_CHARS:
+            out, found = await asyncio.to_thread(mask_messages, messages, True)
+        else:
+            out, found = mask_messages(messages, self.mask_sensitive)
+        if found:
+            log.debug("llm.masked", model=self.model, values=found)
+        return out
+
     async def complete(self, messages: list[dict[str, str]]) -> str:
         """The assistant's reply to ``messages`` (OpenAI chat format); raises LLMError."""
+        messages = await self._outgoing(messages)
         if self.direct:
             litellm = None
             kwargs: dict[str, Any] = {}
@@ -332,6 +384,7 @@ class LLM:
         Tries are retried only before the first chunk arrives: after it, the asker already sees part
         of this answer, so an error ends the call (LLMError). No chunk for ``timeout`` s is a timeout.
         """
+        messages = await self._outgoing(messages)
         if self.direct:
             litellm = None
             kwargs: dict[str, Any] = {}

@@ -16,9 +16,10 @@ Kinds (``Finding.kind``):
   Mattermost-style token after the word "token"/"토큰".
 
 Masking replaces each finding by ``[REDACTED:<kind>]`` (for passwords and assignments only the value
-is replaced, so "password: [REDACTED:password]" still reads). Plain numbers (dates, versions, IPs,
-ports, amounts, percentages, part and order numbers) are left alone: every pattern is anchored on
-non-alphanumeric boundaries and the numeric kinds are validated.
+is replaced, so "password: [REDACTED:password]" still reads). A placeholder is never a finding, so
+masking masked text again (a stored memory on its way into an LLM prompt) changes nothing. Plain
+numbers (dates, versions, IPs, ports, amounts, percentages, part and order numbers) are left alone:
+every pattern is anchored on non-alphanumeric boundaries and the numeric kinds are validated.
 
 All patterns are compiled once; each scans the text once, so 16k characters take a few milliseconds.
 """
@@ -76,6 +77,9 @@ class RedactionResult:
 
 def mask_label(kind: str) -> str:
     return f"[REDACTED:{kind}]"
+
+
+PLACEHOLDER = re.compile(r"\[REDACTED:(?:" + "|".join(KINDS) + r")\]")
 
 
 def kind_label(kind: str, lang: str) -> str:
@@ -308,6 +312,11 @@ def find_sensitive(text: str) -> list[Finding]:
     if not _QUICK.search(text):
         return []
     candidates = [f for finder in _FINDERS for f in finder(text)]
+    if "[REDACTED:" in text:  # already masked: "password: [REDACTED:password]" is not a password
+        held = [(m.start(), m.end()) for m in PLACEHOLDER.finditer(text)]
+        candidates = [
+            f for f in candidates if not any(f.start < end and start < f.end for start, end in held)
+        ]
     candidates.sort(key=lambda f: (_RANK[f.kind], f.start - f.end, f.start))
     kept: list[Finding] = []  # non-overlapping, sorted by start: only the neighbours can clash
     starts: list[int] = []

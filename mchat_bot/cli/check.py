@@ -64,6 +64,7 @@ async def _llm(settings: Settings) -> str:
         timeout=min(settings.llm.timeout, 30.0),
         max_tries=1,
         client=settings.llm.client,
+        mask_sensitive=settings.llm.mask_sensitive,
     )
     try:
         answer = await llm.complete([{"role": "user", "content": "Reply with the word OK."}])

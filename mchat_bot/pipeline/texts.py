@@ -492,6 +492,21 @@ def internal_error(lang: str) -> str:
     )
 
 
+def late_note(lang: str, waited: float) -> str:
+    """The first line of an answer given long after its question: the bot was away, not slow."""
+    if waited < 120:
+        ko, en = f"{int(waited)}초", f"{int(waited)} s"
+    elif waited < 7200:
+        ko, en = f"{int(waited // 60)}분", f"{int(waited // 60)} min"
+    else:
+        ko, en = f"{int(waited // 3600)}시간", f"{int(waited // 3600)} h"
+    return pick(
+        lang,
+        f"_⏰ 봇이 잠시 오프라인이어서 밀린 메시지에 답하는 중입니다 (질문 후 {ko})._",
+        f"_⏰ I was offline for a while and am catching up on missed messages (asked {en} ago)._",
+    )
+
+
 def delivery_failed(lang: str) -> str:
     return pick(
         lang,

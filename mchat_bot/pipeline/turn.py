@@ -50,6 +50,7 @@ class Turn:
     routed: Routed
     reply: Reply | None = None  # set by the handler (or given: a reply saved by an earlier attempt)
     resent: bool = False  # the reply comes from an earlier attempt: some parts may be posted already
+    preface: str = ""  # what the reply starts with, set before the handler (a stream shows it too)
     sink: AnswerSink | None = None  # where the answer prompt goes (set by the streaming step)
     stream: StreamSession | None = None  # the answer being streamed into the thread, if any
     delivery: Delivery = Delivery.PENDING

@@ -116,3 +116,18 @@ def test_the_incoming_webhook_must_be_the_servers_own(tmp_path: Path) -> None:
         _load(tmp_path, "", env={"MCHAT_WEBHOOKS_INCOMING_URL": "http://127.0.0.2:9/hooks/x"})
     ok = _load(tmp_path, "", env={"MCHAT_WEBHOOKS_INCOMING_URL": "http://127.0.0.1:1/hooks/abc"})
     assert ok.webhooks.incoming_url.get().endswith("/hooks/abc")
+
+
+def test_llm_masking_is_on_by_default_and_switched_by_file_or_environment(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").llm.mask_sensitive is True
+    assert _load(tmp_path, "[llm]\nmask_sensitive = false\n").llm.mask_sensitive is False
+    assert _load(tmp_path, "", env={"MCHAT_LLM_MASK_SENSITIVE": "off"}).llm.mask_sensitive is False
+    with pytest.raises(ConfigError, match=r"^llm\.mask_sensitive: expected a boolean"):
+        _load(tmp_path, "[llm]\nmask_sensitive = 'no'\n")
+    with pytest.raises(ConfigError, match=r"^llm\.mask_sensitive \(from MCHAT_LLM_MASK_SENSITIVE\)"):
+        _load(tmp_path, "", env={"MCHAT_LLM_MASK_SENSITIVE": "maybe"})
+
+
+def test_late_after_defaults_to_two_minutes_and_zero_switches_the_note_off(tmp_path: Path) -> None:
+    assert _load(tmp_path, "").ux.late_after == 120.0
+    assert _load(tmp_path, "", env={"MCHAT_UX_LATE_AFTER": "0"}).ux.late_after == 0

@@ -384,3 +384,19 @@ def test_masking_variants_that_ime_and_copy_paste_produce(text: str, kind: str, 
 )
 def test_variants_leave_ordinary_text_alone(text: str) -> None:
     assert redact(text).text == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: hunter22 and 010-1234-5678",
+        "비밀번호는 abcd1234, 메일 kim@example.com",
+        "pw=s3cret!, card 4111 1111 1111 1111, 주민 900101-1234567",
+        "api_key=abc123def456ghi, Bearer abc123DEF456ghi789",
+    ],
+)
+def test_masking_masked_text_changes_nothing(text: str) -> None:
+    once = redact(text)
+    assert once.found
+    again = redact(once.text)
+    assert again.text == once.text and not again.found

@@ -46,9 +46,10 @@ class StreamingCompleter(Protocol):
 class StreamSession:
     """One reply being streamed: the text so far, the parts posted, what each shows."""
 
-    def __init__(self, msg: IncomingMessage, streams: Streams) -> None:
+    def __init__(self, msg: IncomingMessage, streams: Streams, preface: str = "") -> None:
         self.msg = msg
         self.streams = streams
+        self.preface = preface  # the turn's preface: the stream begins as the final reply will
         self.text = ""
         self.interval = streams.interval
         self.ids: dict[int, str] = {}  # part -> reply post id
@@ -64,7 +65,7 @@ class StreamSession:
 
     def feed(self, text: str) -> None:
         """The model's text so far (called for every chunk; cheap)."""
-        self.text = text
+        self.text = self.preface + text
         self._changed.set()
 
     async def stop(self) -> None:
@@ -195,11 +196,11 @@ class Streams:
                 with contextlib.suppress(Exception):
                     await self.writer.server.patch_post(session.ids[part], message=shown[: -len(MARKER)])
 
-    def open(self, msg: IncomingMessage) -> StreamSession:
+    def open(self, msg: IncomingMessage, preface: str = "") -> StreamSession:
         old = self.sessions.pop(msg.post_id, None)
         if old is not None:
             old.cancel()
-        session = StreamSession(msg, self)
+        session = StreamSession(msg, self, preface)
         self.sessions[msg.post_id] = session
         return session
 
@@ -219,7 +220,7 @@ class _TurnSink:
     async def complete(self, llm: Completer, messages: list[dict[str, str]]) -> str:
         if not isinstance(llm, StreamingCompleter):
             return await llm.complete(messages)
-        session = self._turn.stream = self._streams.open(self._turn.msg)
+        session = self._turn.stream = self._streams.open(self._turn.msg, self._turn.preface)
         try:
             return await llm.complete_streaming(messages, session.feed)
         finally:
