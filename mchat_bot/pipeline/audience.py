@@ -7,6 +7,8 @@ are cached for a minute. When the server cannot say, the answer is the safe one:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
 from mchat_bot.mattermost.events import OtherEvent
@@ -37,7 +39,8 @@ class Audience:
         One lookup in the common case: a channel without guests has no guest asker either, so the
         asker's own roles are asked for only where the channel has a guest.
         """
-        only = msg.user_id if msg.private_reply else self.only_human(msg)
+        alone = self.only_human(msg)
+        only = msg.user_id if msg.private_reply else alone
         guests = (
             msg.channel_type in ("O", "P") and bool(msg.team_id) and await self.has_guests(msg.channel_id)
         )
@@ -45,7 +48,7 @@ class Audience:
             team_id=msg.team_id,
             channel_id=msg.channel_id,
             user_id=msg.user_id,
-            direct=msg.channel_type == "D" and self.only_human(msg) == msg.user_id,
+            direct=bool(alone),
             guest=guests and await self.is_guest(msg.user_id),
         )
         readers = Readers(
@@ -63,34 +66,39 @@ class Audience:
         return ""
 
     async def is_guest(self, user_id: str) -> bool:
-        known, value = self._guest_users.get(user_id)
-        if known:
-            return bool(value)
-        if self.server is None:
-            return False
-        try:
+        async def ask() -> bool:
+            assert self.server is not None
             user = await self.server.get_user(user_id)
-        except Exception as exc:
-            log.warning("audience.user_unknown", mchat_user_id=user_id, error=type(exc).__name__)
-            return True
-        guest = "system_guest" in str(user.get("roles", "")).split()
-        self._guest_users.put(user_id, guest)
-        return guest
+            return "system_guest" in str(user.get("roles", "")).split()
+
+        return await self._known(self._guest_users, user_id, ask, "audience.user_unknown", "mchat_user_id")
 
     async def has_guests(self, channel_id: str) -> bool:
-        known, value = self._guest_channels.get(channel_id)
+        async def ask() -> bool:
+            assert self.server is not None
+            stats = await self.server.get_channel_stats(channel_id)
+            return int(stats.get("guest_count") or 0) > 0
+
+        return await self._known(
+            self._guest_channels, channel_id, ask, "audience.channel_unknown", "mchat_channel_id"
+        )
+
+    async def _known(
+        self, cache: TTLCache, key: str, ask: Callable[[], Awaitable[bool]], event: str, field: str
+    ) -> bool:
+        """A guest fact, cached; False without a server; True (the safe answer) when the server fails."""
+        known, value = cache.get(key)
         if known:
             return bool(value)
         if self.server is None:
             return False
         try:
-            stats = await self.server.get_channel_stats(channel_id)
+            fact = await ask()
         except Exception as exc:
-            log.warning("audience.channel_unknown", mchat_channel_id=channel_id, error=type(exc).__name__)
+            log.warning(event, **{field: key}, error=type(exc).__name__)
             return True
-        guests = int(stats.get("guest_count") or 0) > 0
-        self._guest_channels.put(channel_id, guests)
-        return guests
+        cache.put(key, fact)
+        return fact
 
     async def on_event(self, event: object) -> None:
         """Someone joined or left a channel: ask the server about its guests again next time."""
