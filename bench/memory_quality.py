@@ -9,6 +9,12 @@ pure-Python Okapi BM25 k1=1.2 b=0.75 over character bigrams and over kiwi morphe
 and the variants the default was chosen from. Ends with a verdict: project vs the best baseline on every
 figure. Embeddings are computed once per file; `--cache DIR` reuses them across runs.
 Scoring follows /work/shared/data/README.md.
+
+The relevance cut (mchat_bot/memory/relevance.py) is measured beside it: "project + relevance cut"
+scores the project's lists after the cut (a relevant memory cut away is a miss), and the negative
+sets say how often a question with no answer in sight comes back empty ("nothing found"): each
+Korean query asked in every channel of the other team, each LoCoMo question asked in every other
+conversation's channel. `--min-relevance X` measures another threshold.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mchat_bot.memory import sparse
 from mchat_bot.memory.embedder import load_embedder
+from mchat_bot.memory.relevance import DEFAULT_MIN_RELEVANCE, Relevance
 from mchat_bot.memory.store import DEFAULT_TOKENIZER, EdgeMemoryStore, Memory, Viewer
 
 DATA = Path("/work/shared/data")
@@ -118,6 +125,25 @@ def load_locomo(path: Path) -> tuple[list[Memory], list[Query]]:
                 )
             )
     return mems, queries
+
+
+def negatives_ko(mems: list[Memory], queries: list[Query]) -> list[tuple[Query, Viewer]]:
+    """Each query asked in every channel of the other team (DMs left out): its answers are out of sight."""
+    channels: dict[str, set[str]] = defaultdict(set)
+    for m in mems:
+        if not m.channel_id.startswith("d-"):
+            channels[m.team_id].add(m.channel_id)
+    out = []
+    for q in queries:
+        for team in sorted(t for t in channels if t != q.viewer.team_id):
+            out += [(q, Viewer(team, c, q.viewer.user_id)) for c in sorted(channels[team])]
+    return out
+
+
+def negatives_locomo(mems: list[Memory], queries: list[Query]) -> list[tuple[Query, Viewer]]:
+    """Each question asked in every other conversation's channel, where its own turns are invisible."""
+    sids = sorted({m.channel_id for m in mems})
+    return [(q, Viewer("t1", s, "u-asker")) for q in queries for s in sids if s != q.viewer.channel_id]
 
 
 def is_visible(m: Memory, v: Viewer) -> bool:
@@ -216,6 +242,8 @@ class Timing:
 
 # The store's own defaults are "this project's retrieval"; the rest are measured beside it.
 CHOSEN = "project"
+CUT = "project + relevance cut"
+CUT_HELD: set[str] = set()  # the figures the cut must keep within 1 point: ko r@5, LoCoMo r@10
 VARIANTS: dict[str, dict[str, Any]] = {
     CHOSEN: {},
     "dense-only": {"mode": "dense", "rerank": "off"},
@@ -263,8 +291,15 @@ async def run_store_variants(
     variants: dict[str, dict[str, Any]],
     timing: Timing,
     cache: Path | None,
+    negatives: Sequence[tuple[Query, Viewer]] = (),
+    cut: Relevance | None = None,
+    nothing_found: dict[str, float] | None = None,
 ) -> dict[str, dict[str, list[str]]]:
-    """Embed once; one store per tokenizer; every variant (store options) over all queries."""
+    """Embed once; one store per tokenizer; every variant (store options) over all queries.
+
+    For the project's own retrieval also: its lists after `cut` (as ``CUT``), and the share of
+    `negatives` that come back empty after it (into ``nothing_found["rate"]``).
+    """
     by_id = {m.id: m for m in mems}
     doc_vecs, took = embed_all(embedder, [m.text for m in mems], cache, "passage")
     timing.embed_s += took
@@ -301,13 +336,28 @@ async def run_store_variants(
             sq = [store.sparse_query(q.text) for q in queries]
             res: dict[str, list[str]] = {}
             t0 = time.perf_counter()
+            kept: dict[str, list[str]] = {}
             for q, qv, s in zip(queries, q_vecs, sq, strict=True):
                 hits = await store.search_vectors(qv, s, q.viewer, 10)
                 res[q.id] = [h.memory.id for h in hits]
                 invisible += sum(not is_visible(by_id[h.memory.id], q.viewer) for h in hits)
+                if name == CHOSEN and cut is not None:
+                    kept[q.id] = [h.memory.id for h in cut.keep(q.text, hits)]
             timing.search_s += time.perf_counter() - t0
             timing.searches += len(queries)
             out[name] = res
+            if name == CHOSEN and cut is not None:
+                out[CUT] = kept
+                vec_of = {q.id: (qv, s) for q, qv, s in zip(queries, q_vecs, sq, strict=True)}
+                empty = 0
+                for q, viewer in negatives:
+                    qv, s = vec_of[q.id]
+                    hits = await store.search_vectors(qv, s, viewer, 10)
+                    invisible += sum(not is_visible(by_id[h.memory.id], viewer) for h in hits)
+                    empty += not cut.keep(q.text, hits)
+                if nothing_found is not None:
+                    nothing_found["rate"] = empty / max(len(negatives), 1)
+                    nothing_found["n"] = len(negatives)
         for store in stores.values():
             await store.close()
     if invisible:
@@ -335,9 +385,14 @@ def bench(
     timing: Timing,
     cache: Path | None,
     summary: dict[str, dict[str, float]],
+    cut: Relevance,
 ) -> None:
     mems, queries = loader(path)
-    results = asyncio.run(run_store_variants(mems, queries, embedder, VARIANTS, timing, cache))
+    negatives = negatives_ko(mems, queries) if label == "ko" else negatives_locomo(mems, queries)
+    empty: dict[str, float] = {}
+    results = asyncio.run(
+        run_store_variants(mems, queries, embedder, VARIANTS, timing, cache, negatives, cut, empty)
+    )
     for kind in sparse.TOKENIZERS:
         bm = Bm25(mems, kind)
         results[f"bm25-{kind}"] = {q.id: bm.search(q.text, q.viewer, 10) for q in queries}
@@ -362,6 +417,7 @@ def bench(
         )
         summary[f"{path.name} r@5"] = {n: s["recall"]["overall"] for n, s in scored.items()}
         summary[f"{path.name} leaks"] = {n: float(s["leaks"]) for n, s in scored.items()}
+        cut_metric = "r@5"
     else:
         cats = ["overall", "1", "2", "3", "4"]
         scored_l = {n: score_locomo(queries, r) for n, r in results.items()}
@@ -374,14 +430,27 @@ def bench(
                 {},
             )
             summary[f"{path.name} {k}"] = {n: s[k]["overall"] for n, s in scored_l.items()}
+        cut_metric = "r@10"
+    summary[f"{path.name} nothing-found"] = {CUT: empty["rate"]}
+    CUT_HELD.add(f"{path.name} {cut_metric}")
+    before = summary[f"{path.name} {cut_metric}"]
+    print(
+        f"\nrelevance cut (min_relevance {cut.min_score}) on {path.name}: {cut_metric} "
+        f"{before[CHOSEN]:.3f} -> {before[CUT]:.3f} ({before[CUT] - before[CHOSEN]:+.3f}); "
+        f"nothing found on {int(empty['n'])} unanswerable asks (another "
+        f"{'team' if label == 'ko' else 'conversation'}'s channel): {empty['rate']:.3f}"
+    )
 
 
 def verdict(summary: dict[str, dict[str, float]]) -> bool:
     """Does this project's retrieval beat every baseline on every recall figure, with 0 leaks?"""
     ok = True
-    print("\nverdict (project vs best baseline):")
+    print("\nverdict (project vs best baseline; the cut within 1 point of no cut, nothing found >= 0.8):")
     for metric, by in summary.items():
-        if metric.endswith("leaks"):
+        if metric.endswith("nothing-found"):
+            good = by[CUT] >= 0.8
+            print(f"  {metric}: project + cut {by[CUT]:.3f} {'OK' if good else 'FAIL'}")
+        elif metric.endswith("leaks"):
             good = by[CHOSEN] == 0
             print(f"  {metric}: project {by[CHOSEN]:.0f} {'OK' if good else 'FAIL'}")
         else:
@@ -391,6 +460,13 @@ def verdict(summary: dict[str, dict[str, float]]) -> bool:
                 f"  {metric}: project {by[CHOSEN]:.3f} vs {best} {by[best]:.3f} "
                 f"({by[CHOSEN] - by[best]:+.3f}) {'OK' if good else 'FAIL'}"
             )
+            if metric in CUT_HELD:
+                near = by[CUT] >= by[CHOSEN] - 0.01
+                print(
+                    f"  {metric}: project + cut {by[CUT]:.3f} vs no cut {by[CHOSEN]:.3f} "
+                    f"({by[CUT] - by[CHOSEN]:+.3f}) {'OK' if near else 'FAIL'}"
+                )
+                good = good and near
         ok = ok and good
     return ok
 
@@ -402,7 +478,11 @@ def main() -> None:
     ap.add_argument("--embedder", default="default")
     ap.add_argument("--skip-locomo", action="store_true")
     ap.add_argument("--cache", type=Path, default=None, help="reuse embeddings from an earlier run (dir)")
+    ap.add_argument(
+        "--min-relevance", type=float, default=DEFAULT_MIN_RELEVANCE, help="the relevance cut to measure"
+    )
     args = ap.parse_args()
+    cut = Relevance(args.min_relevance)
     ko_files = args.ko or [DATA / "ko_memory_dev.jsonl"]
     locomo_files = [] if args.skip_locomo else (args.locomo or [DATA / "locomo_dev.json"])
 
@@ -418,9 +498,9 @@ def main() -> None:
     )
     summary: dict[str, dict[str, float]] = {}
     for f in ko_files:
-        bench("ko", load_ko, f, emb, timing, args.cache, summary)
+        bench("ko", load_ko, f, emb, timing, args.cache, summary, cut)
     for f in locomo_files:
-        bench("locomo", load_locomo, f, emb, timing, args.cache, summary)
+        bench("locomo", load_locomo, f, emb, timing, args.cache, summary, cut)
     if timing.embed_s:
         print(
             f"\nembedding: {timing.docs} docs in {timing.embed_s:.1f}s "
@@ -435,9 +515,9 @@ def main() -> None:
     )
     ok = verdict(summary)
     print(
-        "\nRESULT: project retrieval beats both baselines everywhere"
+        "\nRESULT: project retrieval beats both baselines everywhere, and the cut holds"
         if ok
-        else "\nRESULT: NOT better everywhere"
+        else "\nRESULT: NOT better everywhere (see FAIL above)"
     )
 
 

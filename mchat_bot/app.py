@@ -25,6 +25,7 @@ from mchat_bot.llm import LLM
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient, RestHooks
 from mchat_bot.memory.embedder import Embedder, load_embedder
+from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import MemoryStore, open_store
 from mchat_bot.net.pacing import Priority
 from mchat_bot.observe import health, metrics
@@ -144,6 +145,7 @@ class Daemon:
                 team_admins=s.memory.team_admins,
                 extract_channels=s.memory.extract_channels,
                 audience=audience,
+                relevance=Relevance(s.memory.min_relevance),
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]

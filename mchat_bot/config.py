@@ -83,6 +83,8 @@ class MemorySettings:
     api_key: Secret = field(default_factory=Secret)
     embedder: str = "default"
     top_k: int = 5
+    # the relevance cut (memory/relevance.py): weaker memories are never shown, listed or quoted; 0 = off
+    min_relevance: float = 0.83
     sensitive: str = "mask"  # what to do with sensitive data in a memory: "mask" or "refuse"
     team_admins: list[str] = field(default_factory=list)  # usernames who may make team memories anywhere
     extract_channels: list[str] = field(default_factory=list)  # channel ids with automatic extraction
@@ -378,6 +380,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "mattermost.ws_max_backoff": (0, False, 3600),
     "llm.timeout": (0, False, 3600),
     "memory.top_k": (1, True, 100),
+    "memory.min_relevance": (0, True, 2),
     "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),
     "http.header_timeout": (0, False, 300),
     "http.max_connections": (1, True, 100_000),

@@ -8,6 +8,7 @@ JSONL (one object a line): id, text, scope, team_id, channel_id, user_id, catego
 valid_until (ISO 8601 or null), source_post_id; export adds user_name, permalink, replaces,
 superseded_by, valid_from, and import accepts them back. Import stores each line as given (its id kept,
 no extraction, no supersession); the sensitive-data filter still masks it unless `--raw`.
+`search` applies the bot's relevance cut (memory.min_relevance), as users get it; `--all` shows every hit.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mchat_bot.cli.settings import EXIT_CONFIG
+from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import SCOPES, AnyStore, Memory, Selection, Viewer, new_memory_id
 
 EXIT_BAD_INPUT = 1
@@ -63,6 +65,11 @@ def add_memory_commands(subparsers: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--all-versions", action="store_true", help="include superseded versions")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="show every hit, also below the relevance cut (memory.min_relevance)",
+    )
     p.set_defaults(func=_run(_search))
 
     p = sub.add_parser("forget", help="delete memories by id, or all matching a selection with --yes")
@@ -151,6 +158,17 @@ def _open(args: argparse.Namespace) -> AnyStore:
     m = settings.memory
     embedder = load_embedder(args.embedder or m.embedder)
     return open_store(m.path, m.url or None, embedder, api_key=m.api_key.get() or None)
+
+
+def _relevance(args: argparse.Namespace) -> Relevance:
+    """The bot's own cut (from the settings, or the measured default with --path); --all turns it off."""
+    if args.all:
+        return Relevance(0)
+    if args.path is not None:
+        return Relevance()
+    from mchat_bot.config import load_settings
+
+    return Relevance(load_settings(args.config).memory.min_relevance)  # _open has checked them
 
 
 def _selection(args: argparse.Namespace, **kw: Any) -> Selection:
@@ -282,6 +300,7 @@ async def _list(store: AnyStore, args: argparse.Namespace) -> int:
 
 async def _search(store: AnyStore, args: argparse.Namespace) -> int:
     current_only = not args.all_versions
+    cut = _relevance(args)
     if args.jsonl is not None:
         for n, row in _read_jsonl(args.jsonl):
             if not isinstance(row, dict) or not isinstance(row.get("query"), str):
@@ -289,7 +308,8 @@ async def _search(store: AnyStore, args: argparse.Namespace) -> int:
             viewer = Viewer(
                 str(row.get("team_id") or ""), str(row.get("channel_id") or ""), str(row.get("user_id") or "")
             )
-            hits = await store.search(row["query"], viewer, args.limit, current_only=current_only)
+            found = await store.search(row["query"], viewer, args.limit, current_only=current_only)
+            hits = cut.keep(row["query"], found)
             results = [{"id": h.memory.id, "score": round(h.score, 4), "text": h.memory.text} for h in hits]
             print(json.dumps({"id": row.get("id"), "results": results}, ensure_ascii=False), flush=True)
         return 0
@@ -298,7 +318,8 @@ async def _search(store: AnyStore, args: argparse.Namespace) -> int:
     viewer = Viewer(args.team, args.channel, args.user)
     if not (args.team or args.channel or args.user):
         raise _Exit("search as whom? give --channel, --user and/or --team (what that viewer may see)")
-    for h in await store.search(args.query, viewer, args.limit, current_only=current_only):
+    found = await store.search(args.query, viewer, args.limit, current_only=current_only)
+    for h in cut.keep(args.query, found):
         print(f"{h.score:.3f}\t{_line(h.memory)}")
     return 0
 

@@ -35,13 +35,13 @@ def _text_of(content: Any) -> str:
 
 
 def default_reply(messages: list[dict[str, Any]]) -> str:
-    """Cite memory [1] of the system prompt in the user's language, or admit not knowing."""
+    """Cite memory [1] of the system prompt in the user's language, or say it has no memory about it."""
     last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     korean = bool(_HANGUL.search(last_user))
     system = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
     m = _FIRST_MEMORY.search(system)
-    if not m:
-        return "모르겠습니다." if korean else "I don't know."
+    if not m:  # no memory in the prompt: what the system prompt asks a model to say then
+        return "그에 관한 메모리가 없습니다." if korean else "I have no memory about that."
     memory = m.group(1)
     return f"저장된 메모리 [1]에 따르면: {memory}" if korean else f"According to memory [1]: {memory}"
 

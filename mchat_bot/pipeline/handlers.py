@@ -21,6 +21,7 @@ import structlog
 from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
 from mchat_bot.memory.readers import Readers, may_post, split_postable
+from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
@@ -91,6 +92,7 @@ class Handlers:
         extract_channels: Iterable[str] = (),
         memory_llm_timeout: float = 20.0,
         audience: Audience | None = None,
+        relevance: Relevance | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -107,6 +109,7 @@ class Handlers:
         self.thread_timeout = thread_timeout
         # without a server to ask (tests of the handlers alone): nobody is a guest
         self.audience = audience if audience is not None else Audience(None, bot.user_id)
+        self.relevance = relevance if relevance is not None else Relevance()
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -163,7 +166,7 @@ class Handlers:
                 reply, lang, hidden_text=texts.format_memories(hidden, lang, self.tz) if hidden else ""
             )
         if cmd.name == "search":
-            hits = await self._search(cmd.arg, viewer)
+            hits = await self._relevant(cmd.arg, viewer)
             previous = await self._previous(hits, viewer)
             public_hits, hidden_hits = split_postable(hits, readers, _memory_of)
             hidden_text = (
@@ -190,6 +193,10 @@ class Handlers:
             private=f"{texts.only_you_head(lang)}\n\n{hidden_text}",
             private_fallback=texts.withheld_ask_in_dm(lang, self.mention),
         )
+
+    async def _relevant(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
+        """What a user is shown, listed or answered from: the search after the relevance cut."""
+        return self.relevance.keep(query, await self._search(query, viewer, limit))
 
     async def _search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         started = time.monotonic()
@@ -316,7 +323,7 @@ class Handlers:
                 return Reply(texts.format_forget_ambiguous(ref, lang), Outcome.NOTHING_FOUND)
             if " " not in arg and _looks_like_id(ref):
                 return Reply(texts.format_forget_not_found(ref, lang), Outcome.NOTHING_FOUND)
-        hits = await self._search(arg, viewer)
+        hits = await self._relevant(arg, viewer)
         public, hidden = split_postable(hits, readers, _memory_of)
         text = (
             texts.withheld_here(lang)
@@ -406,7 +413,7 @@ class Handlers:
         self, msg: IncomingMessage, question: str, lang: str, sink: AnswerSink | None = None
     ) -> Reply:
         viewer, readers = await self.audience.of(msg)
-        found = await self._search(question, viewer, limit=ANSWER_MEMORIES)
+        found = await self._relevant(question, viewer, limit=ANSWER_MEMORIES)
         previous = await self._previous(found, viewer)
         # only what every reader here may see goes into the prompt and the answer
         hits, hidden = split_postable(found, readers, _memory_of)
@@ -505,6 +512,13 @@ def _looks_like_id(ref: str) -> bool:
     return ref.isupper() and len(ref.replace("-", "")) in (8, 26, 32)
 
 
+# what the model is told when the relevance cut left nothing: say so rather than guess
+NO_MEMORIES_NOTE = (
+    "(none: the memory search found nothing relevant to this question. Unless the thread below "
+    "answers it, tell the user that you have no memory about that, and do not guess.)"
+)
+
+
 def build_prompt(
     question: str,
     hits: Sequence[Hit],
@@ -517,6 +531,7 @@ def build_prompt(
     """System prompt with memories numbered [1]..[n] (one per line), the thread, then the question.
 
     Memories are current facts; one that replaced an older version says what it was and until when.
+    With none (nothing passed the relevance cut), the prompt says so, so the model admits it.
     """
     language = "Korean" if lang == "ko" else "English"
     lines = [
@@ -537,7 +552,7 @@ def build_prompt(
             if previous and m.id in previous:
                 lines.append(f"    {texts.was_note(previous[m.id], m, 'en', tz)}")
     else:
-        lines.append("(none)")
+        lines.append(NO_MEMORIES_NOTE)
     if thread:
         lines += ["", "Earlier messages in this thread (oldest first):"]
         budget = THREAD_CONTEXT_CHARS

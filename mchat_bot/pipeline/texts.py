@@ -471,8 +471,8 @@ def format_withheld_memories(
 def no_memories_found(lang: str) -> str:
     return pick(
         lang,
-        "관련된 메모리를 찾지 못했습니다. `@ai remember 내용`으로 알려 주세요.",
-        "I found nothing about that in my memories. Teach me with `@ai remember TEXT`.",
+        "그에 관한 메모리가 없습니다. `@ai remember 내용`으로 알려 주세요.",
+        "I have no memory about that. Teach me with `@ai remember TEXT`.",
     )
 
 

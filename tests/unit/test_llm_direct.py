@@ -257,7 +257,7 @@ async def test_openai_model_never_imports_litellm() -> None:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     results = [line[3:] for line in out.decode().splitlines() if line.startswith("=> ")]
-    assert results == ["I don't know.", "I don't know.", "False"]
+    assert results == ["I have no memory about that.", "I have no memory about that.", "False"]
 
 
 async def test_client_litellm_still_goes_through_litellm() -> None:

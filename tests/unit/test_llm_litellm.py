@@ -34,7 +34,7 @@ async def test_answer_cites_memory_from_the_prompt_in_the_users_language() -> No
         english = await llm.complete(
             [{"role": "system", "content": "Memories:\n(none)"}, {"role": "user", "content": "status?"}]
         )
-        assert english == "I don't know."
+        assert english == "I have no memory about that."
         sent = fake.requests[0]
         assert sent["model"] == "fake"
         assert "[1] X부품 불량률 12%" in sent["messages"][0]["content"]

@@ -141,6 +141,9 @@ def test_search_as_a_viewer_and_in_batch(store: Path, tmp_path: Path) -> None:
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["id"] for line in lines] == ["q1", "q2"]
     assert lines[0]["results"][0]["id"] == "m4" and set(lines[0]["results"][0]) == {"id", "score", "text"}
+    assert lines[1]["results"] == []  # the one memory q2 may see is about something else: cut
+    every = cli("search", "--path", str(store), "--jsonl", str(queries), "--limit", "5", "--all")
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
     assert {r["id"] for r in lines[1]["results"]} == {"m5"}  # team t2, not u1's personal memory
 
 

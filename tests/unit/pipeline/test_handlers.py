@@ -1,7 +1,8 @@
 """Handlers: what the user reads back for each command and question.
 
-The memory store here is the shared word-overlap fake (the real store has its own tests, and the
-end-to-end tests use it); the LLM is the real client talking to the fake LLM server over a socket.
+The memory store here is mostly the shared word-overlap fake (the real store has its own tests, and the
+end-to-end tests use it); answers that pass the relevance cut use the real store, whose scores it is
+calibrated on; the LLM is the real client talking to the fake LLM server over a socket.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from mchat_bot.devserver.fake_llm import FakeLLM
-from mchat_bot.memory.store import Hit, Memory
+from mchat_bot.memory.store import EdgeMemoryStore, Hit, Memory
 from mchat_bot.pipeline.handlers import Handlers, build_prompt, guess_category
 from mchat_bot.pipeline.message import Outcome
 from mchat_bot.pipeline.router import Ignore, route
@@ -123,8 +124,10 @@ async def test_memories_and_help() -> None:
     assert "@ai" in await ask(h, "@ai")
 
 
-async def test_question_with_llm_answers_with_citation_and_sources(fake_llm: FakeLLM) -> None:
-    store = FakeStore()
+async def test_question_with_llm_answers_with_citation_and_sources(
+    fake_llm: FakeLLM, store: EdgeMemoryStore
+) -> None:
+    # the real store: the relevance cut is calibrated on its scores, not on the fake's word overlap
     h = Handlers(store, llm_for(fake_llm), BOT, SITE, tz=KST)
     saved = message("@ai remember X부품 불량률 12%")
     await h.handle(saved, route(saved, BOT))
@@ -137,8 +140,9 @@ async def test_question_with_llm_answers_with_citation_and_sources(fake_llm: Fak
     assert "[1] X부품 불량률 12%" in system and "Korean" in system
 
 
-async def test_question_uses_thread_context_and_only_cited_sources(fake_llm: FakeLLM) -> None:
-    store = FakeStore()
+async def test_question_uses_thread_context_and_only_cited_sources(
+    fake_llm: FakeLLM, store: EdgeMemoryStore
+) -> None:
     thread = Thread([("박부장", "지난주 검사 결과 공유합니다"), ("김과장", "X부품은요?")])
     h = Handlers(store, llm_for(fake_llm), BOT, SITE, thread, tz=KST)
     await ask(h, "@ai remember defect rate of part X is 12%")
@@ -162,15 +166,18 @@ async def test_llm_failure_and_timeout_give_a_short_apology(fake_llm: FakeLLM) -
     assert "Sorry" in await ask(h, "@ai how are we doing?")
 
 
-async def test_without_llm_quotes_memories_or_says_nothing_found() -> None:
-    store = FakeStore()
+async def test_without_llm_quotes_memories_or_says_nothing_found(store: EdgeMemoryStore) -> None:
     h = Handlers(store, None, BOT, SITE, tz=KST)
-    assert "찾지 못했습니다" in await ask(h, "@ai 불량률 어때?")
+    assert "그에 관한 메모리가 없습니다" in await ask(h, "@ai 불량률 어때?")
     await ask(h, "@ai remember X부품 불량률 12%")
+    await ask(h, "@ai remember The release freeze for line 3 starts on December 1.")
     reply = await ask(h, "@ai X부품 불량률 어때?")
     assert "LLM이 설정되어 있지 않아" in reply
     assert "> [1] X부품 불량률 12%" in reply
     assert "\n\n[1] 김과장, " in reply
+    assert "release freeze" not in reply and "[2]" not in reply  # the nearest unrelated one is not quoted
+    nothing = await ask(h, "@ai what is on the cafeteria menu today?")
+    assert nothing.startswith("I have no memory about that."), nothing
 
 
 async def test_store_failure_is_reported_not_raised() -> None:
