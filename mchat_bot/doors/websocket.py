@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from mchat_bot.knowledge.learner import Learner
+from mchat_bot.knowledge.lines import Line
 from mchat_bot.mattermost.events import ChannelType, Post, Posted, parse_channel_type
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.retry import RetryPolicy
@@ -45,12 +47,14 @@ class Intake:
         *,
         wake: Callable[[], None] = lambda: None,
         policy: RetryPolicy = CATCH_UP_POLICY,
+        learner: Learner | None = None,
     ) -> None:
         self._rest = rest
         self._inbox = inbox
         self._storage = storage
         self._bot = bot
         self._wake = wake
+        self._learner = learner
         self._cursor_ms = 0
         self._flushed_at = 0.0
         self._user_names: dict[str, str] = {bot.user_id: bot.username}
@@ -77,12 +81,24 @@ class Intake:
         """Route messages and put those addressed to us into the inbox together (one write for a
         catch-up page instead of one per post); returns how many were new."""
         wanted: list[tuple[IncomingMessage, str]] = []
+        learned: list[Line] = []
+        learner = self._learner
         for msg in msgs:
             routed = route(msg, self._bot)
             if isinstance(routed, Ignore):
                 self.ignored += 1
+                if learner is not None and learner.wants(
+                    msg.channel_id,
+                    msg.channel_type,
+                    msg.user_id,
+                    msg.post_type,
+                    automated=msg.from_bot or msg.from_webhook,
+                ):
+                    learned.append(line_from_message(msg))
             else:
                 wanted.append((msg, type(routed).__name__.lower()))
+        if learned and learner is not None:
+            await learner.keep(learned)
         if not wanted:
             return 0
         if len(wanted) == 1:
@@ -249,6 +265,21 @@ def message_from_post(post: Post, channel: dict[str, Any], user_name: str) -> In
     """
     kind = parse_channel_type(str(channel.get("type", "O")), "channel.type")
     return _message(post, kind, str(channel.get("name", "")), str(channel.get("team_id", "")), user_name)
+
+
+def line_from_message(msg: IncomingMessage) -> Line:
+    """A learning channel's post as the knowledge log keeps it."""
+    return Line(
+        post_id=msg.post_id,
+        channel_id=msg.channel_id,
+        text=msg.message,
+        create_at=msg.create_at,
+        team_id=msg.team_id,
+        channel_name=msg.channel_name,
+        root_id=msg.root_id,
+        user_id=msg.user_id,
+        user_name=msg.user_name,
+    )
 
 
 def _message(

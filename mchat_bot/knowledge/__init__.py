@@ -1,0 +1,1 @@
+"""Channel knowledge: the index of what learning channels said, kept apart from curated memories."""

@@ -1,0 +1,97 @@
+"""Which channels learn: the operator's list (``knowledge.channels``) and what channel admins turned on.
+
+``learns`` is asked for every post the socket reader sees, so it is a set lookup in memory; the
+table is read once at start and written through on every change. ``"*"`` in the operator's list
+makes every public and private channel of the bot learn; direct and group messages never learn
+(a conversation with the bot is not channel knowledge).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mchat_bot.storage import Storage
+
+EVERY_CHANNEL = "*"
+LEARNING_TYPES = ("O", "P")  # public and private channels; never DMs or group DMs
+
+
+@dataclass(frozen=True, slots=True)
+class LearningChannel:
+    channel_id: str
+    team_id: str
+    channel_name: str
+    enabled_by: str
+    enabled_at: float
+    backfilled_to: int  # ms: history read back to here (0 = not read yet)
+
+
+class LearningChannels:
+    def __init__(self, storage: Storage, configured: Iterable[str] = ()) -> None:
+        self._db = storage
+        configured = [c.strip() for c in configured if c.strip()]
+        self.every = EVERY_CHANNEL in configured
+        self.configured = frozenset(c for c in configured if c != EVERY_CHANNEL)
+        self._turned_on: set[str] = set()
+        self._turned_off: set[str] = set()  # by a channel admin, over the operator's "*"
+
+    async def load(self) -> LearningChannels:
+        for row in await self._db.fetchall("SELECT channel_id, learning FROM knowledge_channel"):
+            (self._turned_on if int(row[1]) else self._turned_off).add(str(row[0]))
+        return self
+
+    def learns(self, channel_id: str, channel_type: str = "O") -> bool:
+        if channel_type not in LEARNING_TYPES or channel_id in self._turned_off:
+            return False
+        return self.every or channel_id in self.configured or channel_id in self._turned_on
+
+    @property
+    def any(self) -> bool:
+        """Whether any channel may learn (else the reader skips the check's cost altogether)."""
+        return self.every or bool(self.configured or self._turned_on)
+
+    async def turn_on(self, channel_id: str, team_id: str, channel_name: str, by: str) -> bool:
+        """Returns False when the channel already learned."""
+        was = self.learns(channel_id)
+        await self._db.execute(
+            "INSERT INTO knowledge_channel"
+            " (channel_id, team_id, channel_name, enabled_by, enabled_at, learning) VALUES (?,?,?,?,?,1)"
+            " ON CONFLICT (channel_id) DO UPDATE SET learning = 1,"
+            " enabled_by = excluded.enabled_by, enabled_at = excluded.enabled_at",
+            (channel_id, team_id, channel_name, by, time.time()),
+        )
+        self._turned_off.discard(channel_id)
+        self._turned_on.add(channel_id)
+        return not was
+
+    async def turn_off(self, channel_id: str, by: str) -> bool:
+        """Returns False when the channel did not learn. Stays off over the operator's ``"*"``."""
+        was = self.learns(channel_id)
+        await self._db.execute(
+            "INSERT INTO knowledge_channel (channel_id, enabled_by, enabled_at, learning) VALUES (?,?,?,0)"
+            " ON CONFLICT (channel_id) DO UPDATE SET learning = 0, backfilled_to = 0",
+            (channel_id, by, time.time()),
+        )
+        self._turned_on.discard(channel_id)
+        self._turned_off.add(channel_id)
+        return was
+
+    async def get(self, channel_id: str) -> LearningChannel | None:
+        row = await self._db.fetchone(
+            "SELECT channel_id, team_id, channel_name, enabled_by, enabled_at, backfilled_to"
+            " FROM knowledge_channel WHERE channel_id = ?",
+            (channel_id,),
+        )
+        if row is None:
+            return None
+        return LearningChannel(str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]), int(row[5]))
+
+    async def set_backfilled(self, channel_id: str, to_ms: int) -> None:
+        """Backfill read the channel's history back to ``to_ms``: where a restarted one resumes."""
+        await self._db.execute(
+            "INSERT INTO knowledge_channel (channel_id, enabled_at, learning, backfilled_to)"
+            " VALUES (?,?,1,?) ON CONFLICT (channel_id) DO UPDATE SET backfilled_to = excluded.backfilled_to",
+            (channel_id, time.time(), to_ms),
+        )

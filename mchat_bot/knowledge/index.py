@@ -1,0 +1,117 @@
+"""The message index: learning channels' lines in their own collection of the memory store.
+
+A line is indexed as a ``Memory`` of category ``message`` and scope ``channel``: the text embedded is
+the line with its speaker, date and neighbours (``documents.index_text``), the text shown is the
+line itself (``body``), and the engine's visibility filter, given a viewer with no user and no
+team, admits the asking channel's messages only, so a channel's knowledge never reaches another.
+Lines not embedded yet (the indexer's backlog) are found by their keywords, so a burst of posts is
+searchable at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import tzinfo
+
+from mchat_bot.knowledge.documents import ChatLine, index_text
+from mchat_bot.knowledge.lines import ChatLog, Line
+from mchat_bot.memory.relevance import coverage, keywords
+from mchat_bot.memory.store import MESSAGE, Hit, Memory, MemoryStore, Viewer
+
+NEIGHBOURS_BEFORE = 1
+NEIGHBOURS_AFTER = 1
+BACKLOG_SCAN = 2000  # newest unembedded lines of the channel looked at by keyword
+BACKLOG_MIN_COVERAGE = 0.5  # a backlog line must hold half of the question's keywords
+
+
+def chat_line(line: Line) -> ChatLine:
+    return ChatLine(
+        post_id=line.post_id,
+        channel_id=line.channel_id,
+        user_name=line.user_name,
+        text=line.text,
+        create_at=line.create_at / 1000,
+        root_id=line.root_id,
+    )
+
+
+class MessageIndex:
+    def __init__(self, store: MemoryStore, log: ChatLog, site_url: str, tz: tzinfo | None = None) -> None:
+        self.store = store
+        self.log = log
+        self.site_url = site_url.rstrip("/")
+        self.tz = tz
+
+    def permalink(self, post_id: str) -> str:
+        return f"{self.site_url}/_redirect/pl/{post_id}"
+
+    def as_memory(self, line: Line, text: str) -> Memory:
+        return Memory(
+            id=line.post_id,
+            text=text,
+            body=line.text,
+            category=MESSAGE,
+            scope="channel",
+            team_id=line.team_id,
+            channel_id=line.channel_id,
+            user_id=line.user_id,
+            user_name=line.user_name,
+            source_post_id=line.post_id,
+            permalink=self.permalink(line.post_id),
+            created_at=line.create_at / 1000,
+        )
+
+    async def document(self, line: Line) -> Memory:
+        """The line as it is indexed, with the conversation around it as it stands now."""
+        before, after = await self.log.neighbours(line, NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER)
+        text = index_text(
+            chat_line(line), [chat_line(b) for b in before], [chat_line(a) for a in after], self.tz
+        )
+        return self.as_memory(line, text)
+
+    async def add(self, lines: Sequence[Line]) -> None:
+        """Embed and index lines (one engine call); the caller marks them indexed."""
+        await self.store.add_many([await self.document(line) for line in lines])
+
+    async def forget(self, post_ids: Sequence[str]) -> int:
+        """Remove posts from the index, then from the log (so a failure leaves nothing orphaned
+        in the index: the log still names it); how many lines the log had."""
+        if not post_ids:
+            return 0
+        await self.store.delete_many(list(post_ids))
+        return len(await self.log.remove(post_ids))
+
+    async def forget_channel(self, channel_id: str) -> int:
+        """Everything a channel said, gone from the index and the log; how many lines."""
+        total = 0
+        ids = await self.log.of_channel(channel_id)
+        for start in range(0, len(ids), 500):
+            total += await self.forget(ids[start : start + 500])
+        if not await self.log.of_channel(channel_id):  # none came in meanwhile
+            self.log.dropped(channel_id)
+        return total
+
+    async def search(self, query: str, channel_id: str, limit: int = 5) -> list[Hit]:
+        """The channel's messages for a question: the index, then backlog lines that share its words."""
+        if not channel_id or limit <= 0 or not query.strip() or not self.log.has(channel_id):
+            return []
+        hits = await self.store.search(query, Viewer(team_id="", channel_id=channel_id, user_id=""), limit)
+        hits = [h for h in hits if h.memory.is_message and h.memory.channel_id == channel_id]
+        if len(hits) < limit:
+            seen = {h.memory.id for h in hits}
+            hits += await self._backlog_hits(query, channel_id, limit - len(hits), seen)
+        return hits
+
+    async def _backlog_hits(self, query: str, channel_id: str, limit: int, seen: set[str]) -> list[Hit]:
+        words = keywords(query)
+        if not words:
+            return []
+        waiting = await self.log.backlog_in_channel(channel_id, BACKLOG_SCAN)
+        scored = []
+        for line in waiting:
+            share = coverage(words, line.text)
+            if share >= BACKLOG_MIN_COVERAGE and line.post_id not in seen:
+                scored.append((share, line.create_at, line))
+        scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
+        # the score shown for a keyword match is its keyword share (there is no cosine yet)
+        return [Hit(self.as_memory(line, line.text), share) for share, _, line in scored[:limit]]
