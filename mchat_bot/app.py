@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from mchat_bot.config import Settings
+from mchat_bot.doors.backfill import Backfill, BackfillRunner
 from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.knowledge.channels import LearningChannels
@@ -121,6 +122,9 @@ class Daemon:
                 chat_log, message_index, batch=s.knowledge.batch, retention_days=s.knowledge.retention_days
             )
             learner = Learner(learning, chat_log, bot.user_id, indexer.wake)
+            backfills = BackfillRunner(
+                Backfill(rest, learner, learning, bot), learning, rest, days=s.knowledge.backfill_days
+            )
             audit = Audit(storage, retention_days=s.audit.retention_days)
             readiness.checks["memory"] = health.memory_check(store)
             if s.llm.model:
@@ -175,6 +179,7 @@ class Daemon:
                     rest,
                     retention_days=s.knowledge.retention_days,
                     answer_messages=s.knowledge.answer_messages,
+                    on_turned_on=backfills.request,
                 ),
             )
             # The one ordered list of steps every message passes, the handler last.
@@ -255,6 +260,7 @@ class Daemon:
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
             supervisor.start("knowledge-indexer", indexer.run)
+            supervisor.start("knowledge-backfill", backfills.run)
             supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)

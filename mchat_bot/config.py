@@ -96,6 +96,7 @@ class KnowledgeSettings:
 
     channels: list[str] = field(default_factory=list)  # channel ids that learn; "*" = every channel
     retention_days: int = 365  # indexed messages older than this are deleted
+    backfill_days: float = 30.0  # history read when a channel starts learning (0 = none)
     answer_messages: int = 5  # channel messages given to an answer beside the memories
     batch: int = 32  # messages embedded together by the background indexer
 
@@ -393,6 +394,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "memory.top_k": (1, True, 100),
     "memory.min_relevance": (0, True, 2),
     "knowledge.retention_days": (1, True, 36500),
+    "knowledge.backfill_days": (0, True, 36500),
     "knowledge.answer_messages": (0, True, 50),
     "knowledge.batch": (1, True, 1024),
     "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),

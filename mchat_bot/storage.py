@@ -118,7 +118,9 @@ MIGRATIONS: tuple[str, ...] = (
         enabled_by   TEXT NOT NULL DEFAULT '',
         enabled_at   REAL NOT NULL,
         learning     INTEGER NOT NULL DEFAULT 1,
-        backfilled_to INTEGER NOT NULL DEFAULT 0
+        backfill_before TEXT NOT NULL DEFAULT '',
+        backfilled_to INTEGER NOT NULL DEFAULT 0,
+        backfill_done INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE knowledge_line (
         post_id      TEXT PRIMARY KEY,
@@ -135,7 +137,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX knowledge_line_channel ON knowledge_line (channel_id, create_at);
     CREATE INDEX knowledge_line_root ON knowledge_line (root_id, create_at);
-    CREATE INDEX knowledge_line_backlog ON knowledge_line (indexed, version);
+    CREATE INDEX knowledge_line_backlog ON knowledge_line (create_at) WHERE indexed < version;
+    CREATE INDEX knowledge_line_channel_backlog ON knowledge_line (channel_id, create_at)
+        WHERE indexed < version;
     CREATE INDEX knowledge_line_user ON knowledge_line (user_id);
     """,
 )

@@ -25,7 +25,9 @@ class LearningChannel:
     channel_name: str
     enabled_by: str
     enabled_at: float
+    backfill_before: str  # the oldest post read by the backfill: where a restarted one resumes
     backfilled_to: int  # ms: history read back to here (0 = not read yet)
+    backfill_done: bool
 
 
 class LearningChannels:
@@ -71,7 +73,8 @@ class LearningChannels:
         was = self.learns(channel_id)
         await self._db.execute(
             "INSERT INTO knowledge_channel (channel_id, enabled_by, enabled_at, learning) VALUES (?,?,?,0)"
-            " ON CONFLICT (channel_id) DO UPDATE SET learning = 0, backfilled_to = 0",
+            " ON CONFLICT (channel_id) DO UPDATE SET learning = 0, backfill_before = '', backfilled_to = 0,"
+            " backfill_done = 0",
             (channel_id, by, time.time()),
         )
         self._turned_on.discard(channel_id)
@@ -80,18 +83,41 @@ class LearningChannels:
 
     async def get(self, channel_id: str) -> LearningChannel | None:
         row = await self._db.fetchone(
-            "SELECT channel_id, team_id, channel_name, enabled_by, enabled_at, backfilled_to"
-            " FROM knowledge_channel WHERE channel_id = ?",
+            "SELECT channel_id, team_id, channel_name, enabled_by, enabled_at, backfill_before,"
+            " backfilled_to, backfill_done FROM knowledge_channel WHERE channel_id = ?",
             (channel_id,),
         )
         if row is None:
             return None
-        return LearningChannel(str(row[0]), str(row[1]), str(row[2]), str(row[3]), float(row[4]), int(row[5]))
-
-    async def set_backfilled(self, channel_id: str, to_ms: int) -> None:
-        """Backfill read the channel's history back to ``to_ms``: where a restarted one resumes."""
-        await self._db.execute(
-            "INSERT INTO knowledge_channel (channel_id, enabled_at, learning, backfilled_to)"
-            " VALUES (?,?,1,?) ON CONFLICT (channel_id) DO UPDATE SET backfilled_to = excluded.backfilled_to",
-            (channel_id, time.time(), to_ms),
+        return LearningChannel(
+            channel_id=str(row[0]),
+            team_id=str(row[1]),
+            channel_name=str(row[2]),
+            enabled_by=str(row[3]),
+            enabled_at=float(row[4]),
+            backfill_before=str(row[5]),
+            backfilled_to=int(row[6]),
+            backfill_done=bool(row[7]),
         )
+
+    async def set_backfill_cursor(self, channel_id: str, before: str, to_ms: int) -> None:
+        """Backfill read the channel's history back to post ``before`` (at ``to_ms``)."""
+        await self._db.execute(
+            "INSERT INTO knowledge_channel (channel_id, enabled_at, learning, backfill_before, backfilled_to)"
+            " VALUES (?,?,1,?,?) ON CONFLICT (channel_id) DO UPDATE SET"
+            " backfill_before = excluded.backfill_before, backfilled_to = excluded.backfilled_to",
+            (channel_id, time.time(), before, to_ms),
+        )
+
+    async def set_backfill_done(self, channel_id: str) -> None:
+        await self._db.execute(
+            "UPDATE knowledge_channel SET backfill_done = 1, backfill_before = '' WHERE channel_id = ?",
+            (channel_id,),
+        )
+
+    async def pending_backfills(self) -> list[str]:
+        """Channels turned on whose backfill has not finished (resumed after a restart)."""
+        rows = await self._db.fetchall(
+            "SELECT channel_id FROM knowledge_channel WHERE learning = 1 AND backfill_done = 0"
+        )
+        return [str(r[0]) for r in rows]

@@ -5,7 +5,7 @@ the line with its speaker, date and neighbours (``documents.index_text``), the t
 line itself (``body``), and the engine's visibility filter, given a viewer with no user and no
 team, admits the asking channel's messages only, so a channel's knowledge never reaches another.
 Lines not embedded yet (the indexer's backlog) are found by their keywords, so a burst of posts is
-searchable at once.
+searchable at once: one holding every word of the question comes first, others after the index's.
 """
 
 from __future__ import annotations
@@ -93,14 +93,14 @@ class MessageIndex:
 
     async def search(self, query: str, channel_id: str, limit: int = 5) -> list[Hit]:
         """The channel's messages for a question: the index, then backlog lines that share its words."""
-        if not channel_id or limit <= 0 or not query.strip() or not self.log.has(channel_id):
+        if not channel_id or limit <= 0 or not query.strip():
             return []
         hits = await self.store.search(query, Viewer(team_id="", channel_id=channel_id, user_id=""), limit)
         hits = [h for h in hits if h.memory.is_message and h.memory.channel_id == channel_id]
-        if len(hits) < limit:
-            seen = {h.memory.id for h in hits}
-            hits += await self._backlog_hits(query, channel_id, limit - len(hits), seen)
-        return hits
+        waiting = await self._backlog_hits(query, channel_id, limit, {h.memory.id for h in hits})
+        # a waiting line with every word of the question is the surest hit; partial ones fill up
+        whole = [h for h in waiting if h.score >= 1.0]
+        return (whole + hits + [h for h in waiting if h.score < 1.0])[:limit]
 
     async def _backlog_hits(self, query: str, channel_id: str, limit: int, seen: set[str]) -> list[Hit]:
         words = keywords(query)

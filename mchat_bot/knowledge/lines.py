@@ -129,9 +129,10 @@ class ChatLog:
         return [str(r[0]) for r in rows]
 
     async def backlog(self, limit: int) -> list[Line]:
-        """Lines whose current version is not in the index yet, oldest first."""
+        """Lines whose current version is not in the index yet, newest first (what was just said is
+        what people ask about; a backfill's older lines are found by keywords meanwhile)."""
         rows = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM knowledge_line WHERE indexed < version ORDER BY create_at LIMIT ?",
+            f"SELECT {_COLUMNS} FROM knowledge_line WHERE indexed < version ORDER BY create_at DESC LIMIT ?",
             (limit,),
         )
         return [_line(r) for r in rows]

@@ -8,6 +8,8 @@ is affected. Direct and group messages never learn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from mchat_bot.knowledge.channels import LEARNING_TYPES, LearningChannels
@@ -34,17 +36,23 @@ class ChannelKnowledge:
         *,
         retention_days: int = 365,
         answer_messages: int = 5,
+        on_turned_on: Callable[[str, str], None] = lambda channel_id, lang: None,
     ) -> None:
         self.channels = channels
         self.index = index
         self.chat = chat
         self.retention_days = retention_days
         self.answer_messages = answer_messages
+        self.on_turned_on = on_turned_on  # (channel id, language): the daemon starts the backfill
 
     async def messages_for(self, query: str, msg: IncomingMessage, limit: int | None = None) -> list[Hit]:
         """This channel's messages about ``query`` (none in a DM or group DM)."""
         n = self.answer_messages if limit is None else limit
         if msg.channel_type not in LEARNING_TYPES or n <= 0:
+            return []
+        if not self.channels.learns(msg.channel_id, msg.channel_type) and not self.index.log.has(
+            msg.channel_id
+        ):
             return []
         return await self.index.search(query, msg.channel_id, n)
 
@@ -65,6 +73,7 @@ class ChannelKnowledge:
             return Reply(texts.learn_refused(lang), Outcome.REFUSED)
         if verb in ON_WORDS:
             await self.channels.turn_on(msg.channel_id, msg.team_id, msg.channel_name, msg.user_id)
+            self.on_turned_on(msg.channel_id, lang)
             log.info("knowledge.turned_on", channel_id=msg.channel_id, by=msg.user_id)
             return Reply(texts.learn_on_notice(lang, self.retention_days), Outcome.STORED)
         await self.channels.turn_off(msg.channel_id, msg.user_id)

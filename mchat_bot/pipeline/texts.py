@@ -669,3 +669,23 @@ def learn_status(lang: str, on: bool, size: int, days: int) -> str:
         return f"📚 이 채널의 학습은 {state}. 배운 글 {size}개, 보관 기간 {days}일."
     state = "on" if on else "off"
     return f"📚 Learning is {state} in this channel: {messages(size)} kept, for {days} days."
+
+
+def backfill_progress(lang: str, kept: int, oldest_ms: int, *, done: bool) -> str:
+    """The line a backfill posts in the channel and edits as it reads."""
+    back_to = _local_date(oldest_ms / 1000) if oldest_ms else ""
+    if lang == "ko":
+        if done:
+            return f"📚 이 채널의 이전 글 {kept}개를 배웠습니다" + (f" ({back_to}까지)." if back_to else ".")
+        return (
+            f"📚 이 채널의 이전 글을 읽는 중입니다: {kept}개" + (f", {back_to}까지" if back_to else "") + "…"
+        )
+    if done:
+        return f"📚 Learned {messages(kept)} from this channel's history" + (
+            f" (back to {back_to})." if back_to else "."
+        )
+    return (
+        f"📚 Reading this channel's history: {messages(kept)} so far"
+        + (f", back to {back_to}" if back_to else "")
+        + "…"
+    )

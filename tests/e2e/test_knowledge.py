@@ -5,6 +5,11 @@ cited by permalink; never in another channel; an edit changes the answer, a dele
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
 from pathlib import Path
 
 import httpx
@@ -52,6 +57,19 @@ async def test_a_thread_decision_is_found_in_its_channel_only(
         await make_channel_admin(dev, "qa", "kim")
         _, notice = await bot.ask("kim", "qa", "@ai learn on")
         assert "Learning from this channel" in notice and "365 days" in notice, notice
+        # the backfill of the last 30 days says in the channel what it read, once it is done
+        qa, bot_id = dev.seed.channels["qa"], dev.seed.bot.id
+        [line] = await dev.wait_for_posts(
+            lambda p: (
+                p["user_id"] == bot_id
+                and p["channel_id"] == qa
+                and "history" in p["message"]
+                and "Learned" in p["message"]
+                and not p["root_id"]
+            ),
+            timeout=20,
+        )
+        assert "from this channel's history" in line["message"], line
 
         supplier = f"Supplier{tag()}"
         root = await dev.user_post(
@@ -109,6 +127,69 @@ async def test_learn_off_forget_leaves_nothing(dev: DevServer, llm: FakeLLM, tmp
         # nothing of the message is left in the daemon's database either (the audit keeps the
         # search queries, which name the word, but never what the channel said)
         await bot.stop()
-        for f in tmp_path.glob("mchat_bot.sqlite3*"):
+        for f in sorted(tmp_path.glob("mchat_bot.sqlite3*")):  # noqa: ASYNC240 (the daemon is stopped)
             assert b"is 12 Nm" not in f.read_bytes(), f
         await bot.start()
+
+
+def cursor(db: Path, channel_id: str) -> str:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT backfill_before FROM knowledge_channel WHERE channel_id = ?", (channel_id,)
+        ).fetchone()
+    return str(row[0]) if row else ""
+
+
+def lines_with(db: Path, channel_id: str, marker: str) -> int:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM knowledge_line WHERE channel_id = ? AND text LIKE ?",
+            (channel_id, f"%{marker}%"),
+        ).fetchone()
+    return int(row[0])
+
+
+async def test_backfill_of_2000_posts_resumes_after_a_kill(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    channel_id = dev.seed.channels["town-square"]
+    marker = f"Hist{tag()}"
+    for i in range(2000):
+        await dev.user_post(
+            ("kim", "lee", "park")[i % 3], channel_id, f"{marker} note {i}: item K{i}X{marker}"
+        )
+    db = tmp_path / "mchat_bot.sqlite3"
+    async with running_daemon(dev, llm, tmp_path, env=NO_LLM | {"MCHAT_KNOWLEDGE_BACKFILL_DAYS": "0"}) as bot:
+        await make_channel_admin(dev, "town-square", "kim")
+        _, notice = await bot.ask("kim", "town-square", "@ai learn on")
+        assert "Learning from this channel" in notice, notice
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCHAT_")}
+    env["MCHAT_MATTERMOST_TOKEN"] = dev.seed.bot.token
+    command = [sys.executable, "-m", "mchat_bot", "knowledge", "backfill", "--channel", channel_id]
+    command += ["--since", "0d", "--config", str(tmp_path / "config.toml")]
+    dev.faults.rate_limit(per_sec=4, burst=1)  # slow enough to be killed halfway
+    try:
+        with (tmp_path / "first.log").open("wb") as log:
+            first = await asyncio.create_subprocess_exec(*command, env=env, stdout=log, stderr=log)
+        try:
+            await wait_for(lambda: asyncio.sleep(0, cursor(db, channel_id)), bool, timeout=30, every=0.05)
+        except AssertionError:
+            raise AssertionError((tmp_path / "first.log").read_text()) from None
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+    finally:
+        dev.faults.rate_limit(enabled=False)
+    partial = lines_with(db, channel_id, marker)
+    assert 100 <= partial < 2000, partial  # a page or more (the newest holds the `learn on` too)
+    second = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(second.communicate(), 120)
+    assert second.returncode == 0, err.decode()
+    read = int(out.decode().split("read ")[1].split()[0])
+    assert read <= 2000 - partial + 200, out  # resumed from the cursor, not from the newest post
+    assert lines_with(db, channel_id, marker) == 2000
+    # the daemon finds a backfilled message at once (by keywords, before it is embedded)
+    async with running_daemon(dev, llm, tmp_path, env=NO_LLM) as bot:
+        _, found = await bot.ask("park", "town-square", f"@ai search K1234X{marker}")
+        assert f"note 1234: item K1234X{marker}" in found, found
