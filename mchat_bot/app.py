@@ -23,7 +23,7 @@ from mchat_bot.doors.backfill import Backfill, BackfillRunner
 from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.knowledge.channels import LearningChannels
-from mchat_bot.knowledge.index import MessageIndex
+from mchat_bot.knowledge.index import MessageIndex, open_message_store
 from mchat_bot.knowledge.indexer import Indexer
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.knowledge.lines import ChatLog
@@ -108,12 +108,8 @@ class Daemon:
                 s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
             )
             # channel knowledge: the lines in SQLite, their index in a collection of its own
-            messages = open_store(
-                s.memory.path,
-                s.memory.url or None,
-                embedder,
-                api_key=s.memory.api_key.get() or None,
-                kind="messages",
+            messages = open_message_store(
+                s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
             )
             chat_log = await ChatLog(storage).load()
             learning = await LearningChannels(storage, s.knowledge.channels).load()

@@ -98,7 +98,7 @@ class KnowledgeSettings:
     retention_days: int = 365  # indexed messages older than this are deleted
     backfill_days: float = 30.0  # history read when a channel starts learning (0 = none)
     answer_messages: int = 5  # channel messages given to an answer beside the memories
-    batch: int = 32  # messages embedded together by the background indexer
+    batch: int = 8  # messages embedded together by the background indexer (holds the embedder ~0.3 s)
 
 
 @dataclass(slots=True)

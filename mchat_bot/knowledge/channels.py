@@ -41,7 +41,10 @@ class LearningChannels:
 
     async def load(self) -> LearningChannels:
         for row in await self._db.fetchall("SELECT channel_id, learning FROM knowledge_channel"):
-            (self._turned_on if int(row[1]) else self._turned_off).add(str(row[0]))
+            if int(row[1]) == 1:
+                self._turned_on.add(str(row[0]))
+            elif int(row[1]) == 0:
+                self._turned_off.add(str(row[0]))
         return self
 
     def learns(self, channel_id: str, channel_type: str = "O") -> bool:
@@ -54,14 +57,17 @@ class LearningChannels:
         """Whether any channel may learn (else the reader skips the check's cost altogether)."""
         return self.every or bool(self.configured or self._turned_on)
 
+    # learning column: 1 turned on by an admin, 0 turned off by one, -1 no choice made (a backfill cursor)
+
     async def turn_on(self, channel_id: str, team_id: str, channel_name: str, by: str) -> bool:
         """Returns False when the channel already learned."""
         was = self.learns(channel_id)
         await self._db.execute(
             "INSERT INTO knowledge_channel"
             " (channel_id, team_id, channel_name, enabled_by, enabled_at, learning) VALUES (?,?,?,?,?,1)"
-            " ON CONFLICT (channel_id) DO UPDATE SET learning = 1,"
-            " enabled_by = excluded.enabled_by, enabled_at = excluded.enabled_at",
+            " ON CONFLICT (channel_id) DO UPDATE SET learning = 1, team_id = excluded.team_id,"
+            " channel_name = excluded.channel_name, enabled_by = excluded.enabled_by,"
+            " enabled_at = excluded.enabled_at",
             (channel_id, team_id, channel_name, by, time.time()),
         )
         self._turned_off.discard(channel_id)
@@ -103,8 +109,9 @@ class LearningChannels:
     async def set_backfill_cursor(self, channel_id: str, before: str, to_ms: int) -> None:
         """Backfill read the channel's history back to post ``before`` (at ``to_ms``)."""
         await self._db.execute(
+            # a channel that learns from the settings alone gets a row with no admin choice (-1)
             "INSERT INTO knowledge_channel (channel_id, enabled_at, learning, backfill_before, backfilled_to)"
-            " VALUES (?,?,1,?,?) ON CONFLICT (channel_id) DO UPDATE SET"
+            " VALUES (?,?,-1,?,?) ON CONFLICT (channel_id) DO UPDATE SET"
             " backfill_before = excluded.backfill_before, backfilled_to = excluded.backfilled_to",
             (channel_id, time.time(), before, to_ms),
         )

@@ -10,18 +10,29 @@ searchable at once: one holding every word of the question comes first, others a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import tzinfo
 
 from mchat_bot.knowledge.documents import ChatLine, index_text
 from mchat_bot.knowledge.lines import ChatLog, Line
+from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.relevance import coverage, keywords
-from mchat_bot.memory.store import MESSAGE, Hit, Memory, MemoryStore, Viewer
+from mchat_bot.memory.store import MESSAGE, AnyStore, Hit, Memory, MemoryStore, Viewer, open_store
 
 NEIGHBOURS_BEFORE = 1
 NEIGHBOURS_AFTER = 1
 BACKLOG_SCAN = 2000  # newest unembedded lines of the channel looked at by keyword
 BACKLOG_MIN_COVERAGE = 0.5  # a backlog line must hold half of the question's keywords
+
+
+def open_message_store(
+    path: str | os.PathLike[str] | None, url: str | None, embedder: Embedder, api_key: str | None = None
+) -> AnyStore:
+    """The messages collection beside the memories (same engine, same embedder). Without the
+    memories' recency tie-break: chat lines of one speaker and day look like versions of one fact
+    to it (cosine above its duplicate threshold, a differing value), and the newer would win."""
+    return open_store(path, url, embedder, api_key=api_key, kind="messages", rerank="off")
 
 
 def chat_line(line: Line) -> ChatLine:
@@ -73,20 +84,39 @@ class MessageIndex:
         """Embed and index lines (one engine call); the caller marks them indexed."""
         await self.store.add_many([await self.document(line) for line in lines])
 
-    async def forget(self, post_ids: Sequence[str]) -> int:
+    async def forget(self, post_ids: Sequence[str], *, requeue_neighbours: bool = True) -> int:
         """Remove posts from the index, then from the log (so a failure leaves nothing orphaned
-        in the index: the log still names it); how many lines the log had."""
+        in the index: the log still names it); how many lines the log had. The lines around them
+        were embedded with their text as context: they are embedded again without it."""
         if not post_ids:
             return 0
+        around = await self.neighbours_of(post_ids) if requeue_neighbours else []
         await self.store.delete_many(list(post_ids))
-        return len(await self.log.remove(post_ids))
+        removed = len(await self.log.remove(post_ids))
+        await self.log.requeue(around)
+        return removed
+
+    async def neighbours_of(self, post_ids: Sequence[str]) -> list[str]:
+        """The lines whose indexed text holds one of these lines as context."""
+        gone = set(post_ids)
+        found: set[str] = set()
+        for post_id in post_ids:
+            line = await self.log.get(post_id)
+            if line is None:
+                continue
+            # a line is context of the lines it neighbours (both ways), and a root of its replies
+            before, after = await self.log.neighbours(line, NEIGHBOURS_AFTER, NEIGHBOURS_BEFORE)
+            found.update(n.post_id for n in [*before, *after])
+            if not line.root_id:
+                found.update(await self.log.replies(line.post_id))
+        return sorted(found - gone)
 
     async def forget_channel(self, channel_id: str) -> int:
         """Everything a channel said, gone from the index and the log; how many lines."""
         total = 0
         ids = await self.log.of_channel(channel_id)
         for start in range(0, len(ids), 500):
-            total += await self.forget(ids[start : start + 500])
+            total += await self.forget(ids[start : start + 500], requeue_neighbours=False)
         if not await self.log.of_channel(channel_id):  # none came in meanwhile
             self.log.dropped(channel_id)
         return total

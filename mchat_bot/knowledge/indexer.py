@@ -77,7 +77,7 @@ class Indexer:
         cutoff = int((time.time() - self.retention_days * 86400) * 1000)
         total = 0
         while ids := await self.lines.older_than(cutoff):
-            await self.index.forget(ids)
+            await self.index.forget(ids)  # the newer lines they were context of are embedded again
             total += len(ids)
         if total:
             self.expired += total

@@ -154,6 +154,14 @@ class ChatLog:
         row = await self._db.fetchone("SELECT count(*) FROM knowledge_line")
         return int(row[0]) if row else 0
 
+    async def requeue(self, post_ids: Sequence[str]) -> None:
+        """Embed these lines again (their context changed: a neighbour was edited or deleted)."""
+        if post_ids:
+            marks = ",".join("?" * len(post_ids))
+            await self._db.execute(
+                f"UPDATE knowledge_line SET version = version + 1 WHERE post_id IN ({marks})", list(post_ids)
+            )
+
     async def mark_indexed(self, lines: Sequence[Line]) -> None:
         """The index holds these versions (a line edited meanwhile stays in the backlog)."""
         await self._db.executemany(
@@ -185,6 +193,10 @@ class ChatLog:
                 keep = found_before[1:] if len(found_before) >= before else found_before
                 found_before = [root, *keep]
         return found_before, [_line(r) for r in later]
+
+    async def replies(self, root_id: str) -> list[str]:
+        rows = await self._db.fetchall("SELECT post_id FROM knowledge_line WHERE root_id = ?", (root_id,))
+        return [str(r[0]) for r in rows]
 
     async def present(self, post_ids: Sequence[str]) -> set[str]:
         """Which of these posts the log still has."""

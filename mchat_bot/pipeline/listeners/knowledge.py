@@ -73,6 +73,8 @@ class KnowledgeFollower:
             line = await self.index.log.get(ident)
             if line is not None and await self.learner.keep([replace(line, text=text)]):
                 self.relearned += 1
+                # the lines it is context of carry its old text: embedded again with the new one
+                await self.index.log.requeue(await self.index.neighbours_of([ident]))
         elif kind == "post_deleted":
             self.forgotten += await self.index.forget([ident])
         elif kind == CHANNEL_GONE:
