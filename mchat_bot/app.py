@@ -255,6 +255,7 @@ class Daemon:
             supervisor.start("ux", lambda: _together(background))  # auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
+            supervisor.start("knowledge-intake", learner.run)
             supervisor.start("knowledge-indexer", indexer.run)
             supervisor.start("knowledge-backfill", backfills.run)
             supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
@@ -265,6 +266,8 @@ class Daemon:
             await supervisor.stop(["gateway", "http", "catch-up"])  # stop intake first
             await pool.stop(s.bot.shutdown_grace)
             await supervisor.stop()
+            with contextlib.suppress(Exception):  # what the socket gathered for the log, written
+                await learner.flush()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)

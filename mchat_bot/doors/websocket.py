@@ -71,15 +71,16 @@ class Intake:
         if not isinstance(event, Posted):
             return
         await self._advance(event.post)
-        await self.accept(message_from_posted(event))
+        await self.accept_many([message_from_posted(event)], live=True)
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""
         return await self.accept_many([msg]) == 1
 
-    async def accept_many(self, msgs: list[IncomingMessage]) -> int:
+    async def accept_many(self, msgs: list[IncomingMessage], *, live: bool = False) -> int:
         """Route messages and put those addressed to us into the inbox together (one write for a
-        catch-up page instead of one per post); returns how many were new."""
+        catch-up page instead of one per post); returns how many were new. A learning channel's
+        other posts go to the learner (``live``: the socket's, gathered and written in batches)."""
         wanted: list[tuple[IncomingMessage, str]] = []
         learned: list[Line] = []
         learner = self._learner
@@ -98,7 +99,7 @@ class Intake:
             else:
                 wanted.append((msg, type(routed).__name__.lower()))
         if learned and learner is not None:
-            await learner.keep(learned)
+            await (learner.gather(learned) if live else learner.keep(learned))
         if not wanted:
             return 0
         if len(wanted) == 1:
@@ -132,7 +133,8 @@ class Intake:
         if now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
             # While a gap is still being read, a restart must start from the gap, not from now.
-            pending = [t for t in (self._gap_since, self._reading_since) if t is not None]
+            unwritten = self._learner.unwritten_since() if self._learner is not None else None
+            pending = [t for t in (self._gap_since, self._reading_since, unwritten) if t is not None]
             durable = min([self._cursor_ms, *pending])
             await self._storage.set_kv(CURSOR_KEY, str(durable))
 
