@@ -10,18 +10,20 @@ searchable at once: one holding every word of the question comes first, others a
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 
-from mchat_bot.knowledge.documents import ChatLine, index_text
+from mchat_bot.knowledge.documents import DEFAULT_RECIPE, ChatLine, index_text, keyword_text, neighbours
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.relevance import coverage, keywords
 from mchat_bot.memory.store import MESSAGE, AnyStore, Hit, Memory, MemoryStore, Viewer, open_store
 
-NEIGHBOURS_BEFORE = 1
-NEIGHBOURS_AFTER = 1
+NEIGHBOURS_BEFORE = DEFAULT_RECIPE.before
+NEIGHBOURS_AFTER = DEFAULT_RECIPE.after
+LOCAL_TZ = datetime.now().astimezone().tzinfo or UTC  # dates in the indexed text: as people say them here
 BACKLOG_SCAN = 2000  # newest unembedded lines of the channel looked at by keyword
 BACKLOG_MIN_COVERAGE = 0.5  # a backlog line must hold half of the question's keywords
 
@@ -72,17 +74,22 @@ class MessageIndex:
             created_at=line.create_at / 1000,
         )
 
-    async def document(self, line: Line) -> Memory:
-        """The line as it is indexed, with the conversation around it as it stands now."""
-        before, after = await self.log.neighbours(line, NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER)
-        text = index_text(
-            chat_line(line), [chat_line(b) for b in before], [chat_line(a) for a in after], self.tz
-        )
-        return self.as_memory(line, text)
+    async def document(self, line: Line) -> tuple[Memory, str]:
+        """The line as it is indexed, with the conversation around it as it stands now: the memory
+        (its text is the dated, attributed line: keywords and what is stored) and the embedded text
+        (the line with its context; documents.py says why the two differ)."""
+        around = await self.log.window(line, NEIGHBOURS_BEFORE, NEIGHBOURS_AFTER)
+        chat = [chat_line(x) for x in around]
+        at = next(i for i, x in enumerate(around) if x.post_id == line.post_id)
+        before, after = neighbours(chat, at)
+        tz = self.tz or LOCAL_TZ
+        return self.as_memory(line, keyword_text(chat[at], tz)), index_text(chat[at], before, after, tz)
 
     async def add(self, lines: Sequence[Line]) -> None:
         """Embed and index lines (one engine call); the caller marks them indexed."""
-        await self.store.add_many([await self.document(line) for line in lines])
+        docs = [await self.document(line) for line in lines]
+        vectors = await asyncio.to_thread(self.store.embedder.embed_documents, [text for _, text in docs])
+        await self.store.add_embedded([(memory, vec) for (memory, _), vec in zip(docs, vectors, strict=True)])
 
     async def forget(self, post_ids: Sequence[str], *, requeue_neighbours: bool = True) -> int:
         """Remove posts from the index, then from the log (so a failure leaves nothing orphaned
@@ -96,6 +103,23 @@ class MessageIndex:
         await self.log.requeue(around)
         return removed
 
+    async def context_gained(self, lines: Sequence[Line]) -> list[str]:
+        """The lines that new ``lines`` are the "after" context of (the lines just before them, a
+        root of its first replies): embedded before these existed, they are embedded again."""
+        found: set[str] = set()
+        for line in lines:
+            if line.version != 1:
+                continue
+            earlier = [
+                x
+                for x in await self.log.window(line, NEIGHBOURS_AFTER, 0)
+                if x.post_id not in (line.post_id, line.root_id)
+            ]
+            found.update(x.post_id for x in earlier)
+            if line.root_id and len(earlier) < NEIGHBOURS_AFTER:
+                found.add(line.root_id)  # one of the root's first replies: its "after" context
+        return sorted(found - {line.post_id for line in lines})
+
     async def neighbours_of(self, post_ids: Sequence[str]) -> list[str]:
         """The lines whose indexed text holds one of these lines as context."""
         gone = set(post_ids)
@@ -104,9 +128,9 @@ class MessageIndex:
             line = await self.log.get(post_id)
             if line is None:
                 continue
-            # a line is context of the lines it neighbours (both ways), and a root of its replies
-            before, after = await self.log.neighbours(line, NEIGHBOURS_AFTER, NEIGHBOURS_BEFORE)
-            found.update(n.post_id for n in [*before, *after])
+            # a line is context of the lines next to it (both ways), and a root of all its replies
+            around = await self.log.window(line, NEIGHBOURS_AFTER, NEIGHBOURS_BEFORE)
+            found.update(x.post_id for x in around)
             if not line.root_id:
                 found.update(await self.log.replies(line.post_id))
         return sorted(found - gone)

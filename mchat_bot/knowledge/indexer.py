@@ -61,6 +61,7 @@ class Indexer:
         gone = [line.post_id for line in lines if line.post_id not in present]
         if gone:  # deleted while being embedded: the upsert must not bring them back
             await self.index.store.delete_many(gone)
+        await self.lines.requeue(await self.index.context_gained(lines), only_indexed=True)
         self.indexed += len(lines)
         return len(lines)
 

@@ -154,12 +154,15 @@ class ChatLog:
         row = await self._db.fetchone("SELECT count(*) FROM knowledge_line")
         return int(row[0]) if row else 0
 
-    async def requeue(self, post_ids: Sequence[str]) -> None:
-        """Embed these lines again (their context changed: a neighbour was edited or deleted)."""
+    async def requeue(self, post_ids: Sequence[str], *, only_indexed: bool = False) -> None:
+        """Embed these lines again (their context changed: a neighbour came, was edited or deleted);
+        ``only_indexed``: leave those still waiting alone (they will be embedded with it anyway)."""
         if post_ids:
             marks = ",".join("?" * len(post_ids))
+            where = " AND indexed = version" if only_indexed else ""
             await self._db.execute(
-                f"UPDATE knowledge_line SET version = version + 1 WHERE post_id IN ({marks})", list(post_ids)
+                f"UPDATE knowledge_line SET version = version + 1 WHERE post_id IN ({marks}){where}",
+                list(post_ids),
             )
 
     async def mark_indexed(self, lines: Sequence[Line]) -> None:
@@ -169,15 +172,17 @@ class ChatLog:
             [(line.version, line.post_id, line.version) for line in lines],
         )
 
-    async def neighbours(self, line: Line, before: int, after: int) -> tuple[list[Line], list[Line]]:
-        """The conversation around a line: in a thread, its root and the replies next to it; at the
-        top level, the channel's posts next to it (threads' replies left out)."""
+    async def window(self, line: Line, before: int, after: int) -> list[Line]:
+        """The line among the lines its context is chosen from (``documents.neighbours``), in time
+        order: for a reply, its root and up to ``before``/``after`` replies of the thread on either
+        side; for a top-level post, up to ``before``/``after`` top-level posts of the channel on
+        either side and its own first ``after`` replies."""
         if line.root_id:
-            where, key = "(root_id = ? OR post_id = ?)", [line.root_id, line.root_id]
+            where, key = "root_id = ?", [line.root_id]
         else:
             where, key = "channel_id = ? AND root_id = ''", [line.channel_id]
         earlier = await self._db.fetchall(
-            f"SELECT {_COLUMNS} FROM knowledge_line WHERE {where} AND create_at < ? AND post_id != ?"
+            f"SELECT {_COLUMNS} FROM knowledge_line WHERE {where} AND create_at <= ? AND post_id != ?"
             " ORDER BY create_at DESC LIMIT ?",
             [*key, line.create_at, line.post_id, before],
         )
@@ -186,13 +191,18 @@ class ChatLog:
             " ORDER BY create_at LIMIT ?",
             [*key, line.create_at, line.post_id, after],
         )
-        found_before = [_line(r) for r in reversed(earlier)]
-        if line.root_id and before and all(b.post_id != line.root_id for b in found_before):
-            root = await self.get(line.root_id)  # the root always comes with a reply: it says what about
-            if root is not None:
-                keep = found_before[1:] if len(found_before) >= before else found_before
-                found_before = [root, *keep]
-        return found_before, [_line(r) for r in later]
+        extra: list[Line] = []
+        if line.root_id:
+            root = await self.get(line.root_id)
+            extra = [root] if root is not None else []
+        elif after:
+            rows = await self._db.fetchall(
+                f"SELECT {_COLUMNS} FROM knowledge_line WHERE root_id = ? ORDER BY create_at LIMIT ?",
+                (line.post_id, after),
+            )
+            extra = [_line(r) for r in rows]
+        found = [*extra, *(_line(r) for r in earlier), line, *(_line(r) for r in later)]
+        return sorted(found, key=lambda x: (x.create_at, x.post_id != line.post_id))
 
     async def replies(self, root_id: str) -> list[str]:
         rows = await self._db.fetchall("SELECT post_id FROM knowledge_line WHERE root_id = ?", (root_id,))

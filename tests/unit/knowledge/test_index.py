@@ -79,7 +79,7 @@ async def test_an_embedded_line_is_found_by_a_paraphrase_in_its_channel_only(
     assert {h.memory.channel_id for h in hits} == {"c1"}
     [top] = [h.memory for h in hits if h.memory.id == "meet"]  # its rank: see the ranking test below
     assert top.shown == MEETING and top.body == MEETING  # the line itself, not its context
-    assert top.text != MEETING and "kim (14 November 2023)" in top.text  # what was embedded
+    assert top.text == f"[14 November 2023] kim: {MEETING}"  # its keywords: the dated, attributed line
     assert top.permalink == f"{SITE}/_redirect/pl/meet" and top.is_message
     # the same question (and c1's exact words) asked in another channel never reach c1's lines
     for query in ("백엔드 회의는 몇 시에 어디서 해?", MEETING, LUNCH):
@@ -155,12 +155,13 @@ async def test_the_document_of_a_reply_carries_its_root_and_the_next_reply(
     )
     r2 = await log.get("r2")
     assert r2 is not None
-    doc = await index.document(r2)
-    assert doc.text.splitlines() == [
-        "kim (14 November 2023): 화요일도 가능",
-        "kim: 배포 일정 정해 주세요",
-        "kim: 화요일로 확정",
-    ]
+    doc, embedded = await index.document(r2)
+    # embedded: the dated line, then its root, the reply before it and the one after it
+    assert embedded == (
+        "[14 November 2023] kim: 화요일도 가능\n"
+        "Context: kim: 배포 일정 정해 주세요 | kim: 월요일 가능 | kim: 화요일로 확정"
+    )
+    assert doc.text == "[14 November 2023] kim: 화요일도 가능"  # keywords: the line alone
     assert doc.body == "화요일도 가능" and doc.id == "r2" and doc.source_post_id == "r2"
     assert (doc.scope, doc.channel_id, doc.team_id, doc.user_id) == ("channel", "c1", "t1", "u-kim")
     assert doc.created_at == (AT + 2000) / 1000

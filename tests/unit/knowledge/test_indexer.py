@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ class EngineDown(RuntimeError):
 
 
 class Hooked:
-    """The real store, with something done just before ``add_many`` reaches it: ``fail`` calls
+    """The real store, with something done just before ``add_embedded`` reaches it: ``fail`` calls
     raise first, then ``before_add`` runs (once), then the real upsert."""
 
     def __init__(self, store: AnyStore, *, fail: int = 0) -> None:
@@ -43,7 +43,7 @@ class Hooked:
         self.adds = 0
         self.before_add: Callable[[], Awaitable[None]] | None = None
 
-    async def add_many(self, memories: Sequence[Memory]) -> None:
+    async def add_embedded(self, items: list[tuple[Memory, list[float]]]) -> None:
         self.adds += 1
         if self.fail:
             self.fail -= 1
@@ -51,7 +51,7 @@ class Hooked:
         hook, self.before_add = self.before_add, None
         if hook is not None:
             await hook()
-        await self._store.add_many(memories)
+        await self._store.add_embedded(items)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -196,3 +196,17 @@ async def test_under_the_supervisor_a_crashed_indexer_restarts_and_the_line_gets
         assert await messages.get("lunch") is not None
     finally:
         await sup.stop()
+
+
+async def test_a_line_is_embedded_again_when_the_line_after_it_arrives(
+    log: ChatLog, messages: AnyStore
+) -> None:
+    at = now_ms()
+    indexer = Indexer(log, MessageIndex(messages, log, SITE))
+    await log.record([line("q", "회의실 예약은 어디서 하나요?", at)])
+    assert await indexer.drain() == 1  # alone: nothing came after it yet
+    await log.record([line("a", "그룹웨어 예약 메뉴에서 하시면 됩니다.", at + 1000)])
+    assert await indexer.step() == 1  # the answer, which puts its question back in the backlog
+    assert [x.post_id for x in await log.backlog(10)] == ["q"]
+    assert await indexer.drain() == 1 and await log.backlog_size() == 0
+    assert await indexer.drain() == 0  # once: an embedded-again line does not requeue others

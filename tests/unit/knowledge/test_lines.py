@@ -121,7 +121,7 @@ async def test_backlog_is_newest_first_and_backlog_in_channel_only_of_its_channe
     assert [x.post_id for x in await log.backlog_in_channel("c1", 10)] == ["p3", "p2", "p1"]
 
 
-async def test_a_reply_gets_its_thread_root_before_it_even_when_other_replies_are_nearer(
+async def test_a_replys_window_is_its_root_and_the_replies_around_it_in_its_thread(
     log: ChatLog,
 ) -> None:
     await log.record(
@@ -137,19 +137,16 @@ async def test_a_reply_gets_its_thread_root_before_it_even_when_other_replies_ar
     )
     r3 = await log.get("r3")
     assert r3 is not None
-    before, after = await log.neighbours(r3, 1, 1)
-    assert [b.post_id for b in before] == ["root"]  # not r2, the nearest reply
-    assert [a.post_id for a in after] == ["r4"]  # not "other" (4500), a reply of another thread
-    before, after = await log.neighbours(r3, 2, 1)
-    assert [b.post_id for b in before] == ["root", "r2"]
+    # the root always (not top2, nearer in time), then the thread's replies; never "other" (4500),
+    # a reply of another thread
+    assert [x.post_id for x in await log.window(r3, 1, 1)] == ["root", "r2", "r3", "r4"]
+    assert [x.post_id for x in await log.window(r3, 2, 1)] == ["root", "r1", "r2", "r3", "r4"]
     r1 = await log.get("r1")
     assert r1 is not None
-    before, after = await log.neighbours(r1, 1, 2)
-    assert [b.post_id for b in before] == ["root"]
-    assert [a.post_id for a in after] == ["r2", "r3"]
+    assert [x.post_id for x in await log.window(r1, 1, 2)] == ["root", "r1", "r2", "r3"]
 
 
-async def test_a_top_level_post_gets_the_channels_top_level_posts_and_not_thread_replies(
+async def test_a_top_level_posts_window_is_the_channels_top_level_posts_and_its_own_replies(
     log: ChatLog,
 ) -> None:
     await log.record(
@@ -164,12 +161,10 @@ async def test_a_top_level_post_gets_the_channels_top_level_posts_and_not_thread
     )
     t2 = await log.get("t2")
     assert t2 is not None
-    before, after = await log.neighbours(t2, 1, 1)
-    assert [b.post_id for b in before] == ["t1"]
-    assert [a.post_id for a in after] == ["t3"]
-    before, after = await log.neighbours(t2, 5, 5)
-    assert [b.post_id for b in before] == ["t1"]
-    assert [a.post_id for a in after] == ["t3"]
+    # t1's reply and other channels never; t2's own reply (what answered it) is in
+    assert [x.post_id for x in await log.window(t2, 1, 1)] == ["t1", "t2", "t2r", "t3"]
+    assert [x.post_id for x in await log.window(t2, 5, 5)] == ["t1", "t2", "t2r", "t3"]
+    assert [x.post_id for x in await log.window(t2, 0, 0)] == ["t2"]
 
 
 async def test_older_than_and_remove(log: ChatLog) -> None:
