@@ -88,42 +88,71 @@ def load_ko(path: Path) -> tuple[list[Memory], list[Query]]:
     return mems, queries
 
 
+@dataclass(frozen=True)
+class LocomoTurn:
+    """One dialogue turn of a LoCoMo session; `when` is the session's (naive) date and time."""
+
+    sample_id: str
+    session: int
+    index: int  # position in its session
+    when: datetime
+    speaker: str
+    dia_id: str
+    text: str  # the turn's words, then " [shares <blip_caption>]" when it has a caption
+
+
+def locomo_turns(sample: dict[str, Any]) -> list[LocomoTurn]:
+    """Every turn of one LoCoMo conversation, session by session, in order."""
+    sid = sample["sample_id"]
+    conv = sample["conversation"]
+    out: list[LocomoTurn] = []
+    n = 1
+    while f"session_{n}" in conv:
+        when = datetime.strptime(conv[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y")
+        for i, turn in enumerate(conv[f"session_{n}"]):
+            text = turn["text"]
+            if turn.get("blip_caption"):
+                text += f" [shares {turn['blip_caption']}]"
+            out.append(LocomoTurn(sid, n, i, when, turn["speaker"], turn["dia_id"], text))
+        n += 1
+    return out
+
+
+def locomo_queries(sample: dict[str, Any]) -> list[Query]:
+    """Each QA item as a query in its conversation's channel (category 5 and evidence-less skipped)."""
+    sid = sample["sample_id"]
+    queries: list[Query] = []
+    for j, qa in enumerate(sample["qa"]):
+        if qa.get("category") == 5 or not qa.get("evidence"):
+            continue
+        queries.append(
+            Query(
+                id=f"{sid}:q{j}",
+                text=qa["question"],
+                viewer=Viewer("t1", sid, "u-asker"),
+                kind=str(qa["category"]),
+                relevant=[f"{sid}:{e}" for e in qa["evidence"]],
+            )
+        )
+    return queries
+
+
 def load_locomo(path: Path) -> tuple[list[Memory], list[Query]]:
     mems: list[Memory] = []
     queries: list[Query] = []
     for sample in json.loads(path.read_text(encoding="utf-8")):
-        sid = sample["sample_id"]
-        conv = sample["conversation"]
-        n = 1
-        while f"session_{n}" in conv:
-            when = datetime.strptime(conv[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y").timestamp()
-            for i, turn in enumerate(conv[f"session_{n}"]):
-                text = f"{turn['speaker']}: {turn['text']}"
-                if turn.get("blip_caption"):
-                    text += f" [shares {turn['blip_caption']}]"
-                mems.append(
-                    Memory(
-                        id=f"{sid}:{turn['dia_id']}",
-                        text=text,
-                        team_id="t1",
-                        channel_id=sid,
-                        user_id=f"u-{turn['speaker'].lower()}",
-                        created_at=when + i,
-                    )
-                )
-            n += 1
-        for j, qa in enumerate(sample["qa"]):
-            if qa.get("category") == 5 or not qa.get("evidence"):
-                continue
-            queries.append(
-                Query(
-                    id=f"{sid}:q{j}",
-                    text=qa["question"],
-                    viewer=Viewer("t1", sid, "u-asker"),
-                    kind=str(qa["category"]),
-                    relevant=[f"{sid}:{e}" for e in qa["evidence"]],
+        for t in locomo_turns(sample):
+            mems.append(
+                Memory(
+                    id=f"{t.sample_id}:{t.dia_id}",
+                    text=f"{t.speaker}: {t.text}",
+                    team_id="t1",
+                    channel_id=t.sample_id,
+                    user_id=f"u-{t.speaker.lower()}",
+                    created_at=t.when.timestamp() + t.index,
                 )
             )
+        queries += locomo_queries(sample)
     return mems, queries
 
 

@@ -19,8 +19,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from mchat_bot.config import Settings
+from mchat_bot.doors.backfill import Backfill, BackfillRunner
 from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
+from mchat_bot.knowledge.channels import LearningChannels
+from mchat_bot.knowledge.index import MessageIndex, open_message_store
+from mchat_bot.knowledge.indexer import Indexer
+from mchat_bot.knowledge.learner import Learner
+from mchat_bot.knowledge.lines import ChatLog
 from mchat_bot.llm import LLM
 from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient, RestHooks
@@ -34,9 +40,11 @@ from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.listeners.channels import Channels
 from mchat_bot.pipeline.listeners.fanout import EventFanout, EventFn
 from mchat_bot.pipeline.listeners.follow import Follower
+from mchat_bot.pipeline.listeners.knowledge import KnowledgeFollower
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.steps.asker_only import AskerOnly
@@ -83,6 +91,7 @@ class Daemon:
         courtesy = rest.variant(tries=1, timeout=short, priority=Priority.COURTESY)
         edits = rest.variant(tries=1, timeout=short, priority=Priority.EDIT)
         store: MemoryStore | None = None
+        messages: MemoryStore | None = None
         pool: WorkerPool | None = None
         doors: WebDoors | None = None
         feedback: Feedback | None = None
@@ -97,6 +106,20 @@ class Daemon:
             embedder = load_embedder(s.memory.embedder)  # lazy: the model loads in _warm_up
             store = open_store(
                 s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
+            )
+            # channel knowledge: the lines in SQLite, their index in a collection of its own
+            messages = open_message_store(
+                s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
+            )
+            chat_log = await ChatLog(storage).load()
+            learning = await LearningChannels(storage, s.knowledge.channels).load()
+            message_index = MessageIndex(messages, chat_log, s.mattermost.url)
+            indexer = Indexer(
+                chat_log, message_index, batch=s.knowledge.batch, retention_days=s.knowledge.retention_days
+            )
+            learner = Learner(learning, chat_log, bot.user_id, indexer.wake)
+            backfills = BackfillRunner(
+                Backfill(rest, learner, learning, bot), learning, rest, days=s.knowledge.backfill_days
             )
             audit = Audit(storage, retention_days=s.audit.retention_days)
             readiness.checks["memory"] = health.memory_check(store)
@@ -146,6 +169,14 @@ class Daemon:
                 extract_channels=s.memory.extract_channels,
                 audience=audience,
                 relevance=Relevance(s.memory.min_relevance),
+                knowledge=ChannelKnowledge(
+                    learning,
+                    message_index,
+                    rest,
+                    retention_days=s.knowledge.retention_days,
+                    answer_messages=s.knowledge.answer_messages,
+                    on_turned_on=backfills.request,
+                ),
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]
@@ -183,8 +214,9 @@ class Daemon:
                 mention=_mention(bot),
                 greeter=rest.variant(priority=Priority.COURTESY),
             )
-            listeners: list[EventFn] = [channels.on_event, audience.on_event]
-            background = [channels.run]
+            knowledge_follower = KnowledgeFollower(learner, message_index)
+            listeners: list[EventFn] = [channels.on_event, audience.on_event, knowledge_follower.on_event]
+            background = [channels.run, knowledge_follower.run]
             if ux.follow_edits:
                 follower = Follower(
                     store,
@@ -197,7 +229,7 @@ class Daemon:
                 )
                 listeners.append(follower.on_event)
                 background.append(follower.run)
-            intake = Intake(rest, inbox, storage, bot, wake=pool.wake)
+            intake = Intake(rest, inbox, storage, bot, wake=pool.wake, learner=learner)
             gateway = Gateway(
                 s.mattermost.url,
                 s.mattermost.token.get(),
@@ -212,6 +244,7 @@ class Daemon:
             readiness.checks["socket"] = health.socket_check(gateway.authenticated)
             metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox
             metrics.LIVE.memory_counts = store.count_by_scope
+            metrics.LIVE.knowledge_sizes = chat_log.sizes
             metrics.prime(s.llm.model)
             health.install(doors.server.app, readiness)
             doors.bind()  # a busy port fails the start-up before any part runs
@@ -222,6 +255,9 @@ class Daemon:
             supervisor.start("ux", lambda: _together(background))  # auto-join, memories following edits
             supervisor.start("http", doors.run)
             supervisor.start("audit-prune", audit.prune_loop)
+            supervisor.start("knowledge-intake", learner.run)
+            supervisor.start("knowledge-indexer", indexer.run)
+            supervisor.start("knowledge-backfill", backfills.run)
             supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
             self._install_signals()
             await self._until_ready(gateway, intake, llm, embedder)
@@ -230,12 +266,16 @@ class Daemon:
             await supervisor.stop(["gateway", "http", "catch-up"])  # stop intake first
             await pool.stop(s.bot.shutdown_grace)
             await supervisor.stop()
+            with contextlib.suppress(Exception):  # what the socket gathered for the log, written
+                await learner.flush()
             for task in self._background:
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
         finally:
             if store is not None:
                 await store.close()
+            if messages is not None:
+                await messages.close()
             if doors is not None:
                 await doors.aclose()
             if feedback is not None:

@@ -91,6 +91,17 @@ class MemorySettings:
 
 
 @dataclass(slots=True)
+class KnowledgeSettings:
+    """Channel knowledge: what learning channels said, indexed apart from curated memories."""
+
+    channels: list[str] = field(default_factory=list)  # channel ids that learn; "*" = every channel
+    retention_days: int = 365  # indexed messages older than this are deleted
+    backfill_days: float = 30.0  # history read when a channel starts learning (0 = none)
+    answer_messages: int = 5  # channel messages given to an answer beside the memories
+    batch: int = 8  # messages embedded together by the background indexer (holds the embedder ~0.3 s)
+
+
+@dataclass(slots=True)
 class StorageSettings:
     path: Path = Path("data/mchat_bot.sqlite3")
     retention_days: int = 7  # finished inbox items (ids only) are kept this long for dedupe
@@ -160,6 +171,7 @@ class Settings:
     mattermost: MattermostSettings = field(default_factory=MattermostSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    knowledge: KnowledgeSettings = field(default_factory=KnowledgeSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     http: HTTPSettings = field(default_factory=HTTPSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
@@ -381,6 +393,10 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "llm.timeout": (0, False, 3600),
     "memory.top_k": (1, True, 100),
     "memory.min_relevance": (0, True, 2),
+    "knowledge.retention_days": (1, True, 36500),
+    "knowledge.backfill_days": (0, True, 36500),
+    "knowledge.answer_messages": (0, True, 50),
+    "knowledge.batch": (1, True, 1024),
     "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),
     "http.header_timeout": (0, False, 300),
     "http.max_connections": (1, True, 100_000),

@@ -108,6 +108,40 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX audit_user ON audit_log (user_id, at);
     CREATE INDEX audit_channel ON audit_log (channel_id, at);
     """,
+    # 4: channel knowledge: the learning channels and the lines they said (masked), which are also
+    # the indexer's durable queue (indexed < version: to be embedded)
+    """
+    CREATE TABLE knowledge_channel (
+        channel_id   TEXT PRIMARY KEY,
+        team_id      TEXT NOT NULL DEFAULT '',
+        channel_name TEXT NOT NULL DEFAULT '',
+        enabled_by   TEXT NOT NULL DEFAULT '',
+        enabled_at   REAL NOT NULL,
+        learning     INTEGER NOT NULL DEFAULT 1,
+        backfill_before TEXT NOT NULL DEFAULT '',
+        backfilled_to INTEGER NOT NULL DEFAULT 0,
+        backfill_done INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE knowledge_line (
+        post_id      TEXT PRIMARY KEY,
+        channel_id   TEXT NOT NULL,
+        team_id      TEXT NOT NULL DEFAULT '',
+        channel_name TEXT NOT NULL DEFAULT '',
+        root_id      TEXT NOT NULL DEFAULT '',
+        user_id      TEXT NOT NULL DEFAULT '',
+        user_name    TEXT NOT NULL DEFAULT '',
+        create_at    INTEGER NOT NULL,
+        text         TEXT NOT NULL,
+        version      INTEGER NOT NULL DEFAULT 1,
+        indexed      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX knowledge_line_channel ON knowledge_line (channel_id, create_at);
+    CREATE INDEX knowledge_line_root ON knowledge_line (root_id, create_at);
+    CREATE INDEX knowledge_line_backlog ON knowledge_line (create_at) WHERE indexed < version;
+    CREATE INDEX knowledge_line_channel_backlog ON knowledge_line (channel_id, create_at)
+        WHERE indexed < version;
+    CREATE INDEX knowledge_line_user ON knowledge_line (user_id);
+    """,
 )
 
 

@@ -12,8 +12,10 @@ import aiohttp
 import websockets
 
 from mchat_bot.config import Settings
+from mchat_bot.knowledge.lines import ChatLog
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
 from mchat_bot.net.http import LazySession, timeouts
+from mchat_bot.storage import Storage
 
 CHECK_TIMEOUT_S = 10.0
 
@@ -105,6 +107,19 @@ async def _memory(settings: Settings) -> str:
     return f"Qdrant server at {settings.memory.url} answers"
 
 
+async def _knowledge(settings: Settings) -> str:
+    """Channel knowledge: which channels the operator lists, and the backlog (a check never fails on it)."""
+    path = settings.storage.path
+    if not path.exists():
+        return "no state yet (nothing learned)"
+    async with Storage(path) as storage:
+        kept, backlog = await ChatLog(storage).sizes()
+    listed = ", ".join(settings.knowledge.channels) or "none listed"
+    return (
+        f"learning channels in the settings: {listed}; {kept} messages kept, {backlog} waiting to be embedded"
+    )
+
+
 async def run_checks(settings: Settings) -> int:
     checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("Mattermost REST", lambda: _mattermost(settings)),
@@ -112,6 +127,7 @@ async def run_checks(settings: Settings) -> int:
         ("LLM", lambda: _llm(settings)),
         ("memory", lambda: _memory(settings)),
         ("storage", lambda: _writable(settings.storage.path, "storage")),
+        ("knowledge", lambda: _knowledge(settings)),
     ]
     problems = 0
     print(f"✓ settings: valid (server {settings.mattermost.url})")

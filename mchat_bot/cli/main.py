@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mchat_bot.cli.audit import add_audit_command  # `mchat-bot audit`
 
     add_audit_command(sub)
+    from mchat_bot.cli.knowledge import add_knowledge_commands  # `mchat-bot knowledge ...`
+
+    add_knowledge_commands(sub)
     return parser
 
 

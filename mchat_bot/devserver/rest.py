@@ -149,6 +149,7 @@ class RestApi:
             r.get("/api/v4/channels/{channel_id}/members", self.channel_members),
             r.get("/api/v4/channels/{channel_id}/members/{user_id}", self.channel_member),
             r.post("/api/v4/channels/{channel_id}/members", self.add_channel_member),
+            r.put("/api/v4/channels/{channel_id}/members/{user_id}/schemeRoles", self.channel_scheme_roles),
             r.get("/api/v4/channels/{channel_id}/posts", self.channel_posts),
             r.post("/api/v4/posts", self.create_post),
             r.post("/api/v4/posts/ephemeral", self.create_ephemeral_post),
@@ -274,6 +275,38 @@ class RestApi:
                 "No channel member found for that user ID and channel ID.",
             )
         return json_response(c.member_json(user_id, guest=self._guest(user_id)))
+
+    async def channel_scheme_roles(self, request: web.Request) -> web.Response:
+        """api4/channel.go updateChannelMemberSchemeRoles: body ``{scheme_admin, scheme_user}`` (both
+        booleans, else 400); the caller needs manage_channel_roles (a channel admin or a system admin,
+        else 403); the user must be a member (404). Answers ``{"status": "OK"}``."""
+        me = self.user(request)
+        user_id = request.match_info["user_id"]
+        if not is_valid_id(user_id):
+            raise invalid_url_param("user_id")
+        c = self.readable_channel(me, request.match_info["channel_id"])
+        body = await read_json(request)
+        if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), bool) for k in ("scheme_admin", "scheme_user")
+        ):
+            raise invalid_param("scheme_roles")
+        if not me.is_admin and me.id not in c.admins:
+            raise AppError(
+                403,
+                "api.context.permissions.app_error",
+                "You do not have the appropriate permissions.",
+            )
+        if user_id not in c.members:
+            raise AppError(
+                404,
+                "app.channel.get_member.missing.app_error",
+                "No channel member found for that user ID and channel ID.",
+            )
+        if body["scheme_admin"]:
+            c.admins.add(user_id)
+        else:
+            c.admins.discard(user_id)
+        return json_response({"status": "OK"})
 
     async def add_channel_member(self, request: web.Request) -> web.Response:
         me = self.user(request)

@@ -123,6 +123,7 @@ class Channel:
     creator_id: str = ""
     create_at: int = 0
     members: dict[str, int] = field(default_factory=dict)  # user id -> join time (ms)
+    admins: set[str] = field(default_factory=set)  # members with the channel_admin role (scheme_admin)
     last_post_at: int = 0
     total_msg_count: int = 0
 
@@ -153,10 +154,12 @@ class Channel:
 
     def member_json(self, user_id: str, *, guest: bool = False) -> dict[str, Any]:
         joined = self.members.get(user_id, 0)
+        admin = user_id in self.admins and not guest
+        roles = "channel_guest" if guest else ("channel_user channel_admin" if admin else "channel_user")
         return {
             "channel_id": self.id,
             "user_id": user_id,
-            "roles": "channel_guest" if guest else "channel_user",
+            "roles": roles,
             "last_viewed_at": 0,
             "msg_count": 0,
             "mention_count": 0,
@@ -172,7 +175,7 @@ class Channel:
             "last_update_at": joined,
             "scheme_guest": guest,
             "scheme_user": not guest,
-            "scheme_admin": False,
+            "scheme_admin": admin,
             "explicit_roles": "",
         }
 

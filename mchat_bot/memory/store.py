@@ -40,6 +40,7 @@ SearchMode = Literal["dense", "hybrid"]
 Rerank = Literal["off", "values", "all", "swap", "values-swap"]
 SparseQuery = tuple[list[int], list[float]]
 
+MESSAGE = "message"  # the category of a channel message in the message index (knowledge/)
 DENSE = "dense"
 SPARSE = "bigram"  # name of the bigram sparse vector (kept from the first layout)
 SPARSE_NAMES: dict[str, str] = {"mixed": "mixed", "bigram": "bigram", "kiwi": "kiwi"}
@@ -96,10 +97,21 @@ class Memory:
     valid_from: float = 0.0
     valid_until: float = 0.0
     superseded_by: str = ""
+    body: str = ""  # what is shown when ``text`` (what is indexed) carries context; "" = ``text``
 
     @property
     def current(self) -> bool:
         return self.valid_until <= 0
+
+    @property
+    def is_message(self) -> bool:
+        """A learning channel's post in the message index, not a curated memory."""
+        return self.category == MESSAGE
+
+    @property
+    def shown(self) -> str:
+        """The text to show a user: the message itself, never the context it was indexed with."""
+        return self.body or self.text
 
     def to_payload(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -142,12 +154,16 @@ class Hit:
 class MemoryStore(Protocol):
     """What the rest of the bot may call on a store; both engines implement all of it."""
 
+    embedder: Embedder
+
     async def add(self, memory: Memory) -> None: ...
     async def add_many(self, memories: Sequence[Memory]) -> None: ...
+    async def add_embedded(self, items: list[tuple[Memory, list[float]]]) -> None: ...
     async def search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]: ...
     async def search_all(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]: ...
     async def get(self, memory_id: str) -> Memory | None: ...
     async def delete(self, memory_id: str) -> bool: ...
+    async def delete_many(self, memory_ids: Sequence[str]) -> None: ...
     async def supersede(self, old_id: str, new_id: str, at: float) -> bool: ...
     async def set_fields(self, memory_id: str, values: dict[str, Any]) -> bool: ...
     async def recent(self, viewer: Viewer, limit: int = 10, *, current_only: bool = True) -> list[Memory]: ...
@@ -278,10 +294,11 @@ def _unit(vec: Sequence[float]) -> np.ndarray:
     return arr / norm if norm > 0 else arr
 
 
-def collection_name(embedder: Embedder) -> str:
-    """One collection per embedder: vectors of different models must never be compared."""
+def collection_name(embedder: Embedder, kind: str = "memories") -> str:
+    """One collection per kind and embedder: vectors of different models must never be compared,
+    and channel messages (``kind="messages"``) are kept apart from curated memories."""
     slug = re.sub(r"[^a-z0-9]+", "_", embedder.name.lower()).strip("_")
-    return f"memories_{slug}"
+    return f"{kind}_{slug}"
 
 
 class _BaseStore:
@@ -299,10 +316,12 @@ class _BaseStore:
         dup_threshold: float | None = None,
         dup_margin: float = 1.0,
         subject_min: float = 0.0,
+        kind: str = "memories",
     ) -> None:
         if tokenizer not in sparse.TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {sparse.TOKENIZERS}, got {tokenizer!r}")
         self.embedder = embedder
+        self.kind = kind
         self.mode: SearchMode = mode
         self.tokenizer: sparse.Tokenizer = tokenizer
         self.weights = weights
@@ -493,7 +512,7 @@ class EdgeMemoryStore(_BaseStore):
 
     def __init__(self, path: str | os.PathLike[str], embedder: Embedder, **kwargs: Any) -> None:
         super().__init__(embedder, **kwargs)
-        self._dir = os.path.join(os.fspath(path), collection_name(embedder))
+        self._dir = os.path.join(os.fspath(path), collection_name(embedder, self.kind))
         self._shard: Any = None
         self._lock = threading.Lock()
         self._open_lock = asyncio.Lock()
@@ -631,6 +650,14 @@ class EdgeMemoryStore(_BaseStore):
 
         return bool(await self._run(op))
 
+    async def delete_many(self, memory_ids: Sequence[str]) -> None:
+        """Delete these ids in one engine call; ids that are not there are no error."""
+        import qdrant_edge as qe
+
+        if memory_ids:
+            pids: list[Any] = [point_id(i) for i in memory_ids]
+            await self._run(lambda s: s.update(qe.UpdateOperation.delete_points(pids)))
+
     async def set_fields(self, memory_id: str, values: dict[str, Any]) -> bool:
         import qdrant_edge as qe
 
@@ -748,7 +775,7 @@ class QdrantMemoryStore(_BaseStore):
     def __init__(self, client: Any, embedder: Embedder, **kwargs: Any) -> None:
         super().__init__(embedder, **kwargs)
         self._client = client
-        self._collection = collection_name(embedder)
+        self._collection = collection_name(embedder, self.kind)
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
@@ -876,6 +903,15 @@ class QdrantMemoryStore(_BaseStore):
             return False
         await self._client.delete(self._collection, qm.PointIdsList(points=[pid]), wait=True)
         return True
+
+    async def delete_many(self, memory_ids: Sequence[str]) -> None:
+        """Delete these ids in one call; ids that are not there are no error."""
+        from qdrant_client import models as qm
+
+        if memory_ids:
+            await self._ensure()
+            pids: list[Any] = [point_id(i) for i in memory_ids]
+            await self._client.delete(self._collection, qm.PointIdsList(points=pids), wait=True)
 
     async def set_fields(self, memory_id: str, values: dict[str, Any]) -> bool:
         await self._ensure()

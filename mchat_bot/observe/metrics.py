@@ -241,6 +241,9 @@ class LiveCollector(Collector):
         self.gateway: GatewayLike | None = None
         self.inbox: InboxLike | None = None
         self.memory_counts: Callable[[], Awaitable[dict[str, int]]] | None = None
+        # channel knowledge: (lines kept, lines waiting to be embedded)
+        self.knowledge_sizes: Callable[[], Awaitable[tuple[int, int]]] | None = None
+        self._knowledge = (0, 0)
         self.memory_every = memory_every
         self.timeout = timeout
         self._depth = 0
@@ -254,6 +257,10 @@ class LiveCollector(Collector):
                 async with asyncio.timeout(self.timeout):
                     self._depth = await self.inbox.depth()
                     self._age = await self.inbox.oldest_age()
+        if self.knowledge_sizes is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.timeout):
+                    self._knowledge = await self.knowledge_sizes()
         now = time.monotonic()
         if self.memory_counts is not None and now - self._memories_at >= self.memory_every:
             try:
@@ -291,6 +298,13 @@ class LiveCollector(Collector):
         for scope, count in sorted(self._memories.items()):
             memories.add_metric([scope], count)
         yield memories
+        lines = GaugeMetricFamily("mchat_knowledge_messages", "Messages of learning channels kept.")
+        lines.add_metric([], self._knowledge[0])
+        backlog = GaugeMetricFamily(
+            "mchat_knowledge_backlog", "Messages of learning channels not embedded yet (found by keywords)."
+        )
+        backlog.add_metric([], self._knowledge[1])
+        yield from (lines, backlog)
 
 
 LIVE = LiveCollector()

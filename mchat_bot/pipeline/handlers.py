@@ -26,6 +26,7 @@ from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_v
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audience import Audience
+from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
@@ -93,6 +94,7 @@ class Handlers:
         memory_llm_timeout: float = 20.0,
         audience: Audience | None = None,
         relevance: Relevance | None = None,
+        knowledge: ChannelKnowledge | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -110,6 +112,7 @@ class Handlers:
         # without a server to ask (tests of the handlers alone): nobody is a guest
         self.audience = audience if audience is not None else Audience(None, bot.user_id)
         self.relevance = relevance if relevance is not None else Relevance()
+        self.knowledge = knowledge
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -150,6 +153,10 @@ class Handlers:
             return await self._remember(msg, cmd.arg, lang)
         if cmd.name == "help":
             return Reply(texts.format_help(lang, self.mention), Outcome.HELP)
+        if cmd.name == "learn":
+            if self.knowledge is None:
+                return Reply(texts.learn_not_here(lang), Outcome.REFUSED)
+            return await self.knowledge.learn(msg, cmd.arg, lang)
         viewer, readers = await self.audience.of(msg)
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)
@@ -166,7 +173,7 @@ class Handlers:
                 reply, lang, hidden_text=texts.format_memories(hidden, lang, self.tz) if hidden else ""
             )
         if cmd.name == "search":
-            hits = await self._relevant(cmd.arg, viewer)
+            hits = await self._relevant(cmd.arg, viewer) + await self._messages(cmd.arg, msg)
             previous = await self._previous(hits, viewer)
             public_hits, hidden_hits = split_postable(hits, readers, _memory_of)
             hidden_text = (
@@ -197,6 +204,12 @@ class Handlers:
     async def _relevant(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         """What a user is shown, listed or answered from: the search after the relevance cut."""
         return self.relevance.keep(query, await self._search(query, viewer, limit))
+
+    async def _messages(self, query: str, msg: IncomingMessage) -> list[Hit]:
+        """What this channel said about ``query`` (a learning channel), after the same relevance cut."""
+        if self.knowledge is None:
+            return []
+        return self.relevance.keep(query, await self.knowledge.messages_for(query, msg))
 
     async def _search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         started = time.monotonic()
@@ -413,7 +426,9 @@ class Handlers:
         self, msg: IncomingMessage, question: str, lang: str, sink: AnswerSink | None = None
     ) -> Reply:
         viewer, readers = await self.audience.of(msg)
+        # curated memories first: where chat and a memory disagree, the memory wins (the prompt says so)
         found = await self._relevant(question, viewer, limit=ANSWER_MEMORIES)
+        found += await self._messages(question, msg)
         previous = await self._previous(found, viewer)
         # only what every reader here may see goes into the prompt and the answer
         hits, hidden = split_postable(found, readers, _memory_of)
@@ -519,6 +534,13 @@ NO_MEMORIES_NOTE = (
 )
 
 
+# what the model is told when channel messages are among the sources
+CHAT_NOTE = (
+    "Entries marked (chat) are messages people wrote in this channel, not checked facts: use them, "
+    "cite them like the others, and where a memory and a chat message disagree, the memory wins."
+)
+
+
 def build_prompt(
     question: str,
     hits: Sequence[Hit],
@@ -541,13 +563,15 @@ def build_prompt(
         "briefly instead of guessing. The memories are the current facts; where one notes what it "
         "replaced, mention the earlier value when it helps.",
         f"Answer in the user's language ({language}), concisely, in Markdown.",
-        "",
-        "Memories:",
     ]
+    if any(h.memory.is_message for h in hits):
+        lines.append(CHAT_NOTE)
+    lines += ["", "Memories:"]
     if hits:
         for i, hit in enumerate(hits, 1):
             m = hit.memory
-            lines.append(f"[{i}] {' '.join(m.text.split())}")
+            said = "(chat) " if m.is_message else ""
+            lines.append(f"[{i}] {said}{' '.join(m.shown.split())}")
             lines.append(f"    (by {m.user_name or '?'}, {texts.format_date(m.created_at, tz)})")
             if previous and m.id in previous:
                 lines.append(f"    {texts.was_note(previous[m.id], m, 'en', tz)}")

@@ -48,7 +48,7 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # remember | search | forget | memories | help | history
+    name: str  # remember | search | forget | memories | help | history | learn
     arg: str
     lang: str  # "ko" | "en"
 
@@ -81,6 +81,8 @@ COMMANDS: dict[str, str] = {
     "도움말": "help",
     "history": "history",
     "이력": "history",
+    "learn": "learn",
+    "학습": "learn",
 }
 
 # `remember` scope markers: a flag (`--me`) or a Korean label with a colon (`개인: ...`).

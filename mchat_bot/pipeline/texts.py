@@ -32,6 +32,10 @@ def plural(n: int) -> str:
     return "memory" if n == 1 else "memories"
 
 
+def messages(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"
+
+
 # --- the web doors ---------------------------------------------------------------------------------
 
 
@@ -268,6 +272,11 @@ def format_sensitive_refused(kinds: str, lang: str) -> str:
 def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
     score_txt = f" ({score:.2f})" if score is not None else ""
     was_txt = f" {was}" if was else ""
+    if memory.is_message:  # a channel message: no id to forget, a link to the post instead
+        return (
+            f"{i}. 💬{score_txt} {one_line(memory.shown)} — {memory.user_name or '?'},"
+            f" {format_date(memory.created_at, tz)} ({memory.permalink})"
+        )
     return (
         f"{i}. `{short_id(memory.id)}`{score_txt} {one_line(memory.text)}{was_txt}"
         f" — {memory.user_name or '?'}, {format_date(memory.created_at, tz)}"
@@ -313,7 +322,7 @@ def format_search(
         )
         for i, h in enumerate(hits, 1)
     ]
-    tail = pick(lang, "_(ID, 유사도 점수)_", "_(id, similarity score)_")
+    tail = pick(lang, "_(ID, 유사도 점수; 💬 채널 대화)_", "_(id, similarity score; 💬 channel message)_")
     return "\n".join([head, *lines, tail])
 
 
@@ -380,12 +389,16 @@ def format_usage(command: str, lang: str) -> str:
         "search": "사용법: `@ai search 검색어`",
         "history": "사용법: `@ai history <ID>` (이력)",
         "forget": "사용법: `@ai forget <ID>` 또는 `@ai forget 검색어` (후보를 보여 드립니다)",
+        "learn": "사용법: `@ai 학습 켜기`, `@ai 학습 끄기` (`--forget`: 배운 내용도 삭제), `@ai 학습 상태`",
     }
     en = {
         "remember": "Usage: `@ai remember TEXT`",
         "search": "Usage: `@ai search QUERY`",
         "history": "Usage: `@ai history <id>`",
         "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
+        "learn": (
+            "Usage: `@ai learn on`, `@ai learn off` (`--forget`: delete what was learned), `@ai learn status`"
+        ),
     }
     return pick(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
 
@@ -402,6 +415,8 @@ def format_help(lang: str, mention: str = "@ai") -> str:
             f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
             f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
             f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
+            f"- `{mention} 학습 켜기` / `학습 끄기` (`learn on/off`, 채널 관리자):"
+            " 이 채널의 대화를 배워 답에 씁니다\n"
             f"- `{mention} help` (도움말): 이 안내\n"
             f"- 그 밖의 말은 질문으로 보고, 기억한 내용을 근거로 출처와 함께 답합니다"
         )
@@ -415,6 +430,7 @@ def format_help(lang: str, mention: str = "@ai") -> str:
         f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
         f"- `{mention} memories`: list recent memories\n"
         f"- `{mention} history ID`: how a memory changed over time\n"
+        f"- `{mention} learn on` / `learn off` (channel admins): learn from this channel's conversation\n"
         f"- `{mention} help`: this text\n"
         f"- anything else is a question: I answer from what I remember and cite the sources"
     )
@@ -451,7 +467,8 @@ def format_retrieval_only(
     lines = []
     for i, h in enumerate(hits, 1):
         was = f" {was_note(prev[h.memory.id], h.memory, lang, tz)}" if h.memory.id in prev else ""
-        lines.append(f"> [{i}] {one_line(h.memory.text, 1000)}{was}")
+        said = f" — {h.memory.user_name or '?'}" if h.memory.is_message else ""
+        lines.append(f"> [{i}] {one_line(h.memory.shown, 1000)}{was}{said}")
     return "\n".join([head, *lines])
 
 
@@ -588,4 +605,87 @@ def file_saved(lang: str, name: str, size: int, pieces: int, masked: str) -> str
         lang,
         f"- `{name}` ({kib(size)}): 메모리 {pieces}개로 나누어 저장했습니다.{masked}",
         f"- `{name}` ({kib(size)}): saved as {pieces} {plural(pieces)}.{masked}",
+    )
+
+
+# --- channel knowledge --------------------------------------------------------------------------
+
+
+def learn_not_here(lang: str) -> str:
+    return pick(
+        lang,
+        "DM과 그룹 메시지에서는 학습하지 않습니다. 채널에서 `@ai 학습 켜기`를 해 주세요.",
+        "Direct and group messages never learn. Say `@ai learn on` in a channel.",
+    )
+
+
+def learn_refused(lang: str) -> str:
+    return pick(
+        lang,
+        "🔒 학습은 이 채널의 관리자(또는 시스템 관리자)만 켜고 끌 수 있습니다.",
+        "🔒 Only an admin of this channel (or a system admin) can turn learning on or off.",
+    )
+
+
+def learn_on_notice(lang: str, days: int) -> str:
+    if lang == "ko":
+        return (
+            "#### 📚 이 채널의 대화를 학습합니다\n"
+            "- **보관하는 것:** 이 채널에 올라오는 사람의 글(작성자, 시각, 스레드, 링크)."
+            " 민감정보는 가린 뒤 저장합니다.\n"
+            f"- **보관 기간:** {days}일. 글을 고치면 다시 배우고, 지우면 잊습니다.\n"
+            "- **쓰는 곳:** 이 채널에서 받은 질문에만 답의 근거(링크)로 씁니다."
+            " 다른 채널에는 나오지 않습니다.\n"
+            "- **그만두기:** `@ai 학습 끄기` (배운 것까지 지우려면 `@ai 학습 끄기 --forget`)"
+        )
+    return (
+        "#### 📚 Learning from this channel\n"
+        "- **What is kept:** people's posts here (author, time, thread, link),"
+        " with sensitive data masked first.\n"
+        f"- **For how long:** {days} days. An edited post is learned again; a deleted one is forgotten.\n"
+        "- **Where it is used:** only to answer questions asked in this channel, cited by link;"
+        " never elsewhere.\n"
+        "- **To stop:** `@ai learn off` (`@ai learn off --forget` also deletes what was learned)"
+    )
+
+
+def learn_off(lang: str, forgot: bool, removed: int) -> str:
+    if forgot:
+        return pick(
+            lang,
+            f"📚 학습을 껐고, 배운 글 {removed}개를 삭제했습니다.",
+            f"📚 Learning is off, and {messages(removed)} learned here are deleted.",
+        )
+    return pick(
+        lang,
+        "📚 학습을 껐습니다. 이미 배운 글은 남아 있습니다 (`@ai 학습 끄기 --forget`으로 삭제).",
+        "📚 Learning is off. What was learned stays (`@ai learn off --forget` deletes it).",
+    )
+
+
+def learn_status(lang: str, on: bool, size: int, days: int) -> str:
+    if lang == "ko":
+        state = "켜져 있습니다" if on else "꺼져 있습니다"
+        return f"📚 이 채널의 학습은 {state}. 배운 글 {size}개, 보관 기간 {days}일."
+    state = "on" if on else "off"
+    return f"📚 Learning is {state} in this channel: {messages(size)} kept, for {days} days."
+
+
+def backfill_progress(lang: str, kept: int, oldest_ms: int, *, done: bool) -> str:
+    """The line a backfill posts in the channel and edits as it reads."""
+    back_to = _local_date(oldest_ms / 1000) if oldest_ms else ""
+    if lang == "ko":
+        if done:
+            return f"📚 이 채널의 이전 글 {kept}개를 배웠습니다" + (f" ({back_to}까지)." if back_to else ".")
+        return (
+            f"📚 이 채널의 이전 글을 읽는 중입니다: {kept}개" + (f", {back_to}까지" if back_to else "") + "…"
+        )
+    if done:
+        return f"📚 Learned {messages(kept)} from this channel's history" + (
+            f" (back to {back_to})." if back_to else "."
+        )
+    return (
+        f"📚 Reading this channel's history: {messages(kept)} so far"
+        + (f", back to {back_to}" if back_to else "")
+        + "…"
     )
