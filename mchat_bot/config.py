@@ -98,7 +98,7 @@ class KnowledgeSettings:
     retention_days: int = 365  # indexed messages older than this are deleted
     backfill_days: float = 30.0  # history read when a channel starts learning (0 = none)
     answer_messages: int = 5  # channel messages given to an answer beside the memories
-    batch: int = 8  # messages embedded together by the background indexer (holds the embedder ~0.3 s)
+    batch: int = 8  # messages the background indexer reads from the log and writes to the index at once
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from mchat_bot.doors.websocket import line_from_message, message_from_post
+from mchat_bot.doors.websocket import knowledge_line, message_from_post
 from mchat_bot.knowledge.channels import LearningChannels
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.mattermost.events import Post
@@ -79,14 +79,9 @@ class Backfill:
                 msg = message_from_post(p, channel, await self._name(p.user_id))
                 if not isinstance(route(msg, self._bot), Ignore):
                     continue  # asked of the bot (a command, a question): not what the channel said
-                if self._learner.wants(
-                    msg.channel_id,
-                    msg.channel_type,
-                    msg.user_id,
-                    msg.post_type,
-                    automated=msg.from_bot or msg.from_webhook,
-                ):
-                    lines.append(line_from_message(msg))
+                line = knowledge_line(self._learner, msg)
+                if line is not None:
+                    lines.append(line)
             progress.kept += await self._learner.keep(lines)
             progress.read += len(posts)
             oldest = posts[-1]

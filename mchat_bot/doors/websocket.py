@@ -88,14 +88,9 @@ class Intake:
             routed = route(msg, self._bot)
             if isinstance(routed, Ignore):
                 self.ignored += 1
-                if learner is not None and learner.wants(
-                    msg.channel_id,
-                    msg.channel_type,
-                    msg.user_id,
-                    msg.post_type,
-                    automated=msg.from_bot or msg.from_webhook,
-                ):
-                    learned.append(line_from_message(msg))
+                line = knowledge_line(learner, msg) if learner is not None else None
+                if line is not None:
+                    learned.append(line)
             else:
                 wanted.append((msg, type(routed).__name__.lower()))
         if learned and learner is not None:
@@ -269,8 +264,12 @@ def message_from_post(post: Post, channel: dict[str, Any], user_name: str) -> In
     return _message(post, kind, str(channel.get("name", "")), str(channel.get("team_id", "")), user_name)
 
 
-def line_from_message(msg: IncomingMessage) -> Line:
-    """A learning channel's post as the knowledge log keeps it."""
+def knowledge_line(learner: Learner, msg: IncomingMessage) -> Line | None:
+    """The post as the knowledge log keeps it, when it is knowledge (a person's post in a learning
+    channel; the caller has checked that it is not addressed to the bot), else None."""
+    automated = msg.from_bot or msg.from_webhook
+    if not learner.wants(msg.channel_id, msg.channel_type, msg.user_id, msg.post_type, automated=automated):
+        return None
     return Line(
         post_id=msg.post_id,
         channel_id=msg.channel_id,

@@ -24,6 +24,7 @@ from mchat_bot.memory.store import MESSAGE, AnyStore, Hit, Memory, MemoryStore, 
 NEIGHBOURS_BEFORE = DEFAULT_RECIPE.before
 NEIGHBOURS_AFTER = DEFAULT_RECIPE.after
 LOCAL_TZ = datetime.now().astimezone().tzinfo or UTC  # dates in the indexed text: as people say them here
+QUESTIONS_FIRST_MAX_S = 2.0
 BACKLOG_SCAN = 2000  # newest unembedded lines of the channel looked at by keyword
 BACKLOG_MIN_COVERAGE = 0.5  # a backlog line must hold half of the question's keywords
 
@@ -35,6 +36,14 @@ def open_message_store(
     memories' recency tie-break: chat lines of one speaker and day look like versions of one fact
     to it (cosine above its duplicate threshold, a differing value), and the newer would win."""
     return open_store(path, url, embedder, api_key=api_key, kind="messages", rerank="off")
+
+
+async def _questions_first(embedder: object, longest: float = QUESTIONS_FIRST_MAX_S) -> None:
+    """Wait while questions wait for the model (up to ``longest``, so the backlog still moves)."""
+    waited = 0.0
+    while getattr(embedder, "waiting_queries", 0) > 0 and waited < longest:
+        await asyncio.sleep(0.005)
+        waited += 0.005
 
 
 def chat_line(line: Line) -> ChatLine:
@@ -86,9 +95,17 @@ class MessageIndex:
         return self.as_memory(line, keyword_text(chat[at], tz)), index_text(chat[at], before, after, tz)
 
     async def add(self, lines: Sequence[Line]) -> None:
-        """Embed and index lines (one engine call); the caller marks them indexed."""
+        """Embed and index lines (one engine call); the caller marks them indexed.
+
+        One line per embedder call (batching gains nothing on this model: ~150-250 ms of CPU per
+        line with its context), and none while a question waits for the model: a question waits
+        for at most the line being embedded, not for a batch."""
         docs = [await self.document(line) for line in lines]
-        vectors = await asyncio.to_thread(self.store.embedder.embed_documents, [text for _, text in docs])
+        embedder = self.store.embedder
+        vectors: list[list[float]] = []
+        for _, text in docs:
+            await _questions_first(embedder)
+            vectors += await asyncio.to_thread(embedder.embed_documents, [text])
         await self.store.add_embedded([(memory, vec) for (memory, _), vec in zip(docs, vectors, strict=True)])
 
     async def forget(self, post_ids: Sequence[str], *, requeue_neighbours: bool = True) -> int:

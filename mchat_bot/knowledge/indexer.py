@@ -1,8 +1,10 @@
 """The background indexer: embeds the backlog of learning channels' lines, a small batch at a time.
 
-It runs beside the workers as a supervised part. Small batches keep the embedder (one model, one
-lock) free for the questions in between: a batch of 8 lines holds it ~0.3 s on this machine's
-cores. A batch that fails raises, and the supervisor restarts the loop with the one retry policy;
+It runs beside the workers as a supervised part. The embedder is one model behind one lock, and a
+line with its context costs it ~150-250 ms of CPU here, so lines are embedded one per call and
+never while a question waits (MessageIndex.add): a question waits for one line at most. A batch
+is what is read from the log and written to the index together. A batch that fails raises, and
+the supervisor restarts the loop with the one retry policy;
 nothing is lost, since the backlog is the table itself. Expiry runs here too, every hour.
 """
 

@@ -48,6 +48,7 @@ class _PackagedEmbedder:
         self._model: Any = None
         self._lock = threading.Lock()
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        self.waiting_queries = 0  # questions waiting for the model: background embedding yields to them
 
     def _load(self) -> Any:
         raise NotImplementedError
@@ -85,11 +86,15 @@ class _PackagedEmbedder:
         if cached is not None:
             return cached
         model = self._get()
-        with self._lock:
-            vec = [float(x) for x in self._query(model, text)]
-            self._queries[text] = vec
-            while len(self._queries) > QUERY_CACHE:
-                self._queries.popitem(last=False)
+        self.waiting_queries += 1  # read without a lock: a hint for the background indexer
+        try:
+            with self._lock:
+                vec = [float(x) for x in self._query(model, text)]
+                self._queries[text] = vec
+                while len(self._queries) > QUERY_CACHE:
+                    self._queries.popitem(last=False)
+        finally:
+            self.waiting_queries -= 1
         return vec
 
 

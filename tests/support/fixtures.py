@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mchat_bot.devserver.fake_llm import FakeLLM
+from mchat_bot.knowledge.index import open_message_store
 from mchat_bot.memory.embedder import Embedder, load_embedder
-from mchat_bot.memory.store import EdgeMemoryStore
+from mchat_bot.memory.store import AnyStore, EdgeMemoryStore
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,14 @@ def embedder() -> Embedder:
 async def store(tmp_path: Path, embedder: Embedder) -> AsyncIterator[EdgeMemoryStore]:
     """The real embedded memory store in the test's own folder."""
     s = EdgeMemoryStore(tmp_path, embedder)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
+    """The channel messages' collection, opened as the daemon opens it, in the test's own folder."""
+    s = open_message_store(tmp_path / "store", None, embedder)
     yield s
     await s.close()
 

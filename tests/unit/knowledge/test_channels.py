@@ -3,19 +3,8 @@ turned on or off, kept across a restart (a new LearningChannels on the same data
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from mchat_bot.knowledge.channels import LearningChannels
 from mchat_bot.storage import Storage
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
 
 
 async def test_configured_ids_learn_in_public_and_private_channels_only(storage: Storage) -> None:

@@ -3,18 +3,16 @@ found by meaning once embedded, by keywords while they wait, and never from anot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+import asyncio
 
 import pytest
 
-from mchat_bot.knowledge.index import MessageIndex, open_message_store
+from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.indexer import Indexer
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.relevance import coverage, keywords
 from mchat_bot.memory.store import AnyStore
-from mchat_bot.storage import Storage
 
 SITE = "http://mm.local:8065"
 AT = 1_700_000_000_000  # 14 November 2023, in ms
@@ -22,24 +20,6 @@ AT = 1_700_000_000_000  # 14 November 2023, in ms
 MEETING = "백엔드 주간회의는 매주 월요일 오전 10시에 3층 소회의실에서 합니다."
 LUNCH = "오늘 점심은 김치찌개로 정했습니다."
 PASSWORD = "스테이징 서버 비밀번호는 90일마다 바뀝니다."
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
-
-
-@pytest.fixture
-async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
-    s = open_message_store(tmp_path / "store", None, embedder)  # as the daemon opens it
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def log(storage: Storage) -> ChatLog:
-    return await ChatLog(storage).load()
 
 
 @pytest.fixture
@@ -203,3 +183,19 @@ async def test_a_waiting_line_with_every_word_of_the_question_comes_before_the_i
     assert [h.memory.id for h in hits] == ["lunch", "meet"]
     assert hits[0].score == 1.0 and hits[0].memory.text == LUNCH
     assert [h.memory.id for h in await index.search(query, "c1", 1)] == ["lunch"]
+
+
+async def test_background_embedding_waits_while_a_question_waits_for_the_model(
+    index: MessageIndex, log: ChatLog, embedder: Embedder
+) -> None:
+    await log.record([line("meet", MEETING, AT)])
+    waiting = await log.backlog(1)
+    embedder.waiting_queries += 1  # type: ignore[attr-defined]  # a question holds the model
+    try:
+        adding = asyncio.create_task(index.add(waiting))
+        await asyncio.sleep(0.3)
+        assert not adding.done()  # the line waits for the question, not the other way round
+    finally:
+        embedder.waiting_queries -= 1  # type: ignore[attr-defined]
+    await asyncio.wait_for(adding, 10)
+    assert (await index.store.get("meet")) is not None

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from mchat_bot.knowledge.index import MessageIndex, open_message_store
+from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.indexer import Indexer
 from mchat_bot.knowledge.lines import ChatLog, Line
-from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.store import AnyStore, Memory
 from mchat_bot.net.retry import RetryPolicy
-from mchat_bot.storage import Storage
 from mchat_bot.supervisor import Supervisor
 
 SITE = "http://mm.local:8065"
@@ -55,24 +52,6 @@ class Hooked:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
-
-
-@pytest.fixture
-async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
-    s = open_message_store(tmp_path / "store", None, embedder)  # as the daemon opens it
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-async def log(storage: Storage) -> ChatLog:
-    return await ChatLog(storage).load()
 
 
 def line(post_id: str, text: str, at: int, *, channel: str = "c1") -> Line:

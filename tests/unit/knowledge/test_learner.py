@@ -4,8 +4,6 @@ written in batches without losing any (the oldest unwritten one holds the socket
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +14,6 @@ from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.storage import Storage
 
 BOT = "bot-id"
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
 
 
 @pytest.fixture

@@ -3,26 +3,10 @@ backlog), the conversation around a line, retention, and the in-memory set of ch
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.storage import Storage
 
 CARD = "4111111111111111"  # passes Luhn: the redaction module masks it as [REDACTED:card]
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
-
-
-@pytest.fixture
-async def log(storage: Storage) -> ChatLog:
-    return await ChatLog(storage).load()
 
 
 def line(post_id: str, text: str, at: int, *, channel: str = "c1", root: str = "") -> Line:

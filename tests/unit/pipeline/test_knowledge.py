@@ -4,18 +4,15 @@ SQLite file and the real embedded message index."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mchat_bot.knowledge.channels import LearningChannels
-from mchat_bot.knowledge.index import MessageIndex, open_message_store
+from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.indexer import Indexer
 from mchat_bot.knowledge.lines import ChatLog, Line
-from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.store import AnyStore
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
@@ -74,13 +71,6 @@ class World:
     chat: RolesChat
     storage: Storage
     turned_on: list[tuple[str, str]]
-
-
-@pytest.fixture
-async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
-    s = open_message_store(tmp_path / "store", None, embedder)
-    yield s
-    await s.close()
 
 
 @pytest.fixture

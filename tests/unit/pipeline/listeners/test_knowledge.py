@@ -5,20 +5,17 @@ real SQLite file and the real embedded message index."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mchat_bot.knowledge.channels import LearningChannels
-from mchat_bot.knowledge.index import MessageIndex, open_message_store
+from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.indexer import Indexer
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.mattermost.events import OtherEvent
-from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.store import AnyStore
 from mchat_bot.pipeline.listeners.knowledge import CHANNEL_GONE, KnowledgeFollower
 from mchat_bot.storage import Storage
@@ -36,13 +33,6 @@ class World:
     store: AnyStore
     storage: Storage
     wakes: list[int]
-
-
-@pytest.fixture
-async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
-    s = open_message_store(tmp_path / "store", None, embedder)
-    yield s
-    await s.close()
 
 
 @pytest.fixture
