@@ -1,6 +1,6 @@
 """`make bench`: the daemon and mmpy_bot 2.2.1 side by side against one dev server, measured on its side.
 
-    python bench/run.py [--quick] [--skip-mmpy] [--skip-memory] [--out bench]
+    python bench/run.py [--quick] [--skip-mmpy] [--skip-memory] [--knowledge-only] [--out bench]
 
 Processes (all on 127.0.0.1, each its own): the dev server (`mchat-bot devserver`), the fake LLM (zero
 delay), the bot under test (the real daemon, then mmpy_bot with a minimal LLM plugin, one after the
@@ -12,6 +12,11 @@ The daemon runs with its defaults: the dev server's rate limiter is off, as Matt
 so the daemon paces to its safety cap (mattermost.safety_rate_per_sec, 100 REST calls/s, replies before
 courtesy calls). Writes bench/results.md,
 bench/results.png and bench/out/raw.json; prints the table.
+
+Channel knowledge (the daemon only): a fresh daemon per rate with #qa learning
+(MCHAT_KNOWLEDGE_CHANNELS), the filter load offered there, its /metrics scraped every 0.5 s for the
+backlog, then the drain watched while a few mentions go to #town-square. `--knowledge-only` runs
+just that and splices its section into the existing results.md and raw.json.
 """
 
 from __future__ import annotations
@@ -55,10 +60,11 @@ FAST = "mchat-bot, use"  # the daemon with memory.embedder = "use"
 # ---- process helpers ----------------------------------------------------------------------------
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), seconds."""
+def cpu_s(pid: int, tid: int | None = None) -> float:
+    """utime + stime of a process (all its threads), or of one of its threads, seconds."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return NAN
     fields = stat[stat.rindex(")") + 2 :].split()
@@ -178,14 +184,22 @@ class Dev:
         return ",".join(self.seed["users"][u]["token"] for u in ("kim", "lee", "park"))
 
 
-async def loadgen(dev: Dev, kind: str, rate: float, duration: float, offset: int = 0, **extra: Any) -> dict:
+async def loadgen(
+    dev: Dev,
+    kind: str,
+    rate: float,
+    duration: float,
+    offset: int = 0,
+    channel: str | None = None,
+    **extra: Any,
+) -> dict:
     cmd = [
         PY,
         str(BENCH / "loadgen.py"),
         "--url",
         dev.url,
         "--channel",
-        dev.qa,
+        channel or dev.qa,
         "--tokens",
         dev.tokens(),
         "--kind",
@@ -235,9 +249,8 @@ class Phase:
 
     @property
     def cpu_ms_per_item(self) -> float:
-        return (
-            1000 * self.cpu_s / max(1, self.replied if self.name != "filter" else self.extra.get("sent", 1))
-        )
+        per_post = self.name in ("filter", "knowledge")
+        return 1000 * self.cpu_s / max(1, self.extra.get("sent", 1) if per_post else self.replied)
 
 
 async def mention_phase(
@@ -291,9 +304,11 @@ async def mention_phase(
 
 async def filter_phase(dev: Dev, bot: str, pid: int, rate: float, duration: float) -> Phase:
     await dev.clear()
-    c0, d0 = cpu_s(pid), cpu_s(dev.pid)
+    # the main thread is the event loop (socket reader, routing, the learner's gathering); embedding
+    # and SQLite run in threads of their own, so the two figures tell the reader from the rest
+    c0, d0, m0 = cpu_s(pid), cpu_s(dev.pid), cpu_s(pid, pid)
     out = await loadgen(dev, "plain", rate, duration, trailing=3, username="kim")
-    c1, d1 = cpu_s(pid), cpu_s(dev.pid)
+    c1, d1, m1 = cpu_s(pid), cpu_s(dev.pid), cpu_s(pid, pid)
     ids = out["ids"]
     t = await dev.wait_replies(ids, 10.0)
     created = await dev.created()
@@ -326,6 +341,7 @@ async def filter_phase(dev: Dev, bot: str, pid: int, rate: float, duration: floa
         "trailing_e2e_ms": max(e2e, default=NAN),
         "cpu_pct": 100 * ph.cpu_s / max(1e-9, window),
         "cpu_us_per_event": 1e6 * ph.cpu_s / max(1, len(lag)),  # per event written to its socket
+        "loop_cpu_us_per_event": 1e6 * (m1 - m0) / max(1, len(lag)),
         "devserver_cpu_pct": 100 * (d1 - d0) / max(1e-9, window),
     }
     ph.sustained = (
@@ -519,6 +535,200 @@ async def run_bot(
     await kids.stop(proc)
 
 
+# ---- channel knowledge --------------------------------------------------------------------------
+
+GAUGE_RE = re.compile(r"^(mchat_knowledge_messages|mchat_knowledge_backlog) ([0-9.e+]+)$", re.MULTILINE)
+
+
+class Gauges:
+    """The daemon's knowledge gauges scraped from /metrics every `every` s in the background: the
+    backlog's curve is read where an operator reads it, not from the daemon's database."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, every: float = 0.5) -> None:
+        self.session, self.url, self.every = session, url, every
+        self.samples: list[tuple[float, float, float]] = []  # (monotonic, messages kept, backlog)
+        self._task: asyncio.Task[None] | None = None
+
+    async def scrape(self) -> tuple[float, float]:
+        async with self.session.get(self.url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+            r.raise_for_status()
+            found = dict(GAUGE_RE.findall(await r.text()))
+        kept, backlog = float(found["mchat_knowledge_messages"]), float(found["mchat_knowledge_backlog"])
+        self.samples.append((time.monotonic(), kept, backlog))
+        return kept, backlog
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, KeyError):
+                await self.scrape()
+            await asyncio.sleep(self.every)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def at(self, t: float) -> tuple[float, float, float]:
+        """The last sample taken at or before `t` (else the first one)."""
+        return next((s for s in reversed(self.samples) if s[0] <= t), self.samples[0])
+
+    def last(self) -> tuple[float, float, float]:
+        return self.samples[-1]
+
+
+async def side_mentions(dev: Dev, n: int, rate: float, offset: int) -> list[float]:
+    """n mentions at `rate` in #town-square, a channel that does not learn: what a question
+    elsewhere pays while the indexer holds the embedder. Overheads in ms, in post order. Each call
+    needs texts of its own (offset mod 1000 apart, loadgen's part numbers): a question asked before
+    is answered from the embedder's query cache and never waits for it."""
+    out = await loadgen(dev, "question", rate, n / rate, offset, channel=dev.seed["channels"]["town-square"])
+    t = await dev.wait_replies(out["ids"], 30.0)
+    sent, rep = t["posted_sent"], t["reply_at"]
+    return [(rep[i] - sent[i]) * 1000 for i in out["ids"] if i in rep and i in sent]
+
+
+async def start_learning_daemon(
+    kids: Children, dev: Dev, llm_url: str, folder: Path, args: argparse.Namespace
+) -> tuple[Any, str]:
+    """A daemon with #qa (where the filter load posts) learning, in a folder of its own: an empty
+    log and index, no socket cursor (so no catch-up re-reading the earlier phases' posts into it),
+    on a known port for /metrics. Returns it and its /metrics URL."""
+    os.makedirs(folder, exist_ok=True)
+    port = free_port()
+    env = [*args.daemon_env, f"MCHAT_KNOWLEDGE_CHANNELS={dev.qa}", f"MCHAT_HTTP_LISTEN=127.0.0.1:{port}"]
+    proc, _ = await start_daemon(kids, dev, llm_url, folder, env)
+    # the warm-up loads the embedder in the background: a cold one would be measured as the backlog's
+    for _ in range(60):
+        if '"warmed_up"' in (folder / "daemon.log").read_text(errors="replace"):
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise RuntimeError(f"the learning daemon did not warm up (see {folder / 'daemon.log'})")
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def drain_rate(gauges: Gauges, t0: float) -> dict[str, float]:
+    """Backlog decrease per second from `t0` to the last sample, or to the first empty one."""
+    start = gauges.at(t0)
+    end = next((s for s in gauges.samples if s[0] >= t0 and s[2] == 0), gauges.last())
+    dt = end[0] - start[0]
+    return {
+        "drain_backlog_start": start[2],
+        "drain_backlog_end": end[2],
+        "drain_s": dt,
+        "drain_per_s": (start[2] - end[2]) / dt if dt > 0 else NAN,
+        "emptied": float(end[2] == 0),
+    }
+
+
+async def knowledge_phase(
+    dev: Dev,
+    kids: Children,
+    llm_url: str,
+    session: aiohttp.ClientSession,
+    folder: Path,
+    args: argparse.Namespace,
+    rate: float,
+    idle_ms: list[float] | None,
+) -> Phase:
+    """One rate on a fresh learning daemon: the filter load into the learning channel (what
+    filter_phase records, with the backlog scraped throughout), then the drain watched for up to
+    knowledge_drain s while side mentions run. With `idle_ms` None the same mentions are first sent
+    with an empty backlog (the baseline), once."""
+    proc, url = await start_learning_daemon(kids, dev, llm_url, folder, args)
+    gauges = Gauges(session, url)
+    try:
+        if idle_ms is None:
+            # 3 unmeasured first, as the trailing mentions warm the others: a fresh daemon's first
+            # answers open what later ones find open
+            await side_mentions(dev, 3, 2.0, 50)
+            idle_ms = await side_mentions(dev, args.knowledge_mentions, 2.0, 100)
+        await gauges.scrape()
+        gauges.start()
+        ph = await filter_phase(dev, "mchat-bot", proc.pid, rate, args.knowledge_duration)
+        ph.name = "knowledge"
+        t_load0, t_load1 = ph.t0, ph.t_end
+        # the trailing mentions were answered: the learner has written the load (it flushes every 50 ms)
+        kept_after, backlog_after = await gauges.scrape()
+        t_drain = time.monotonic()
+        offset = 200 + 100 * args.knowledge_rates.index(rate)  # the trailing mentions use 0-2
+        mentions = asyncio.create_task(side_mentions(dev, args.knowledge_mentions, 2.0, offset))
+        for _ in range(int(args.knowledge_drain / 0.5)):  # until empty (and the mentions answered)
+            if gauges.last()[0] > t_drain and gauges.last()[2] == 0 and mentions.done():
+                break
+            await asyncio.sleep(0.5)
+        drain_ms = await mentions
+    finally:
+        await gauges.stop()
+        await kids.stop(proc)
+    start, peak = gauges.at(t_load0), max(s[2] for s in gauges.samples)
+    window = max(1e-9, t_load1 - t_load0)
+    kept = kept_after - start[1]
+    ph.extra |= {
+        "kept": kept,
+        "absorbed_per_s": kept / window,
+        "backlog_at_load_end": gauges.at(t_load1)[2],
+        "backlog_peak": peak,
+        "backlog_growth_per_s": (gauges.at(t_load1)[2] - start[2]) / window,
+        # what the indexer embedded from the load's start to the drain's: kept lines that left the backlog
+        "indexed_during_load_per_s": (kept - (backlog_after - start[2])) / max(1e-9, t_drain - start[0]),
+        **drain_rate(gauges, t_drain),
+        "idle_mention_ms": idle_ms,
+        "drain_mention_ms": drain_ms,
+        "samples": [(round(t - t_load0, 2), k, b) for t, k, b in gauges.samples],
+    }
+    return ph
+
+
+async def run_knowledge(
+    dev: Dev,
+    kids: Children,
+    llm_url: str,
+    session: aiohttp.ClientSession,
+    tmp: Path,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+) -> None:
+    print("mchat-bot daemon, one learning channel (#qa), a fresh daemon per rate:", flush=True)
+    phases: list[Phase] = results.setdefault("phases", [])
+    idle: list[float] | None = None
+    for rate in args.knowledge_rates:
+        folder = tmp / f"knowledge-{rate:.0f}"
+        ph = await knowledge_phase(dev, kids, llm_url, session, folder, args, rate, idle)
+        phases.append(ph)
+        x = ph.extra
+        if idle is None:
+            idle = x["idle_mention_ms"]
+            print(
+                f"  side mentions, empty backlog: p50 {pct(idle, 50):.0f} ms  "
+                f"max {max(idle, default=NAN):.0f} ms ({len(idle)}/{args.knowledge_mentions} replies)",
+                flush=True,
+            )
+        d = x["drain_mention_ms"]
+        print(
+            f"  learn  {rate:6.0f}/s offered {x['offered_rate']:7.0f}/s  kept {x['kept']:.0f} "
+            f"({x['absorbed_per_s']:.0f}/s)  cpu {x['cpu_pct']:5.1f}% ({x['cpu_us_per_event']:.0f} µs/event, "
+            f"loop {x['loop_cpu_us_per_event']:.0f})  socket lag p99 {x['socket_lag_p99_ms']:.0f} ms  "
+            f"trailing mention {x['trailing_e2e_ms']:.0f} ms  reconnects {ph.reconnects}  "
+            f"{'ok' if ph.sustained else 'BEHIND'}",
+            flush=True,
+        )
+        print(
+            f"  learn  {rate:6.0f}/s backlog peak {x['backlog_peak']:.0f} "
+            f"(+{x['backlog_growth_per_s']:.0f}/s "
+            f"under load, indexed {x['indexed_during_load_per_s']:.0f}/s)  drain {x['drain_per_s']:.1f}/s "
+            f"over {x['drain_s']:.0f} s ({x['drain_backlog_start']:.0f} -> {x['drain_backlog_end']:.0f})  "
+            f"side mentions while draining p50 {pct(d, 50):.0f} ms  max {max(d, default=NAN):.0f} ms "
+            f"({len(d)}/{args.knowledge_mentions})",
+            flush=True,
+        )
+        await asyncio.sleep(1.0)  # let the dev server settle
+
+
 def memory_bench(n: int, queries: int) -> dict[str, Any]:
     """bench/memory_latency.py (engine only: store filter and search, no embedder) at n points."""
     done = subprocess.run(
@@ -556,6 +766,50 @@ def embed_bench(queries: int = 100) -> dict[str, float]:
 # ---- the run ------------------------------------------------------------------------------------
 
 
+async def run_daemons(
+    dev: Dev, kids: Children, llm_url: str, tmp: Path, args: argparse.Namespace, results: dict[str, Any]
+) -> None:
+    """The daemon's side-by-side phases: with its defaults, then (unless skipped) the light embedder."""
+    print("mchat-bot daemon:", flush=True)
+    proc, startup = await start_daemon(kids, dev, llm_url, tmp, args.daemon_env)
+    results["startup"] = {"mchat-bot": startup}
+    print(
+        f"  start-up: socket authenticated {startup['auth_s']:.2f} s after spawn "
+        f"(log 'ready' at {startup['ready_log_s']:.2f} s), "
+        f"answering at {startup['answering_s']:.2f} s"
+    )
+    await asyncio.sleep(3.0)  # warm-up (embedder, litellm) finishes in the background
+    results["rss_start_mb"] = mem_mb(proc.pid)[0]
+    print(f"  RSS after start-up and warm-up: {results['rss_start_mb']:.0f} MB", flush=True)
+    results["remember_per_s"] = await load_memories(dev, args.memories)
+    print(
+        f"  {args.memories} memories stored through the bot at {results['remember_per_s']:.0f}/s",
+        flush=True,
+    )
+    await asyncio.sleep(2.0)
+    await run_bot(dev, kids, "mchat-bot", proc, args, results)
+
+    if not args.skip_fast:
+        # The same daemon with the light embedder: what the pipeline costs without e5's ~13 ms
+        # query embedding (retrieval quality drops: README, "Retrieval, measured").
+        print(f"{FAST} (memory.embedder = use), mentions only:", flush=True)
+        env = [*args.daemon_env, "MCHAT_MEMORY_EMBEDDER=use"]
+        proc, startup = await start_daemon(kids, dev, llm_url, tmp, env)
+        results["startup"][FAST] = startup
+        # the warm-up loads the model in the background: wait for it (a slow machine needs more
+        # than the 2 s this once waited), since without its model every answer would be a fast
+        # apology, and the figures a lie
+        for _ in range(60):
+            await asyncio.sleep(0.5)
+            if '"embedder": "use"' in (tmp / "daemon.log").read_text(errors="replace"):
+                break
+        else:
+            raise RuntimeError("the daemon did not load the use embedder (see daemon.log)")
+        results["remember_per_s_fast"] = await load_memories(dev, args.memories)
+        await asyncio.sleep(1.0)
+        await run_bot(dev, kids, FAST, proc, args, results, filters=False)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     kids = Children()
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -589,46 +843,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             llm_url = re.search(r"(http://\S+)/v1", line).group(1)  # type: ignore[union-attr]
             print(f"dev server {dev.url}, fake LLM {llm_url}, work dir {tmp}", flush=True)
 
-            print("mchat-bot daemon:", flush=True)
-            proc, startup = await start_daemon(kids, dev, llm_url, tmp, args.daemon_env)
-            results["startup"] = {"mchat-bot": startup}
-            print(
-                f"  start-up: socket authenticated {startup['auth_s']:.2f} s after spawn "
-                f"(log 'ready' at {startup['ready_log_s']:.2f} s), "
-                f"answering at {startup['answering_s']:.2f} s"
-            )
-            await asyncio.sleep(3.0)  # warm-up (embedder, litellm) finishes in the background
-            results["rss_start_mb"] = mem_mb(proc.pid)[0]
-            print(f"  RSS after start-up and warm-up: {results['rss_start_mb']:.0f} MB", flush=True)
-            results["remember_per_s"] = await load_memories(dev, args.memories)
-            print(
-                f"  {args.memories} memories stored through the bot at {results['remember_per_s']:.0f}/s",
-                flush=True,
-            )
-            await asyncio.sleep(2.0)
-            await run_bot(dev, kids, "mchat-bot", proc, args, results)
+            if not args.knowledge_only:
+                await run_daemons(dev, kids, llm_url, tmp, args, results)
+            if not args.skip_knowledge:
+                await run_knowledge(dev, kids, llm_url, session, tmp, args, results)
 
-            if not args.skip_fast:
-                # The same daemon with the light embedder: what the pipeline costs without e5's ~13 ms
-                # query embedding (retrieval quality drops: README, "Retrieval, measured").
-                print(f"{FAST} (memory.embedder = use), mentions only:", flush=True)
-                env = [*args.daemon_env, "MCHAT_MEMORY_EMBEDDER=use"]
-                proc, startup = await start_daemon(kids, dev, llm_url, tmp, env)
-                results["startup"][FAST] = startup
-                # the warm-up loads the model in the background: wait for it (a slow machine needs more
-                # than the 2 s this once waited), since without its model every answer would be a fast
-                # apology, and the figures a lie
-                for _ in range(60):
-                    await asyncio.sleep(0.5)
-                    if '"embedder": "use"' in (tmp / "daemon.log").read_text(errors="replace"):
-                        break
-                else:
-                    raise RuntimeError("the daemon did not load the use embedder (see daemon.log)")
-                results["remember_per_s_fast"] = await load_memories(dev, args.memories)
-                await asyncio.sleep(1.0)
-                await run_bot(dev, kids, FAST, proc, args, results, filters=False)
-
-            if not args.skip_mmpy:
+            if not (args.skip_mmpy or args.knowledge_only):
                 print(f"mmpy_bot {MMPY_VERSION}:", flush=True)
                 proc, startup = await start_mmpy(kids, dev, llm_url, tmp)
                 results["startup"]["mmpy_bot"] = startup
@@ -637,7 +857,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await run_bot(dev, kids, "mmpy_bot", proc, args, results)
             await kids.stop_all()
 
-            if not args.skip_memory:
+            if not (args.skip_memory or args.knowledge_only):
                 print("memory store (engine, bench/memory_latency.py) and query embedding:", flush=True)
                 mem = {}
                 for n in args.memory_sizes:
@@ -778,6 +998,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
             "",
         ]
 
+    lines += knowledge_report(res, args)
+
     # targets
     t: list[tuple[str, str, bool]] = []
     ph = get("mchat-bot", "mentions", 100.0)
@@ -832,6 +1054,76 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
     lines += ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {'yes' if c else '**no**'} |" for a, b, c in t]
     return "\n".join(lines) + "\n", {"targets": t}
+
+
+KNOWLEDGE_HEADING = "## Channel knowledge ingest"
+
+
+def knowledge_report(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The section of results.md for the knowledge phases (also spliced alone by --knowledge-only)."""
+    phases = [p for p in res.get("phases", []) if p.name == "knowledge"]
+    if not phases:
+        return []
+    lines = [
+        KNOWLEDGE_HEADING,
+        "",
+        f"Run {res['started']}. The daemon only, with one learning channel (#qa in "
+        f"`MCHAT_KNOWLEDGE_CHANNELS`), a fresh daemon (empty log and index) per rate, defaults otherwise "
+        f"(knowledge.batch 8, the default embedder): non-mention posts offered in #qa for "
+        f"{args.knowledge_duration:.0f} s as in the filter rows, then 3 trailing mentions there; "
+        f"`mchat_knowledge_messages` and `mchat_knowledge_backlog` scraped from /metrics every 0.5 s; "
+        f"then up to {args.knowledge_drain:.0f} s of drain, during which {args.knowledge_mentions} mentions "
+        f"at 2/s go to #town-square (not learning). CPU is the whole process's per event delivered "
+        f"(in brackets its event-loop thread alone: the socket reader, routing, the learner's gathering; "
+        f"embedding and SQLite run in other threads). Fell behind: the filter rows' test (a reconnect, "
+        f"under 99% delivered, socket lag p99 ≥ 500 ms or a trailing mention ≥ 2 s). The load generator "
+        f"and the dev server share the cores with the daemon, so what they offer can fall short of the "
+        f"rate asked.",
+        "",
+        "| asked / offered | absorbed | socket lag p99 / max | CPU per event (loop) | trailing mention | "
+        "backlog peak (growth under load; embedded meanwhile) | drain after the load | "
+        "mentions elsewhere while draining p50 / max |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ph in phases:
+        x = ph.extra
+        d = x["drain_mention_ms"]
+        left = x["drain_backlog_end"] / x["drain_per_s"] if x["drain_per_s"] > 0 else NAN
+        empty = "emptied" if x["emptied"] else f"empty in ~{fmt(left / 60, 0)} min more"
+        lines.append(
+            f"| {ph.rate:,.0f} / {x['offered_rate']:,.0f} posts/s | "
+            f"{'yes' if ph.sustained else '**fell behind**'}: kept "
+            f"{x['kept']:,.0f} of {x['sent']:,} ({x['absorbed_per_s']:,.0f}/s), {ph.reconnects} reconnects | "
+            f"{fmt(x['socket_lag_p99_ms'], 0)} / {fmt(x['socket_lag_max_ms'], 0)} ms | "
+            f"{x['cpu_us_per_event']:.0f} µs ({x['loop_cpu_us_per_event']:.0f} µs), "
+            f"{x['cpu_pct']:.0f}% of a core | {fmt(x['trailing_e2e_ms'], 0)} ms | "
+            f"{x['backlog_peak']:,.0f} (+{x['backlog_growth_per_s']:,.0f}/s; "
+            f"{fmt(x['indexed_during_load_per_s'], 0)}/s) | "
+            f"{fmt(x['drain_per_s'], 1)} lines/s over {x['drain_s']:.0f} s "
+            f"({x['drain_backlog_start']:,.0f} → {x['drain_backlog_end']:,.0f}, {empty}) | "
+            f"{fmt(pct(d, 50), 0)} / {fmt(max(d, default=NAN), 0)} ms ({len(d)}/{args.knowledge_mentions}) |"
+        )
+    idle = phases[0].extra["idle_mention_ms"]
+    lines += [
+        "",
+        f"The same mentions with an empty backlog (before the first load): p50 {fmt(pct(idle, 50), 0)} ms, "
+        f"max {fmt(max(idle, default=NAN), 0)} ms ({len(idle)}/{args.knowledge_mentions} answered).",
+        "",
+    ]
+    return lines
+
+
+def splice_section(text: str, section: list[str]) -> str:
+    """results.md with its knowledge section replaced by `section` (or added before the run's last
+    line): a --knowledge-only run updates these figures and keeps the last full run's others."""
+    new = "\n".join(section) + "\n"
+    start = text.find(KNOWLEDGE_HEADING)
+    if start < 0:
+        at = text.rfind("\nWhole run:")
+        at = len(text) if at < 0 else at + 1
+        return text[:at] + new + text[at:]
+    ends = [i + 1 for i in (text.find("\n## ", start + 1), text.find("\nWhole run:", start)) if i >= 0]
+    return text[:start] + new + text[min(ends, default=len(text)) :]
 
 
 def plot(res: dict[str, Any], path: Path, args: argparse.Namespace) -> None:
@@ -904,6 +1196,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-mmpy", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-fast", action="store_true", help="skip the daemon run with the light embedder")
+    ap.add_argument(
+        "--knowledge-only",
+        action="store_true",
+        help="only the channel knowledge phases (~2 min); updates that section of results.md and raw.json",
+    )
+    ap.add_argument("--skip-knowledge", action="store_true", help="skip the channel knowledge phases")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
     ap.add_argument("--profile", action="store_true", help="py-spy the bots during the last fixed-rate phase")
     ap.add_argument(
@@ -924,14 +1222,22 @@ def main(argv: list[str] | None = None) -> int:
     args.filter_rates = [1000.0, 2500.0, 5000.0, 10000.0]
     args.filter_duration = 5.0
     args.memory_sizes = [10_000, 100_000]
+    args.knowledge_rates = [1000.0, 2000.0, 5000.0]
+    args.knowledge_duration, args.knowledge_drain, args.knowledge_mentions = 5.0, 25.0, 10
     if args.quick:
         args.duration, args.step_duration, args.filter_duration = 3.0, 3.0, 2.0
         args.steps = [200.0, 400.0]
         args.filter_rates = [1000.0, 5000.0]
         args.memories = min(args.memories, 100)
         args.memory_sizes = [10_000]
+        args.knowledge_rates = [1000.0, 5000.0]
+        args.knowledge_duration, args.knowledge_drain, args.knowledge_mentions = 2.0, 8.0, 4
+    if args.knowledge_only and args.skip_knowledge:
+        ap.error("--knowledge-only and --skip-knowledge exclude each other")
     t0 = time.monotonic()
     res = asyncio.run(run(args))
+    if args.knowledge_only:
+        return write_knowledge_only(res, args, t0)
     table, extra = report(res, args)
     out = Path(args.out)
     md = [
@@ -955,6 +1261,23 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {out / 'results.md'}, {out / 'results.png'}, {raw_dir / 'raw.json'} "
         f"({time.monotonic() - t0:.0f} s)"
     )
+    return 0
+
+
+def write_knowledge_only(res: dict[str, Any], args: argparse.Namespace, t0: float) -> int:
+    """--knowledge-only: the section spliced into results.md and `knowledge` set in raw.json, so the
+    rest of the last full run stays as it was measured."""
+    section = knowledge_report(res, args)
+    md = Path(args.out) / "results.md"
+    md.write_text(splice_section(md.read_text() if md.exists() else "# mchat-bot benchmark\n\n", section))
+    raw_file = BENCH / "out" / "raw.json"
+    raw_file.parent.mkdir(exist_ok=True)
+    raw = json.loads(raw_file.read_text()) if raw_file.exists() else {}
+    raw["knowledge"] = {"started": res["started"], "phases": [asdict(p) for p in res.get("phases", [])]}
+    raw_file.write_text(json.dumps(raw, default=str))
+    print()
+    print("\n".join(section))
+    print(f"wrote {md} (its knowledge section), {raw_file} (knowledge) ({time.monotonic() - t0:.0f} s)")
     return 0
 
 
