@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
+from mchat_bot.redaction import redact
+
 log = structlog.get_logger(__name__)
 
 # Chosen on bench/memory_quality.py (Korean recall@5, dense: 0.89 vs 0.83; LoCoMo r@10: 0.60 vs 0.38):
@@ -168,7 +170,9 @@ class LiteLLMEmbedder:
     """Any litellm embedding model by name (e.g. "openai/text-embedding-3-small", an internal endpoint).
 
     litellm is imported on first use (it takes seconds). `dim` is probed with one call when not given.
-    Methods are blocking HTTP calls with a timeout; the store runs them in a thread.
+    Methods are blocking HTTP calls with a timeout; the store runs them in a thread. What is sent
+    leaves the building, so it passes the sensitive-data filter first: questions, like stored text
+    (already masked at rest), reach the endpoint with their values masked.
     """
 
     dup_threshold = 0.92
@@ -232,14 +236,14 @@ class LiteLLMEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         lib = self._lib()
         out: list[list[float]] = []
-        items = list(texts)
+        items = [redact(t, "mask").text for t in texts]
         for i in range(0, len(items), self._batch_size):
             resp = lib.embedding(input=items[i : i + self._batch_size], **self._kwargs())
             out.extend(self._vectors(resp))
         return out
 
     def embed_query(self, text: str) -> list[float]:
-        resp = self._lib().embedding(input=[text], **self._kwargs())
+        resp = self._lib().embedding(input=[redact(text, "mask").text], **self._kwargs())
         return self._vectors(resp)[0]
 
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
@@ -248,7 +252,8 @@ class LiteLLMEmbedder:
         out: list[list[float]] = []
         items = list(texts)
         for i in range(0, len(items), self._batch_size):
-            resp = await lib.aembedding(input=items[i : i + self._batch_size], **self._kwargs())
+            batch = [redact(t, "mask").text for t in items[i : i + self._batch_size]]
+            resp = await lib.aembedding(input=batch, **self._kwargs())
             out.extend(self._vectors(resp))
         return out
 

@@ -103,6 +103,12 @@ def test_litellm_embedder_against_local_server():
         assert emb.embed_query("cc") == [2.0, 1.0, 0.0]
         assert _FakeEmbeddings.calls[-1]["auth"] == "Bearer sk-test-key"
         assert _FakeEmbeddings.calls[-1]["body"]["model"] == "test-embed"
+        # what leaves the building is masked: a question's phone number never reaches the endpoint
+        emb.embed_query("김과장 번호 010-1234-5678 맞아?")
+        emb.embed_documents(["연락처 010-9876-5432"])
+        sent = json.dumps([c["body"]["input"] for c in _FakeEmbeddings.calls[-2:]], ensure_ascii=False)
+        assert "010-1234-5678" not in sent and "010-9876-5432" not in sent
+        assert "[REDACTED:phone]" in sent
     finally:
         server.shutdown()
         server.server_close()
