@@ -40,7 +40,7 @@ soak: install
 	MCHAT_SOAK=1 $(BIN)/pytest -q tests/e2e/test_faults.py
 
 # The side-by-side benchmark: dev server, fake LLM, the daemon and mmpy_bot 2.2.1 (installed into
-# bench/.mmpy-venv on first use), load generator; writes bench/results.md and bench/results.png (~9 min;
+# bench/.mmpy-venv on first use), load generator; writes bench/results.md and bench/results.png (~15 min on a 2-core Xeon;
 # `python bench/run.py --knowledge-only`: the channel knowledge section alone, ~2.5 min).
 bench: install
 	$(BIN)/python bench/run.py
