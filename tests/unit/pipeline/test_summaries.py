@@ -333,3 +333,28 @@ async def test_another_channel_goes_to_the_asker_alone(storage: Storage) -> None
         assert refused.outcome is Outcome.REFUSED and want in refused.text and not refused.private, name
     stranger = await w.summaries.summarize(message("@ai summarize #ops", user="u2"), "#ops", "en")
     assert "that you are a member of" in stranger.text and not stranger.private
+
+
+class RecordingSink:
+    """The turn's sink: which prompts went through it (streamed into the thread)."""
+
+    def __init__(self) -> None:
+        self.prompts: list[list[dict[str, str]]] = []
+
+    async def complete(self, llm: Any, messages: list[dict[str, str]]) -> str:
+        self.prompts.append(messages)
+        return str(await llm.complete(messages))
+
+
+async def test_only_the_final_call_streams_and_never_for_another_channel(storage: Storage) -> None:
+    w = await make_world(storage)
+    await w.log.record([line(i, f"message {i}: " + "lot B moisture reading " * 4) for i in range(300)])
+    await w.log.record([line(i, f"ops note {i}", channel="c3") for i in range(5)])
+    sink = RecordingSink()
+    await w.summaries.summarize(message("@ai summarize", channel="c1"), "", "en", sink)
+    assert w.llm is not None and len(w.llm.prompts) > 2
+    assert sink.prompts == [w.llm.prompts[-1]]  # the merge, not the parts
+    assert "Merge them" in sink.prompts[0][0]["content"]
+    private_sink = RecordingSink()
+    reply = await w.summaries.summarize(message("@ai summarize #ops", user="u1"), "#ops", "en", private_sink)
+    assert reply.private and not private_sink.prompts
