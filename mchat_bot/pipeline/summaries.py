@@ -14,12 +14,14 @@ and near right for mixed text), since the bot does not know the model's tokenize
 becomes a permalink only when that line was in the prompt; any other marker is dropped. The final
 call (the only one, or the merge) streams through the turn's sink like an answer.
 
-Without an LLM the summary is extractive, and labelled so: the most central lines (the words they
-share with the rest of the period) and the lines that look like decisions, questions and tasks.
+Without an LLM (or when it fails: a summary is still useful) the summary is extractive, and
+labelled so: the most central lines (the words they share with the rest of the period) and the
+lines that look like decisions, questions and tasks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -33,7 +35,7 @@ import structlog
 
 from mchat_bot.knowledge.channels import LEARNING_TYPES, LearningChannels
 from mchat_bot.knowledge.lines import ChatLog, Line
-from mchat_bot.llm import PLACEHOLDER_NOTE
+from mchat_bot.llm import PLACEHOLDER_NOTE, LLMError
 from mchat_bot.memory.relevance import keywords
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply
@@ -45,6 +47,7 @@ from mchat_bot.redaction import redact
 log = structlog.get_logger(__name__)
 
 MAX_LINES = 20_000  # read from the log for one summary (a busy channel's month)
+PARALLEL_PARTS = 3  # parts of a long history summarised at once (a model's wait, not our CPU)
 EXTRACT_EACH = 5  # lines per section of an extractive summary
 PART_LABEL_TOKENS = 8  # "Notes on part 12:" and the blank line before it, in the merge
 _CHANNEL_REF = re.compile(r"^[#~](\S{1,64})$")  # the channel's name (its URL), as Mattermost links it
@@ -415,11 +418,28 @@ class Summaries:
         if not lines:
             return texts.summary_empty(lang, source.where, source.label)
         with_date = (lines[-1].create_at - lines[0].create_at) > 20 * 3600 * 1000
-        if self.llm is None:
-            picks = extract(lines)
-            return texts.format_extractive(
-                head, lines, picks, lang, [self.permalink(x.post_id) for x in lines], zone, with_date
-            )
+        if self.llm is not None:
+            try:
+                return await self._with_llm(self.llm, source, lang, zone, sink, head, with_date)
+            except LLMError as exc:  # counted by the LLM; the asker still gets a summary
+                log.warning("summary.llm_failed", error=str(exc)[:200])
+                head = f"{head}\n{texts.summary_llm_failed(lang)}"
+        picks = extract(lines)
+        return texts.format_extractive(
+            head, lines, picks, lang, [self.permalink(x.post_id) for x in lines], zone, with_date
+        )
+
+    async def _with_llm(
+        self,
+        llm: Completer,
+        source: Source,
+        lang: str,
+        zone: tzinfo,
+        sink: AnswerSink | None,
+        head: str,
+        with_date: bool,
+    ) -> str:
+        lines = source.lines
         the_plan = plan(
             len(lines),
             lambda kept: [entry(n, lines[i], zone, with_date) for n, i in enumerate(kept, 1)],
@@ -433,16 +453,18 @@ class Summaries:
         if len(chunks) <= 1:
             messages = single_prompt(chunks[0] if chunks else [], lang, source.where)
         else:
-            notes = []
-            for i, chunk in enumerate(chunks, 1):
-                part = map_prompt(chunk, i, len(chunks))
-                sent += prompt_tokens(part)
-                notes.append(clip(await self.llm.complete(part), the_plan.partial_tokens))
+            parts = [map_prompt(chunk, i, len(chunks)) for i, chunk in enumerate(chunks, 1)]
+            sent += sum(prompt_tokens(p) for p in parts)
+            gate = asyncio.Semaphore(PARALLEL_PARTS)
+
+            async def one_part(part: list[dict[str, str]]) -> str:
+                async with gate:
+                    return clip(await llm.complete(part), the_plan.partial_tokens)
+
+            notes = await asyncio.gather(*(one_part(p) for p in parts))
             messages = reduce_prompt(notes, lang, source.where)
         sent += prompt_tokens(messages)
-        answer = await (
-            sink.complete(self.llm, messages) if sink is not None else self.llm.complete(messages)
-        )
+        answer = await (sink.complete(llm, messages) if sink is not None else llm.complete(messages))
         self.last_tokens = sent
         log.info(
             "summary.made",

@@ -836,3 +836,11 @@ def summary_sent_privately(lang: str, where: str) -> str:
         f"🔒 {where}의 요약은 그 채널의 멤버만 볼 수 있어 본인에게만 보내 드렸습니다.",
         f"🔒 A summary of {where} is for its members: I sent it to you alone.",
     )
+
+
+def summary_llm_failed(lang: str) -> str:
+    return pick(
+        lang,
+        "_⚠️ LLM이 응답하지 않아, LLM 없이 뽑은 요약을 드립니다._",
+        "_⚠️ The language model did not respond, so here is a summary made without it._",
+    )

@@ -15,6 +15,7 @@ import pytest
 from mchat_bot.devserver.fake_llm import default_reply
 from mchat_bot.knowledge.channels import LearningChannels
 from mchat_bot.knowledge.lines import ChatLog, Line
+from mchat_bot.llm import LLMError
 from mchat_bot.pipeline.message import Outcome
 from mchat_bot.pipeline.periods import parse_period
 from mchat_bot.pipeline.router import Command, parse_request
@@ -358,3 +359,17 @@ async def test_only_the_final_call_streams_and_never_for_another_channel(storage
     private_sink = RecordingSink()
     reply = await w.summaries.summarize(message("@ai summarize #ops", user="u1"), "#ops", "en", private_sink)
     assert reply.private and not private_sink.prompts
+
+
+async def test_a_failing_llm_still_gives_the_extractive_summary(storage: Storage) -> None:
+    w = await make_world(storage)
+    await w.log.record([line(1, "Decided: we take lot B"), line(2, "Who signs the lot B order?")])
+
+    async def fails(messages: list[dict[str, str]]) -> str:
+        raise LLMError("timeout")
+
+    assert w.llm is not None
+    w.llm.complete = fails  # type: ignore[method-assign]
+    reply = await w.summaries.summarize(message("@ai summarize", channel="c1"), "", "en")
+    assert "did not respond" in reply.text and "Extractive summary (no LLM)" in reply.text
+    assert "/_redirect/pl/pc10001" in reply.text
