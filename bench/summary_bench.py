@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sqlite3
 import sys
 import tempfile
@@ -74,6 +75,7 @@ async def one_run(
             "largest_call_tokens": max(sizes, default=0) / 3,
             "links": reply["message"].count("/_redirect/pl/"),
             "sampled": "even sample" in reply["message"],
+            "read": float(m.group(1)) if (m := re.search(r"even sample of (\d+)", reply["message"])) else n,
         }
     finally:
         await stop_daemon(proc)
@@ -91,7 +93,11 @@ async def main(n: int, budget: int, chunk: int) -> None:
             with_llm = await one_run(dev, llm, folder, env, n)
             without = await one_run(dev, llm, folder, env | {"MCHAT_LLM_MODEL": ""}, n)
     held = with_llm["tokens"] <= budget
-    how = "read as an even sample (said in the answer)" if with_llm["sampled"] else "read whole"
+    how = (
+        f"read as an even sample of {with_llm['read']:,.0f} messages (said in the answer)"
+        if with_llm["sampled"]
+        else "read whole"
+    )
     md = [
         "## Summary of a day (`bench/summary_bench.py`)",
         "",
