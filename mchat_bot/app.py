@@ -54,6 +54,7 @@ from mchat_bot.pipeline.steps.feedback import Feedback
 from mchat_bot.pipeline.steps.gate import ChannelGate
 from mchat_bot.pipeline.steps.late import LateNote
 from mchat_bot.pipeline.steps.streaming import Streams
+from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
 from mchat_bot.pipeline.workers import WorkerPool
@@ -176,6 +177,17 @@ class Daemon:
                     retention_days=s.knowledge.retention_days,
                     answer_messages=s.knowledge.answer_messages,
                     on_turned_on=backfills.request,
+                ),
+                summaries=Summaries(
+                    rest,
+                    chat_log,
+                    learning,
+                    llm,
+                    bot.user_id,
+                    s.mattermost.url,
+                    chunk_tokens=s.knowledge.summary_chunk_tokens,
+                    budget_tokens=s.knowledge.summary_budget_tokens,
+                    mention=_mention(bot),
                 ),
             )
             # The one ordered list of steps every message passes, the handler last.

@@ -99,6 +99,8 @@ class KnowledgeSettings:
     backfill_days: float = 30.0  # history read when a channel starts learning (0 = none)
     answer_messages: int = 5  # channel messages given to an answer beside the memories
     batch: int = 8  # messages the background indexer reads from the log and writes to the index at once
+    summary_chunk_tokens: int = 3000  # a summary's lines go to the LLM in calls of at most this many tokens
+    summary_budget_tokens: int = 24000  # all of one summary's LLM calls together (tokens = characters / 3)
 
 
 @dataclass(slots=True)
@@ -397,6 +399,8 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "knowledge.backfill_days": (0, True, 36500),
     "knowledge.answer_messages": (0, True, 50),
     "knowledge.batch": (1, True, 1024),
+    "knowledge.summary_chunk_tokens": (500, True, 1_000_000),
+    "knowledge.summary_budget_tokens": (1000, True, 10_000_000),
     "http.max_body_bytes": (1024, True, 64 * 1024 * 1024),
     "http.header_timeout": (0, False, 300),
     "http.max_connections": (1, True, 100_000),

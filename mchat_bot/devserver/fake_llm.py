@@ -34,8 +34,42 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+SUMMARY_ROLE = "You summarise a team's chat"  # how the bot's summary prompts begin
+_CITED = re.compile(r"\[(\d{1,6})\]")
+
+
+def summary_reply(system: str, user: str) -> str:
+    """A summary that cites a few of the numbers it was given (first, middle, last, evenly), in
+    the language the prompt asks for, plus one number that was never given: the bot must drop it."""
+    numbers = sorted({int(n) for n in _CITED.findall(user)})
+    if not numbers:
+        return "-"
+    picks = sorted({numbers[round(i * (len(numbers) - 1) / 4)] for i in range(5)})
+    korean = "in Korean" in system
+    heads = (
+        ("결정 사항", "열린 질문", "할 일", "언급된 수치")
+        if korean
+        else (
+            "Decisions",
+            "Open questions",
+            "Action items",
+            "Figures mentioned",
+        )
+    )
+    out = []
+    for i, n in enumerate(picks):
+        out.append(f"### {heads[i % len(heads)]}\n- {'요점' if korean else 'Point'} {i + 1} [{n}]")
+    out.append(f"- {'기타' if korean else 'Other'} [{numbers[-1] + 50}]")
+    return "\n".join(out)
+
+
 def default_reply(messages: list[dict[str, Any]]) -> str:
-    """Cite memory [1] of the system prompt in the user's language, or say it has no memory about it."""
+    """Cite memory [1] of the system prompt in the user's language, or say it has no memory about it;
+    a summary prompt gets :func:`summary_reply`."""
+    system_text = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
+    if system_text.startswith(SUMMARY_ROLE):
+        user_text = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "user")
+        return summary_reply(system_text, user_text)
     last_user = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     korean = bool(_HANGUL.search(last_user))
     system = "\n".join(_text_of(m.get("content")) for m in messages if m.get("role") == "system")
@@ -54,6 +88,7 @@ class FakeLLM:
         self.port = port
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        self.prompt_chars = 0  # characters of every message received (tokens: see prompt_tokens)
         self._fail: list[int] = []  # statuses for the next requests
         self._delay = 0.0
         self._chunk_delay = 0.0  # seconds between streamed chunks (streaming tests)
@@ -84,8 +119,16 @@ class FakeLLM:
         else:
             self._replier = reply
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Tokens received, estimated as the bot estimates them (characters / 3, per message)."""
+        return sum(
+            -(-len(_text_of(m.get("content"))) // 3) for body in self.requests for m in body["messages"]
+        )
+
     def reset(self) -> None:
         self.requests.clear()
+        self.prompt_chars = 0
         self._fail.clear()
         self._delay = 0.0
         self._chunk_delay = 0.0
@@ -141,6 +184,7 @@ class FakeLLM:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is required", "invalid_request_error")
         self.requests.append(body)
+        self.prompt_chars += sum(len(_text_of(m.get("content"))) for m in body["messages"])
         if self._delay:
             await asyncio.sleep(self._delay)
         if self._fail:

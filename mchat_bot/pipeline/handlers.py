@@ -29,6 +29,7 @@ from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
+from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
 from mchat_bot.redaction import describe, redact
 
@@ -95,6 +96,7 @@ class Handlers:
         audience: Audience | None = None,
         relevance: Relevance | None = None,
         knowledge: ChannelKnowledge | None = None,
+        summaries: Summaries | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -113,6 +115,7 @@ class Handlers:
         self.audience = audience if audience is not None else Audience(None, bot.user_id)
         self.relevance = relevance if relevance is not None else Relevance()
         self.knowledge = knowledge
+        self.summaries = summaries
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -133,7 +136,7 @@ class Handlers:
         try:
             if isinstance(routed, Question):
                 return await self._answer(msg, routed.text, lang, sink)
-            return await self._command(msg, routed)
+            return await self._command(msg, routed, sink)
         except LLMError:
             return Reply(texts.llm_error(lang), Outcome.LLM_FAILED)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError, NameError, AssertionError):
@@ -145,7 +148,7 @@ class Handlers:
 
     # --- commands ---------------------------------------------------------------------------
 
-    async def _command(self, msg: IncomingMessage, cmd: Command) -> Reply:
+    async def _command(self, msg: IncomingMessage, cmd: Command, sink: AnswerSink | None = None) -> Reply:
         lang = cmd.lang
         if cmd.name in ("remember", "search", "history", "forget") and not cmd.arg:
             return Reply(texts.format_usage(cmd.name, lang), Outcome.REFUSED)
@@ -157,6 +160,10 @@ class Handlers:
             if self.knowledge is None:
                 return Reply(texts.learn_not_here(lang), Outcome.REFUSED)
             return await self.knowledge.learn(msg, cmd.arg, lang)
+        if cmd.name == "summarize":
+            if self.summaries is None:
+                return Reply(texts.summary_not_learning(lang, self.mention), Outcome.REFUSED)
+            return await self.summaries.summarize(msg, cmd.arg, lang, sink)
         viewer, readers = await self.audience.of(msg)
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)

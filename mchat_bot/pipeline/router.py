@@ -48,7 +48,7 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # remember | search | forget | memories | help | history | learn
+    name: str  # remember | search | forget | memories | help | history | learn | summarize
     arg: str
     lang: str  # "ko" | "en"
 
@@ -83,6 +83,15 @@ COMMANDS: dict[str, str] = {
     "이력": "history",
     "learn": "learn",
     "학습": "learn",
+    "summarize": "summarize",
+    "summarise": "summarize",
+    "summary": "summarize",
+    "요약": "summarize",
+    "요약해": "summarize",
+    "요약해줘": "summarize",
+    "정리": "summarize",
+    "정리해": "summarize",
+    "정리해줘": "summarize",
 }
 
 # `remember` scope markers: a flag (`--me`) or a Korean label with a colon (`개인: ...`).
@@ -126,8 +135,18 @@ def route(msg: IncomingMessage, bot: BotIdentity) -> Routed:
     return parse_request(text, lang)
 
 
+# Korean puts the verb last ("오늘 대화 요약해줘"): these words end a short request for a summary.
+TRAILING_SUMMARY = frozenset({"요약", "요약해", "요약해줘", "요약해주세요", "정리해줘", "정리해주세요"})
+TRAILING_MAX_WORDS = 6
+
+
 def parse_request(text: str, lang: str) -> Command | Question:
-    """The first word picks a command (``/`` or ``!`` prefix allowed); anything else is a question."""
+    """The first word picks a command (``/`` or ``!`` prefix allowed); anything else is a question,
+    but a short request ending in a summary verb (``이번 주 정리해줘``) is a summary."""
+    words = text.split()
+    if 1 < len(words) <= TRAILING_MAX_WORDS and words[-1].rstrip(".!?~") in TRAILING_SUMMARY:
+        if COMMANDS.get(words[0].lstrip("/!").lower().rstrip(":,.")) is None:
+            return Command("summarize", " ".join(words[:-1]), lang)
     first, _, rest = text.partition(" ")
     if "\n" in first:  # "remember\nline two"
         first, _, more = first.partition("\n")

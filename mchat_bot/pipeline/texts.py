@@ -14,7 +14,9 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from mchat_bot.knowledge.lines import Line
     from mchat_bot.memory.store import Hit, Memory
+    from mchat_bot.pipeline.summaries import Extract
 
 
 def pick(lang: str, ko: str, en: str) -> str:
@@ -390,6 +392,9 @@ def format_usage(command: str, lang: str) -> str:
         "history": "사용법: `@ai history <ID>` (이력)",
         "forget": "사용법: `@ai forget <ID>` 또는 `@ai forget 검색어` (후보를 보여 드립니다)",
         "learn": "사용법: `@ai 학습 켜기`, `@ai 학습 끄기` (`--forget`: 배운 내용도 삭제), `@ai 학습 상태`",
+        "summarize": (
+            "사용법: `@ai 요약` (스레드 안: 그 스레드), `@ai 요약 오늘|어제|이번 주`, `@ai 요약 #채널`"
+        ),
     }
     en = {
         "remember": "Usage: `@ai remember TEXT`",
@@ -398,6 +403,10 @@ def format_usage(command: str, lang: str) -> str:
         "forget": "Usage: `@ai forget <id>` or `@ai forget QUERY` (shows candidates)",
         "learn": (
             "Usage: `@ai learn on`, `@ai learn off` (`--forget`: delete what was learned), `@ai learn status`"
+        ),
+        "summarize": (
+            "Usage: `@ai summarize` (in a thread: that thread),"
+            " `@ai summarize today|24h|this week|since monday`, `@ai summarize #channel`"
         ),
     }
     return pick(lang, ko.get(command, ""), en.get(command, "")) or format_help(lang)
@@ -417,6 +426,8 @@ def format_help(lang: str, mention: str = "@ai") -> str:
             f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
             f"- `{mention} 학습 켜기` / `학습 끄기` (`learn on/off`, 채널 관리자):"
             " 이 채널의 대화를 배워 답에 씁니다\n"
+            f"- `{mention} 요약` (정리해줘, `summarize`): 스레드 안에서는 그 스레드를, 채널에서는"
+            " 기간(`오늘`, `어제`, `이번 주`, 기본 24시간)의 대화를 요약합니다. `#채널`로 다른 채널도\n"
             f"- `{mention} help` (도움말): 이 안내\n"
             f"- 그 밖의 말은 질문으로 보고, 기억한 내용을 근거로 출처와 함께 답합니다"
         )
@@ -431,6 +442,8 @@ def format_help(lang: str, mention: str = "@ai") -> str:
         f"- `{mention} memories`: list recent memories\n"
         f"- `{mention} history ID`: how a memory changed over time\n"
         f"- `{mention} learn on` / `learn off` (channel admins): learn from this channel's conversation\n"
+        f"- `{mention} summarize` (in a thread: the thread; in a learning channel: `today`, `24h`,"
+        " `this week`, `since monday`, by default 24 h; `#channel` for another)\n"
         f"- `{mention} help`: this text\n"
         f"- anything else is a question: I answer from what I remember and cite the sources"
     )
@@ -688,4 +701,146 @@ def backfill_progress(lang: str, kept: int, oldest_ms: int, *, done: bool) -> st
         f"📚 Reading this channel's history: {messages(kept)} so far"
         + (f", back to {back_to}" if back_to else "")
         + "…"
+    )
+
+
+# --- summaries ------------------------------------------------------------------------------------
+
+
+def _period_label(lang: str, label: str) -> str:
+    if label == "24h":
+        return pick(lang, "지난 24시간", "the last 24 hours")
+    return label
+
+
+def summary_head(lang: str, where: str, label: str, n: int) -> str:
+    """``#### 📝 #qa 요약 (오늘, 글 300개)``; a thread has no period."""
+    period = f"{_period_label(lang, label)}, " if label else ""
+    return pick(
+        lang,
+        f"#### 📝 {where} 요약 ({period}글 {n}개)",
+        f"#### 📝 Summary of {where} ({period}{messages(n)})",
+    )
+
+
+def summary_empty(lang: str, where: str, label: str) -> str:
+    period = _period_label(lang, label)
+    if not label:
+        return pick(
+            lang, f"📝 {where}에는 요약할 글이 없습니다.", f"📝 There is nothing to summarise in {where}."
+        )
+    return pick(
+        lang,
+        f"📝 {where}에는 {period} 동안 올라온 글이 없습니다.",
+        f"📝 Nothing was said in {where} in {period}.",
+    )
+
+
+def summary_sampled(lang: str, read: int, total: int) -> str:
+    return pick(
+        lang,
+        f"_글이 많아 {total}개 중 고르게 {read}개만 읽었습니다 (knowledge.summary_budget_tokens)._",
+        f"_A long history: I read an even sample of {read} of its {total} messages"
+        " (knowledge.summary_budget_tokens)._",
+    )
+
+
+def line_time(line: Line, tz: tzinfo, with_date: bool) -> str:
+    """``09:41``, or ``12-02 09:41`` when a summary spans days."""
+    at = datetime.fromtimestamp(line.create_at / 1000, tz)
+    return at.strftime("%m-%d %H:%M" if with_date else "%H:%M")
+
+
+def summary_source(n: int, line: Line, link: str, tz: tzinfo, with_date: bool) -> str:
+    """``[3] kim, 09:41 (permalink)``."""
+    return f"[{n}] {line.user_name or '?'}, {line_time(line, tz, with_date)} ({link})"
+
+
+def format_extractive(
+    head: str,
+    lines: Sequence[Line],
+    picks: Extract,
+    lang: str,
+    links: Sequence[str],
+    tz: tzinfo,
+    with_date: bool,
+) -> str:
+    """The summary without an LLM: labelled as such, each line quoted with its permalink."""
+    label = pick(
+        lang, "_LLM 없이 뽑은 요약 (원문 발췌)_", "_Extractive summary (no LLM): the messages themselves_"
+    )
+    parts = [head, label]
+    names = (
+        ("decisions", "**결정으로 보이는 글**", "**Looks like decisions**"),
+        ("questions", "**질문**", "**Questions**"),
+        ("tasks", "**할 일로 보이는 글**", "**Looks like tasks**"),
+        ("central", "**가장 많이 이어진 이야기**", "**Most central messages**"),
+    )
+    for attr, ko, en in names:
+        chosen: list[int] = getattr(picks, attr)
+        if not chosen:
+            continue
+        items = [
+            f"- {one_line(lines[i].text, 300)} — {lines[i].user_name or '?'},"
+            f" {line_time(lines[i], tz, with_date)} ({links[i]})"
+            for i in chosen
+        ]
+        parts.append("\n".join([pick(lang, ko, en), *items]))
+    return "\n\n".join(parts)
+
+
+def summary_not_in_dm(lang: str, mention: str) -> str:
+    return pick(
+        lang,
+        "📝 DM과 그룹 메시지는 학습하지 않아 요약할 기록이 없습니다."
+        f" 스레드 안에서 `{mention} 요약`을 하거나,"
+        f" 채널을 지정해 주세요 (`{mention} 요약 #채널`, 팀의 채널에서).",
+        f"📝 Direct and group messages are not kept, so there is no history to summarise. Say"
+        f" `{mention} summarize` in a thread, or name a channel"
+        f" (`{mention} summarize #channel`, in the team).",
+    )
+
+
+def summary_not_learning(lang: str, mention: str, name: str = "") -> str:
+    where = f"#{name}" if name else pick(lang, "이 채널", "this channel")
+    return pick(
+        lang,
+        f"📝 {where}은(는) 대화를 학습하지 않아 요약할 기록이 없습니다. 채널 관리자가 그 채널에서"
+        f" `{mention} 학습 켜기`를 하면 그때부터 요약할 수 있습니다 (스레드는 언제든 스레드 안에서"
+        f" `{mention} 요약`).",
+        f"📝 {where} does not learn, so I keep no history of it to summarise. A channel admin can say"
+        f" `{mention} learn on` there; summaries work from then on (a thread can always be summarised:"
+        f" `{mention} summarize` in the thread).",
+    )
+
+
+def summary_no_channel(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"📝 이 팀에 `#{name}` 채널이 없거나, 본인이 그 채널의 멤버가 아닙니다.",
+        f"📝 There is no channel `#{name}` in this team that you are a member of.",
+    )
+
+
+def summary_bot_not_in(lang: str, name: str) -> str:
+    return pick(
+        lang,
+        f"📝 저는 `#{name}` 채널에 없어 그 대화를 알지 못합니다. 채널에 초대해 주세요.",
+        f"📝 I am not in `#{name}`, so I do not know what was said there. Invite me first.",
+    )
+
+
+def summary_sent_privately(lang: str, where: str) -> str:
+    return pick(
+        lang,
+        f"🔒 {where}의 요약은 그 채널의 멤버만 볼 수 있어 본인에게만 보내 드렸습니다.",
+        f"🔒 A summary of {where} is for its members: I sent it to you alone.",
+    )
+
+
+def summary_llm_failed(lang: str) -> str:
+    return pick(
+        lang,
+        "_⚠️ LLM이 응답하지 않아, LLM 없이 뽑은 요약을 드립니다._",
+        "_⚠️ The language model did not respond, so here is a summary made without it._",
     )
