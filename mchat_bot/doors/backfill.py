@@ -26,6 +26,7 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.pacing import Dropped, Priority
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.pipeline.users import UserNames
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Backfill:
         self._bot = bot
         self._learner = learner
         self._channels = channels
-        self._names: dict[str, str] = {}
+        self._names = UserNames(lambda user_id: _paced(lambda: self._rest.get_user(user_id)))
 
     async def run(self, channel_id: str, since_ms: int, on_page: ProgressFn = _no_progress) -> Progress:
         """Read the channel back to ``since_ms`` (resuming a cursor a killed run left); the result."""
@@ -76,7 +77,7 @@ class Backfill:
             wanted = [p for p in posts if p.create_at >= since_ms and not p.delete_at and not p.original_id]
             lines = []
             for p in wanted:
-                msg = message_from_post(p, channel, await self._name(p.user_id))
+                msg = message_from_post(p, channel, await self._names.of(p.user_id))
                 if not isinstance(route(msg, self._bot), Ignore):
                     continue  # asked of the bot (a command, a question): not what the channel said
                 line = knowledge_line(self._learner, msg)
@@ -102,16 +103,6 @@ class Backfill:
                 lambda: self._rest.get_channel_posts(channel_id, before=before, per_page=PER_PAGE)
             )
         return await _paced(lambda: self._rest.get_channel_posts(channel_id, page=0, per_page=PER_PAGE))
-
-    async def _name(self, user_id: str) -> str:
-        if user_id not in self._names:
-            try:
-                self._names[user_id] = str(
-                    (await _paced(lambda: self._rest.get_user(user_id))).get("username", "")
-                )
-            except Exception:
-                return ""
-        return self._names[user_id]
 
 
 async def _paced(call: Callable[[], Awaitable[T]]) -> T:

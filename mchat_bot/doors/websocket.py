@@ -25,6 +25,7 @@ from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
+from mchat_bot.pipeline.users import UserNames
 from mchat_bot.storage import Storage
 
 log = structlog.get_logger(__name__)
@@ -57,7 +58,7 @@ class Intake:
         self._learner = learner
         self._cursor_ms = 0
         self._flushed_at = 0.0
-        self._user_names: dict[str, str] = {bot.user_id: bot.username}
+        self._user_names = UserNames(rest.get_user, {bot.user_id: bot.username})
         self.accepted = 0
         self.ignored = 0
         self._gap_since: int | None = None  # the earliest gap not yet being read
@@ -203,7 +204,7 @@ class Intake:
                 continue
             msgs = []
             for post in posts:
-                msgs.append(message_from_post(post, channel, await self._user_name(post.user_id)))
+                msgs.append(message_from_post(post, channel, await self._user_names.of(post.user_id)))
                 # a cursor flushed meanwhile is held at the gap being read (_reading_since)
                 await self._advance(post)
             found += await self.accept_many(msgs)
@@ -227,14 +228,6 @@ class Intake:
         posts = [Post.from_dict(p) for p in rows.values()]
         fresh = [p for p in posts if p.create_at > since and not p.delete_at and not p.original_id]
         return sorted(fresh, key=lambda p: p.create_at)
-
-    async def _user_name(self, user_id: str) -> str:
-        if user_id not in self._user_names:
-            try:
-                self._user_names[user_id] = (await self._rest.get_user(user_id)).get("username", "")
-            except Exception:
-                return ""
-        return self._user_names[user_id]
 
 
 def _oldest(answer: dict[str, Any]) -> tuple[str, int] | None:

@@ -20,6 +20,7 @@ from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.memory.embedder import Embedder
 from mchat_bot.memory.relevance import coverage, keywords
 from mchat_bot.memory.store import MESSAGE, AnyStore, Hit, Memory, MemoryStore, Viewer, open_store
+from mchat_bot.net.http import permalink
 
 NEIGHBOURS_BEFORE = DEFAULT_RECIPE.before
 NEIGHBOURS_AFTER = DEFAULT_RECIPE.after
@@ -65,7 +66,7 @@ class MessageIndex:
         self.tz = tz
 
     def permalink(self, post_id: str) -> str:
-        return f"{self.site_url}/_redirect/pl/{post_id}"
+        return permalink(self.site_url, post_id)
 
     def as_memory(self, line: Line, text: str) -> Memory:
         return Memory(

@@ -38,6 +38,11 @@ def timeouts(timeout: float, *, total: bool = True) -> aiohttp.ClientTimeout:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def permalink(server_url: str, post_id: str) -> str:
+    """The server's link to a post, for any of its teams (Mattermost redirects to the right one)."""
+    return f"{server_url.rstrip('/')}/_redirect/pl/{post_id}"
+
+
 def is_server_hook_url(url: str, server_url: str) -> bool:
     """``url`` has the scheme, host and port of ``server_url`` and a ``/hooks/`` path under it:
     the only URLs the bot posts to that it did not build itself (no SSRF through a request)."""

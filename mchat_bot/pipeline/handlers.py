@@ -23,6 +23,7 @@ from mchat_bot.memory import extractor
 from mchat_bot.memory.readers import Readers, may_post, split_postable
 from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
+from mchat_bot.net.http import permalink
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audience import Audience
@@ -512,7 +513,7 @@ class Handlers:
     # --- helpers ----------------------------------------------------------------------------
 
     def permalink(self, post_id: str) -> str:
-        return f"{self.site_url}/_redirect/pl/{post_id}"
+        return permalink(self.site_url, post_id)
 
 
 def _itself(memory: Memory) -> Memory:

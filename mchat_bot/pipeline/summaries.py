@@ -37,11 +37,13 @@ from mchat_bot.knowledge.channels import LEARNING_TYPES, LearningChannels
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.llm import PLACEHOLDER_NOTE, LLMError
 from mchat_bot.memory.relevance import keywords
+from mchat_bot.net.http import permalink
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply
 from mchat_bot.pipeline.periods import Period, parse_period
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.turn import AnswerSink, Completer
+from mchat_bot.pipeline.users import UserNames
 from mchat_bot.redaction import redact
 
 log = structlog.get_logger(__name__)
@@ -314,7 +316,7 @@ class Summaries:
         self.budget_tokens = budget_tokens
         self.mention = mention
         self.clock = clock
-        self._names: dict[str, str] = {}
+        self._names = UserNames(chat.get_user, fallback_to_id=True)
         self.last_tokens = 0  # what the last summary sent, estimated (logs, tests)
 
     async def summarize(
@@ -407,7 +409,7 @@ class Summaries:
                     create_at=int(post.get("create_at", 0)),
                     root_id=str(post.get("root_id", "")),
                     user_id=str(post.get("user_id", "")),
-                    user_name=await self._name(str(post.get("user_id", ""))),
+                    user_name=await self._names.of(str(post.get("user_id", ""))),
                 )
             )
         return Source(lines, texts.pick(lang, "이 스레드", "this thread"))
@@ -498,13 +500,5 @@ class Summaries:
         except (ValueError, KeyError, OSError):
             return fallback
 
-    async def _name(self, user_id: str) -> str:
-        if user_id not in self._names:
-            try:
-                self._names[user_id] = str((await self.chat.get_user(user_id)).get("username", user_id))
-            except Exception:
-                return user_id
-        return self._names[user_id]
-
     def permalink(self, post_id: str) -> str:
-        return f"{self.site_url}/_redirect/pl/{post_id}"
+        return permalink(self.site_url, post_id)

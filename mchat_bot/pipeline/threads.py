@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from mchat_bot.pipeline.ports import ChatServer
+from mchat_bot.pipeline.users import UserNames
 
 
 class RestThreadReader:
@@ -12,7 +11,7 @@ class RestThreadReader:
 
     def __init__(self, rest: ChatServer, names: dict[str, str]) -> None:
         self._rest = rest
-        self._names = names
+        self._names = UserNames(rest.get_user, names, fallback_to_id=True)
 
     async def thread_context(self, root_id: str, before_post_id: str) -> list[tuple[str, str]]:
         thread = await self._rest.get_thread(root_id)
@@ -23,9 +22,6 @@ class RestThreadReader:
                 break
             if post.get("delete_at") or str(post.get("type", "")).startswith("system_"):
                 continue
-            user_id = post.get("user_id", "")
-            if user_id not in self._names:
-                with contextlib.suppress(Exception):
-                    self._names[user_id] = (await self._rest.get_user(user_id)).get("username", user_id)
-            out.append((self._names.get(user_id, user_id), str(post.get("message", ""))))
+            name = await self._names.of(str(post.get("user_id", "")))
+            out.append((name, str(post.get("message", ""))))
         return out[-20:]

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import structlog
 
+from mchat_bot.net.http import permalink
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import detect_lang
@@ -46,7 +47,7 @@ class AskerOnly:
     def _origin(self, turn: Turn) -> str:
         """In the DM, which question it answers: a permalink, when there is a post."""
         msg = turn.msg
-        return f"↪ {self.site_url}/_redirect/pl/{msg.post_id}" if msg.has_post else ""
+        return f"↪ {permalink(self.site_url, msg.post_id)}" if msg.has_post else ""
 
     async def settle(self, turn: Turn) -> None:
         return None

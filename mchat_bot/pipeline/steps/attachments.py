@@ -16,6 +16,7 @@ from dataclasses import replace
 import structlog
 
 from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
+from mchat_bot.net.http import permalink
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.ports import ChatServer
@@ -179,7 +180,7 @@ class Attachments:
                 user_id=msg.user_id,
                 user_name=msg.user_name,
                 source_post_id=msg.post_id,
-                permalink=f"{self.site_url}/_redirect/pl/{msg.post_id}",
+                permalink=permalink(self.site_url, msg.post_id),
                 created_at=now,
             )
             for piece in pieces
