@@ -84,7 +84,8 @@ class Intake:
         other posts go to the learner (``live``: the socket's, gathered and written in batches)."""
         wanted: list[tuple[IncomingMessage, str]] = []
         learned: list[Line] = []
-        learner = self._learner
+        # nothing learns (the default): not even the per-post channel check
+        learner = self._learner if self._learner is not None and self._learner.channels.any else None
         for msg in msgs:
             routed = route(msg, self._bot)
             if isinstance(routed, Ignore):

@@ -159,7 +159,7 @@ class MessageIndex:
         ids = await self.log.of_channel(channel_id)
         for start in range(0, len(ids), 500):
             total += await self.forget(ids[start : start + 500], requeue_neighbours=False)
-        if not await self.log.of_channel(channel_id):  # none came in meanwhile
+        if not await self.log.size(channel_id):  # none came in meanwhile
             self.log.dropped(channel_id)
         return total
 

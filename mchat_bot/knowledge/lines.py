@@ -150,8 +150,14 @@ class ChatLog:
         row = await self._db.fetchone("SELECT count(*) FROM knowledge_line WHERE indexed < version")
         return int(row[0]) if row else 0
 
-    async def size(self) -> int:
-        row = await self._db.fetchone("SELECT count(*) FROM knowledge_line")
+    async def size(self, channel_id: str = "") -> int:
+        """Lines kept, in one channel or (``""``) in all."""
+        if channel_id:
+            row = await self._db.fetchone(
+                "SELECT count(*) FROM knowledge_line WHERE channel_id = ?", (channel_id,)
+            )
+        else:
+            row = await self._db.fetchone("SELECT count(*) FROM knowledge_line")
         return int(row[0]) if row else 0
 
     async def requeue(self, post_ids: Sequence[str], *, only_indexed: bool = False) -> None:

@@ -63,7 +63,7 @@ class ChannelKnowledge:
         if msg.channel_type not in LEARNING_TYPES:
             return Reply(texts.learn_not_here(lang), Outcome.REFUSED)
         if verb in STATUS_WORDS:
-            size = len(await self.index.log.of_channel(msg.channel_id))
+            size = await self.index.log.size(msg.channel_id)
             on = self.channels.learns(msg.channel_id, msg.channel_type)
             return Reply(texts.learn_status(lang, on, size, self.retention_days), Outcome.LISTED)
         if verb not in ON_WORDS and verb not in OFF_WORDS:
