@@ -3,8 +3,8 @@
 Pages go newest first, 200 posts each (the server's cap), each page asked ``before`` the oldest post
 of the last one, so posts arriving meanwhile never shift a page. After every page the cursor (that
 oldest post and its time) is saved, so a backfill killed halfway resumes where it stopped. Requests
-go at the stream-edit priority: they use only the REST budget that replies leave, and wait (never
-fail) when there is none. Posts go through the same filters as live ones (not addressed to the bot,
+go at the pacer's background priority: they use only the REST budget that replies leave, and wait
+(never fail) when there is none. Posts go through the same filters as live ones (not addressed to the bot,
 ``Learner.wants``).
 """
 
@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 
@@ -23,16 +23,14 @@ from mchat_bot.knowledge.channels import LearningChannels
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.mattermost.events import Post
 from mchat_bot.mattermost.rest import RestClient
-from mchat_bot.net.pacing import Dropped, Priority
+from mchat_bot.net.pacing import Priority
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
 from mchat_bot.pipeline.users import UserNames
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 PER_PAGE = 200  # Mattermost's maximum per_page
-BUDGET_WAIT_S = 0.25  # a page refused by the pacer (no spare budget) is asked again after this
 
 
 @dataclass(slots=True)
@@ -55,15 +53,15 @@ class Backfill:
     def __init__(
         self, rest: RestClient, learner: Learner, channels: LearningChannels, bot: BotIdentity
     ) -> None:
-        self._rest = rest.variant(priority=Priority.EDIT)
+        self._rest = rest.variant(priority=Priority.BACKGROUND)
         self._bot = bot
         self._learner = learner
         self._channels = channels
-        self._names = UserNames(lambda user_id: _paced(lambda: self._rest.get_user(user_id)))
+        self._names = UserNames(self._rest.get_user)
 
     async def run(self, channel_id: str, since_ms: int, on_page: ProgressFn = _no_progress) -> Progress:
         """Read the channel back to ``since_ms`` (resuming a cursor a killed run left); the result."""
-        channel = await _paced(lambda: self._rest.get_channel(channel_id))
+        channel = await self._rest.get_channel(channel_id)
         state = await self._channels.get(channel_id)
         before = state.backfill_before if state is not None and not state.backfill_done else ""
         progress = Progress(channel_id, oldest_ms=state.backfilled_to if state and before else 0)
@@ -99,20 +97,8 @@ class Backfill:
 
     async def _page(self, channel_id: str, before: str) -> dict[str, Any]:
         if before:
-            return await _paced(
-                lambda: self._rest.get_channel_posts(channel_id, before=before, per_page=PER_PAGE)
-            )
-        return await _paced(lambda: self._rest.get_channel_posts(channel_id, page=0, per_page=PER_PAGE))
-
-
-async def _paced(call: Callable[[], Awaitable[T]]) -> T:
-    """A call at the backfill's priority: refused by the pacer while replies need the budget, so
-    asked again until it goes (nothing reached the server when it was refused)."""
-    while True:
-        try:
-            return await call()
-        except Dropped:
-            await asyncio.sleep(BUDGET_WAIT_S)
+            return await self._rest.get_channel_posts(channel_id, before=before, per_page=PER_PAGE)
+        return await self._rest.get_channel_posts(channel_id, page=0, per_page=PER_PAGE)
 
 
 def since_ms(days: float) -> int:

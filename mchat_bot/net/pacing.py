@@ -18,6 +18,9 @@ Priorities, highest first:
   streaming step stretches its interval by :meth:`Pacer.budget`.
 - ``COURTESY``: typing, reactions, greetings. They go only while a third of the budget is spare and no
   reply waits, else ``Dropped``: they are the first thing given up under pressure.
+- ``BACKGROUND``: work that may take its time but must not be lost (a channel's history read for
+  channel knowledge). Like a stream edit it goes only when a token is free and no reply waits, but
+  it waits for that instead of being dropped.
 
 No project imports: the REST client wires it to the wire and to the metrics.
 """
@@ -40,6 +43,7 @@ RESERVE_SHARE = 0.05  # ...at most this share of it (a small bucket keeps almost
 COURTESY_SHARE = 1 / 3  # courtesy calls go only while this share of a bucket is spare
 SILENT_ANSWERS = 3  # answers in a row without rate headers: the server's limiter is off
 UNKNOWN_RATE = 1.0  # tokens/s assumed before the answers prove a refill rate (only ever too low)
+BACKGROUND_RECHECK_S = 0.05  # a background call waiting behind replies looks again this often
 ESTIMATE_WINDOW_S = 30.0  # a proven rate is remembered for one to two windows (a limit may change)
 
 
@@ -47,6 +51,7 @@ class Priority(enum.IntEnum):
     REPLY = 0
     EDIT = 1
     COURTESY = 2
+    BACKGROUND = 3
 
 
 class Dropped(Exception):
@@ -162,6 +167,8 @@ class Pacer:
         cannot go at once. Returns the ticket for :meth:`observe`."""
         if not self._queue and self._shortfall(priority)[0] <= 0:
             return self._take()
+        if priority is Priority.BACKGROUND:
+            return await self._when_spare(priority)
         if priority is not Priority.REPLY:
             raise Dropped(priority)
         started = self._clock()
@@ -187,6 +194,18 @@ class Pacer:
         ticket = self._take()
         self.on_wait(source, self._clock() - started)
         return ticket
+
+    async def _when_spare(self, priority: Priority) -> int:
+        """Wait until no reply waits and the budget a call of ``priority`` may spend is there."""
+        started = self._clock()
+        while True:
+            wait, source = self._shortfall(priority)
+            if not self._queue and wait <= 0:
+                ticket = self._take()
+                self.on_wait(source, self._clock() - started)
+                return ticket
+            # while replies queue, look again soon: they are let go one by one
+            await asyncio.sleep(max(wait, BACKGROUND_RECHECK_S))
 
     def spare(self, priority: Priority = Priority.COURTESY) -> float:
         """Tokens a call of ``priority`` may spend right now (0 while a reply waits or after a 429)."""

@@ -210,3 +210,22 @@ def test_rates_must_be_positive() -> None:
         Pacer(safety_rate=0)
     with pytest.raises(ValueError):
         Pacer(cap_rate=-1)
+
+
+async def test_a_background_call_waits_for_spare_budget_and_goes_after_waiting_replies() -> None:
+    pacer = Pacer(safety_rate=20)
+    for _ in range(20):
+        await pacer.acquire()
+    with pytest.raises(Dropped):
+        await pacer.acquire(EDIT)  # an edit is dropped when no token is free...
+    order: list[str] = []
+
+    async def call(name: str, priority: Priority) -> None:
+        await pacer.acquire(priority)
+        order.append(name)
+
+    background = asyncio.create_task(call("background", Priority.BACKGROUND))  # ...a background call waits
+    await asyncio.sleep(0)
+    replies = [asyncio.create_task(call(f"reply{i}", Priority.REPLY)) for i in range(2)]
+    await asyncio.wait_for(asyncio.gather(background, *replies), 5)
+    assert order == ["reply0", "reply1", "background"]  # it never goes before a reply that waits
