@@ -47,6 +47,7 @@ from mchat_bot.pipeline.listeners.follow import Follower
 from mchat_bot.pipeline.listeners.knowledge import KnowledgeFollower
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.self_service import SelfService
 from mchat_bot.pipeline.steps.asker_only import AskerOnly
 from mchat_bot.pipeline.steps.attachments import Attachments
 from mchat_bot.pipeline.steps.audit import AuditStep
@@ -189,6 +190,7 @@ class Daemon:
                     budget_tokens=s.knowledge.summary_budget_tokens,
                     mention=_mention(bot),
                 ),
+                self_service=SelfService(store, rest),
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]

@@ -1,5 +1,7 @@
 """remember / search / forget / memories / help / answer: one routed message in, one typed reply out.
 
+``my memories`` and ``export`` are answered by :mod:`mchat_bot.pipeline.self_service`.
+
 A handler always returns something to post: a failing store or LLM becomes a short apology in the
 asker's language (outcome ``failed``/``llm_failed``), never silence. The reply names the memory ids
 it stored, deleted, superseded or showed, for the audit step. Only programming errors escape
@@ -30,6 +32,7 @@ from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
+from mchat_bot.pipeline.self_service import SelfService
 from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
 from mchat_bot.redaction import describe, redact
@@ -98,6 +101,7 @@ class Handlers:
         relevance: Relevance | None = None,
         knowledge: ChannelKnowledge | None = None,
         summaries: Summaries | None = None,
+        self_service: SelfService | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -117,6 +121,7 @@ class Handlers:
         self.relevance = relevance if relevance is not None else Relevance()
         self.knowledge = knowledge
         self.summaries = summaries
+        self.self_service = self_service if self_service is not None else SelfService(store, None, tz=tz)
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -165,6 +170,10 @@ class Handlers:
             if self.summaries is None:
                 return Reply(texts.summary_not_learning(lang, self.mention), Outcome.REFUSED)
             return await self.summaries.summarize(msg, cmd.arg, lang, sink)
+        if cmd.name == "my_memories":
+            return await self.self_service.my_memories(msg, lang, self.mention)
+        if cmd.name == "export":
+            return await self.self_service.export(msg, lang, self.mention)
         viewer, readers = await self.audience.of(msg)
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)

@@ -48,7 +48,7 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # remember | search | forget | memories | help | history | learn | summarize
+    name: str  # remember | search | ... | summarize | my_memories | export
     arg: str
     lang: str  # "ko" | "en"
 
@@ -83,6 +83,8 @@ COMMANDS: dict[str, str] = {
     "이력": "history",
     "learn": "learn",
     "학습": "learn",
+    "export": "export",
+    "내보내기": "export",
     "summarize": "summarize",
     "summarise": "summarize",
     "summary": "summarize",
@@ -93,6 +95,18 @@ COMMANDS: dict[str, str] = {
     "정리해": "summarize",
     "정리해줘": "summarize",
 }
+
+# Two-word commands, said alone (``my memories``): "my memories from last week?" stays a question.
+PHRASES: dict[tuple[str, ...], str] = {
+    ("my", "memories"): "my_memories",
+    ("my", "memory"): "my_memories",
+    ("내", "메모리"): "my_memories",
+    ("나의", "메모리"): "my_memories",
+}
+# Said after a phrase, they still make it the command: "내 메모리 보여줘".
+PHRASE_VERBS = frozenset({"보여줘", "보여줘요", "보여주세요", "목록", "please"})
+# Commands that take no argument: with one, the text is a question ("export the report to PDF?").
+SOLO = frozenset({"export"})
 
 # `remember` scope markers: a flag (`--me`) or a Korean label with a colon (`개인: ...`).
 SCOPE_MARKERS: dict[str, Scope] = {
@@ -144,6 +158,9 @@ def parse_request(text: str, lang: str) -> Command | Question:
     """The first word picks a command (``/`` or ``!`` prefix allowed); anything else is a question,
     but a short request ending in a summary verb (``이번 주 정리해줘``) is a summary."""
     words = text.split()
+    phrase = tuple(w.lstrip("/!").lower().rstrip(":,.!?") for w in words)
+    if phrase in PHRASES or (len(phrase) == 3 and phrase[:2] in PHRASES and phrase[2] in PHRASE_VERBS):
+        return Command(PHRASES[phrase[:2]], "", lang)
     if 1 < len(words) <= TRAILING_MAX_WORDS and words[-1].rstrip(".!?~") in TRAILING_SUMMARY:
         if COMMANDS.get(words[0].lstrip("/!").lower().rstrip(":,.")) is None:
             return Command("summarize", " ".join(words[:-1]), lang)
@@ -153,7 +170,7 @@ def parse_request(text: str, lang: str) -> Command | Question:
         rest = more + (" " + rest if rest else "")
     word = first.lstrip("/!").lower().rstrip(":,.")
     name = COMMANDS.get(word)
-    if name is None:
+    if name is None or (name in SOLO and rest.strip()):
         return Question(text, lang)
     return Command(name, rest.strip(), lang)
 

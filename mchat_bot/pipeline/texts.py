@@ -271,7 +271,7 @@ def format_sensitive_refused(kinds: str, lang: str) -> str:
     )
 
 
-def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
+def memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
     score_txt = f" ({score:.2f})" if score is not None else ""
     was_txt = f" {was}" if was else ""
     if memory.is_message:  # a channel message: no id to forget, a link to the post instead
@@ -315,7 +315,7 @@ def format_search(
     head = pick(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
     prev = previous or {}
     lines = [
-        _memory_line(
+        memory_line(
             i,
             h.memory,
             tz,
@@ -332,7 +332,7 @@ def format_memories(memories: Sequence[Memory], lang: str, tz: tzinfo | None = N
     if not memories:
         return pick(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
     head = pick(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
-    return "\n".join([head, *(_memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
+    return "\n".join([head, *(memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
 
 
 def format_forgotten(memory: Memory, lang: str) -> str:
@@ -380,7 +380,7 @@ def format_forget_candidates(query: str, hits: Sequence[Hit], lang: str, tz: tzi
         "#### 🗑️ 삭제할 메모리의 ID를 골라 주세요 (아직 아무것도 삭제하지 않았습니다)",
         "#### 🗑️ Which memory should I forget? (nothing deleted yet)",
     )
-    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    lines = [memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
     tail = pick(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
     return "\n".join([head, *lines, "", tail])
 
@@ -424,6 +424,8 @@ def format_help(lang: str, mention: str = "@ai") -> str:
             f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
             f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
             f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
+            f"- `{mention} 내 메모리` (`my memories`, DM에서): 내가 쓴 메모리와 개인 메모리를 범위별로\n"
+            f"- `{mention} 내보내기` (`export`, DM에서): 그 메모리 전부(이전 버전 포함)를 JSONL 파일로\n"
             f"- `{mention} 학습 켜기` / `학습 끄기` (`learn on/off`, 채널 관리자):"
             " 이 채널의 대화를 배워 답에 씁니다\n"
             f"- `{mention} 요약` (정리해줘, `summarize`): 스레드 안에서는 그 스레드를, 채널에서는"
@@ -441,6 +443,8 @@ def format_help(lang: str, mention: str = "@ai") -> str:
         f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
         f"- `{mention} memories`: list recent memories\n"
         f"- `{mention} history ID`: how a memory changed over time\n"
+        f"- `{mention} my memories` (in the DM): the memories you wrote and your personal ones, by scope\n"
+        f"- `{mention} export` (in the DM): all of them (earlier versions too) as a JSONL file\n"
         f"- `{mention} learn on` / `learn off` (channel admins): learn from this channel's conversation\n"
         f"- `{mention} summarize` (in a thread: the thread; in a learning channel: `today`, `24h`,"
         " `this week`, `since monday`, by default 24 h; `#channel` for another)\n"
