@@ -38,6 +38,7 @@ from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
+from mchat_bot.pipeline.forget_me import ForgetMe
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
@@ -191,6 +192,7 @@ class Daemon:
                     mention=_mention(bot),
                 ),
                 self_service=SelfService(store, rest),
+                forget_me=ForgetMe(store, index=message_index, inbox=inbox, audit=audit),
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]

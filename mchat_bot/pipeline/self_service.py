@@ -67,53 +67,21 @@ def by_scope(memories: Sequence[Memory]) -> dict[str, list[Memory]]:
 def format_mine(groups: dict[str, list[Memory]], lang: str, tz: tzinfo | None, per_scope: int) -> str:
     total = sum(len(v) for v in groups.values())
     if not total:
-        return texts.pick(
-            lang,
-            "📋 내가 만든 메모리나 개인 메모리가 아직 없습니다.",
-            "📋 You have no memories yet (none written by you, none personal).",
-        )
-    lines = [texts.pick(lang, f"#### 📋 내 메모리 ({total})", f"#### 📋 Your memories ({total})")]
+        return texts.mine_empty(lang)
+    lines = [texts.mine_head(lang, total)]
     for scope, items in groups.items():
         if not items:
             continue
-        lines += ["", f"**{_scope_name(scope, lang)}** ({len(items)})"]
+        lines += ["", f"**{texts.scope_name(scope, lang)}** ({len(items)})"]
         lines += [texts.memory_line(i, m, tz) for i, m in enumerate(items[:per_scope], 1)]
         rest = len(items) - per_scope
         if rest > 0:
-            lines.append(texts.pick(lang, f"…외 {rest}개", f"…and {rest} more"))
-    lines += [
-        "",
-        texts.pick(
-            lang,
-            "현재 버전만 보입니다. 전부(이전 버전 포함) 받으려면 `내보내기`.",
-            "Current versions only. For all of them (earlier versions too): `export`.",
-        ),
-    ]
-    return "\n".join(lines)
-
-
-def _scope_name(scope: str, lang: str) -> str:
-    names = {
-        "user": ("개인", "Personal"),
-        "channel": ("채널", "Channel"),
-        "team": ("팀", "Team"),
-    }
-    ko, en = names.get(scope, (scope, scope))
-    return texts.pick(lang, ko, en)
+            lines.append(texts.more_items(lang, rest))
+    return "\n".join([*lines, "", texts.mine_footer(lang)])
 
 
 def to_jsonl(memories: Sequence[Memory]) -> bytes:
     return "".join(json.dumps(to_json(m), ensure_ascii=False) + "\n" for m in memories).encode("utf-8")
-
-
-def only_in_dm(lang: str, mention: str, command: str) -> str:
-    return texts.pick(
-        lang,
-        f"🔒 `{command}`은(는) 봇과의 1:1 DM에서만 됩니다 (개인 메모리가 보이기 때문입니다). "
-        f"DM에서 `{mention} {command}`라고 보내 주세요.",
-        f"🔒 `{command}` works only in your direct message with the bot (it shows personal memories). "
-        f"Send `{mention} {command}` there.",
-    )
 
 
 class SelfService:
@@ -133,7 +101,7 @@ class SelfService:
     async def my_memories(self, msg: IncomingMessage, lang: str, mention: str) -> Reply:
         if msg.channel_type != "D":
             name = texts.pick(lang, "내 메모리", "my memories")
-            return Reply(only_in_dm(lang, mention, name), Outcome.REFUSED)
+            return Reply(texts.only_in_dm(lang, mention, name), Outcome.REFUSED)
         mine = await own_memories(self.store, msg.user_id, current_only=True)
         groups = by_scope(mine)
         shown = [m for items in groups.values() for m in items[: self.per_scope]]
@@ -142,12 +110,11 @@ class SelfService:
 
     async def export(self, msg: IncomingMessage, lang: str, mention: str) -> Reply:
         if msg.channel_type != "D":
-            return Reply(only_in_dm(lang, mention, texts.pick(lang, "내보내기", "export")), Outcome.REFUSED)
-        if self.chat is None:
             return Reply(
-                texts.pick(lang, "이 봇은 파일을 올릴 수 없습니다.", "This bot cannot upload files here."),
-                Outcome.REFUSED,
+                texts.only_in_dm(lang, mention, texts.pick(lang, "내보내기", "export")), Outcome.REFUSED
             )
+        if self.chat is None:
+            return Reply(texts.cannot_upload(lang), Outcome.REFUSED)
         mine = await own_memories(self.store, msg.user_id, current_only=False)
         if not mine:
             return Reply(format_mine({}, lang, self.tz, self.per_scope), Outcome.NOTHING_FOUND)
@@ -155,14 +122,7 @@ class SelfService:
         name = f"memories-{day}.jsonl"
         info = await self.chat.upload_file(msg.channel_id, name, to_jsonl(mine), "application/x-ndjson")
         current = sum(1 for m in mine if m.current)
-        caption = texts.pick(
-            lang,
-            f"📦 내 메모리 {len(mine)}개 (현재 {current}개, 이전 버전 {len(mine) - current}개)를 JSONL로"
-            " 내보냈습니다. 관리자는 `mchat-bot memory import`로 다시 넣을 수 있습니다.",
-            f"📦 Your {len(mine)} memories ({current} current, {len(mine) - current} earlier versions) as"
-            " JSONL, the format `mchat-bot memory import` reads.",
-        )
-        await self.chat.create_post(msg.channel_id, caption, root_id=msg.root_id, file_ids=[str(info["id"])])
         log.info("memory.exported", count=len(mine), file_id=info.get("id"))
-        # the post carrying the file is the answer: nothing more to post, the ids go to the audit
-        return Reply("", Outcome.LISTED, unique(*(m.id for m in mine)))
+        # the reply carries the file (the writer posts it in the thread, once, like any part)
+        text = texts.export_caption(lang, len(mine), current)
+        return Reply(text, Outcome.LISTED, unique(*(m.id for m in mine)), file_ids=(str(info["id"]),))

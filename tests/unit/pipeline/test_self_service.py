@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
 
-from mchat_bot.memory.store import Memory, new_memory_id
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.message import Outcome
 from mchat_bot.pipeline.router import Command, Question, parse_request
@@ -13,48 +11,11 @@ from mchat_bot.pipeline.self_service import SelfService, by_scope, own_memories
 from mchat_bot.pipeline.steps.audit import audit_outcome
 from mchat_bot.pipeline.texts import short_id
 from tests.support.chat import FakeChat
-from tests.support.factories import BOT, SITE, answer
-
-KIM, LEE = "u_kim", "u_lee"
+from tests.support.factories import BOT, KIM, SITE, answer, in_dm, mem, seed
 
 
 def handlers(store, chat: FakeChat | None = None, per_scope: int = 50) -> Handlers:
     return Handlers(store, None, BOT, SITE, self_service=SelfService(store, chat, per_scope=per_scope))
-
-
-def mem(text: str, scope: str, user: str, *, channel: str = "c1", team: str = "t1", **kw) -> Memory:
-    return Memory(
-        id=new_memory_id(),
-        text=text,
-        scope=scope,  # type: ignore[arg-type]
-        team_id=team,
-        channel_id=channel,
-        user_id=user,
-        user_name=user,
-        **kw,
-    )
-
-
-async def seed(store) -> dict[str, Memory]:
-    now = time.time()
-    made = {
-        "kim_personal": mem("kim likes green tea", "user", KIM),
-        "kim_channel": mem("the release is on Friday", "channel", KIM),
-        "kim_team": mem("the office moves in March", "team", KIM),
-        "kim_left": mem("the old project used Java", "channel", KIM, channel="c_left"),
-        "lee_channel": mem("lee's channel note about the budget", "channel", LEE),
-        "lee_personal": mem("lee prefers coffee", "user", LEE),
-        "lee_team": mem("lee's team note about parking", "team", LEE),
-    }
-    old = mem("the release is on Thursday", "channel", KIM, created_at=now - 100)
-    made["kim_old"] = old
-    await store.add_many(list(made.values()))
-    await store.supersede(old.id, made["kim_channel"].id, now)
-    return made
-
-
-async def in_dm(h: Handlers, text: str, user: str = KIM):
-    return await answer(h, text, channel=f"dm_{user}", user=user, name=user, team="", ctype="D")
 
 
 def test_routing_two_word_command_and_questions() -> None:
@@ -129,12 +90,12 @@ async def test_export_posts_a_jsonl_file_of_every_version_in_the_dm(store) -> No
     made = await seed(store)
     chat = FakeChat()
     reply = await in_dm(handlers(store, chat), "export")
-    assert reply.outcome is Outcome.LISTED and reply.text == ""  # the post carrying the file is the answer
+    assert reply.outcome is Outcome.LISTED and len(reply.file_ids) == 1  # the writer posts it
     assert audit_outcome("export", reply) == "ok"
-    [post] = chat.posts.values()
-    assert post["channel_id"] == f"dm_{KIM}" and len(post["file_ids"]) == 1
-    assert "5" in post["message"] and "1 earlier" in post["message"]
-    data = await chat.get_file(post["file_ids"][0], 1 << 20)
+    assert not chat.posts  # nothing posted by the handler itself
+    assert (await chat.get_file_info(reply.file_ids[0]))["channel_id"] == f"dm_{KIM}"
+    assert "5" in reply.text and "1 earlier" in reply.text
+    data = await chat.get_file(reply.file_ids[0], 1 << 20)
     rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
     mine = {made[k].id for k in ("kim_personal", "kim_channel", "kim_team", "kim_left", "kim_old")}
     assert {r["id"] for r in rows} == mine == set(reply.memory_ids)
@@ -148,10 +109,9 @@ async def test_export_rows_are_what_memory_import_reads(store) -> None:
 
     made = await seed(store)
     chat = FakeChat()
-    await in_dm(handlers(store, chat), "내보내기")
-    [post] = chat.posts.values()
-    assert "내보냈습니다" in post["message"]
-    data = await chat.get_file(post["file_ids"][0], 1 << 20)
+    reply = await in_dm(handlers(store, chat), "내보내기")
+    assert "내보냈습니다" in reply.text
+    data = await chat.get_file(reply.file_ids[0], 1 << 20)
     back = [from_json(json.loads(line), n) for n, line in enumerate(data.decode().splitlines(), 1)]
     by_id = {m.id: m for m in back}
     for key in ("kim_personal", "kim_channel", "kim_old"):
