@@ -38,6 +38,7 @@ from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
+from mchat_bot.pipeline.forget_me import ForgetMe
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
@@ -47,6 +48,7 @@ from mchat_bot.pipeline.listeners.follow import Follower
 from mchat_bot.pipeline.listeners.knowledge import KnowledgeFollower
 from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.pipeline.self_service import SelfService
 from mchat_bot.pipeline.steps.asker_only import AskerOnly
 from mchat_bot.pipeline.steps.attachments import Attachments
 from mchat_bot.pipeline.steps.audit import AuditStep
@@ -189,6 +191,8 @@ class Daemon:
                     budget_tokens=s.knowledge.summary_budget_tokens,
                     mention=_mention(bot),
                 ),
+                self_service=SelfService(store, rest),
+                forget_me=ForgetMe(store, index=message_index, inbox=inbox, audit=audit),
             )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mchat_bot.cli.settings import EXIT_CONFIG
+from mchat_bot.memory.jsonl import iso, to_json
 from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import SCOPES, AnyStore, Memory, Selection, Viewer, new_memory_id
 
@@ -178,10 +179,6 @@ def _selection(args: argparse.Namespace, **kw: Any) -> Selection:
 # -- conversions ---------------------------------------------------------------------------------------
 
 
-def _iso(ts: float) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts and ts > 0 else None
-
-
 def _epoch(value: Any, field: str, line: int) -> float:
     if value in (None, "", 0):
         return 0.0
@@ -194,26 +191,6 @@ def _epoch(value: Any, field: str, line: int) -> float:
             raise _Exit(f"line {line}: {field}: not an ISO 8601 time: {value!r:.40}") from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
     raise _Exit(f"line {line}: {field}: expected an ISO 8601 string")
-
-
-def to_json(m: Memory) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "text": m.text,
-        "scope": m.scope,
-        "team_id": m.team_id,
-        "channel_id": m.channel_id,
-        "user_id": m.user_id,
-        "category": m.category,
-        "created_at": _iso(m.created_at),
-        "valid_until": _iso(m.valid_until),
-        "source_post_id": m.source_post_id,
-        "user_name": m.user_name,
-        "permalink": m.permalink,
-        "replaces": m.replaces,
-        "superseded_by": m.superseded_by,
-        "valid_from": _iso(m.valid_from),
-    }
 
 
 def from_json(row: Any, line: int) -> Memory:
@@ -282,9 +259,9 @@ def _progress(total: int | None, desc: str, quiet: bool) -> Any:
 
 
 def _line(m: Memory) -> str:
-    state = "" if m.current else f" [until {_iso(m.valid_until)}, superseded by {m.superseded_by}]"
+    state = "" if m.current else f" [until {iso(m.valid_until)}, superseded by {m.superseded_by}]"
     where = {"channel": m.channel_id, "user": f"{m.user_id}@{m.team_id or 'dm'}", "team": m.team_id}[m.scope]
-    when = (_iso(m.created_at) or "")[:19]
+    when = (iso(m.created_at) or "")[:19]
     return f"{m.id}\t{m.scope}:{where}\t{when}\t{m.category}\t{' '.join(m.text.split())}{state}"
 
 

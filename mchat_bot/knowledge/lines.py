@@ -128,6 +128,13 @@ class ChatLog:
         )
         return [str(r[0]) for r in rows]
 
+    async def of_user(self, user_id: str) -> list[tuple[str, str]]:
+        """(post id, channel id) of every line ``user_id`` wrote, in any channel."""
+        rows = await self._db.fetchall(
+            "SELECT post_id, channel_id FROM knowledge_line WHERE user_id = ?", (user_id,)
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
     async def backlog(self, limit: int) -> list[Line]:
         """Lines whose current version is not in the index yet, newest first (what was just said is
         what people ask about; a backfill's older lines are found by keywords meanwhile)."""

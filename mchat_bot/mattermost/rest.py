@@ -481,6 +481,33 @@ class RestClient:
     async def get_file_info(self, file_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/files/{file_id}/info")
 
+    async def upload_file(
+        self, channel_id: str, filename: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        """Upload one file to a channel (``POST /files``, multipart); its file info (``id`` to post).
+        One try; an unreachable server raises MattermostUnavailable."""
+        path = "/files"
+        form = aiohttp.FormData()
+        form.add_field("channel_id", channel_id)
+        form.add_field("files", data, filename=filename, content_type=content_type)
+        ticket = await self._pace("POST", path)
+        try:
+            async with self._http().post(
+                self.base_url + path, data=form, allow_redirects=False, proxy=self._http_session.proxy
+            ) as resp:
+                answer = _Answer(resp, await resp.read())
+        except aiohttp.InvalidURL:
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            raise MattermostUnavailable(f"POST {path}: {exc.__class__.__name__}") from exc
+        self._learn(ticket, answer)
+        if not answer.ok:
+            raise answer.error()
+        infos = (answer.decoded() or {}).get("file_infos") or []
+        if not infos:
+            raise MattermostUnavailable(f"POST {path}: no file_infos in the answer")
+        return dict(infos[0])
+
     async def get_file(self, file_id: str, max_bytes: int) -> bytes:
         """A file's content, read as a stream and abandoned past ``max_bytes`` (ValueError).
         One try; an unreachable server raises MattermostUnavailable."""

@@ -235,6 +235,18 @@ class _Candidate:
     score: float = 0.0
 
 
+async def restore_previous(store: MemoryStore, forgotten: Memory) -> bool:
+    """Forgetting the newest version of a fact makes the version it replaced current again."""
+    if not forgotten.replaces:
+        return False
+    old = await store.get(forgotten.replaces)
+    if old is None or old.superseded_by != forgotten.id:
+        return False
+    await store.set_fields(old.id, {"valid_until": 0.0, "superseded_by": "", "updated_at": time.time()})
+    log.info("memory.restored", memory_id=old.id)
+    return True
+
+
 def recency_rerank(
     cands: list[_Candidate],
     threshold: float,

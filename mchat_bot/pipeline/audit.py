@@ -149,6 +149,14 @@ class Audit:
         out.reverse()
         return out
 
+    async def forget_details(self, user_id: str) -> int:
+        """Blank the text snippets of ``user_id``'s rows (``forget me``): the actions stay, who did
+        them and when, never what they wrote; how many rows had one."""
+        rows = await self.storage.execute_returning(
+            "UPDATE audit_log SET detail = '' WHERE user_id = ? AND detail != '' RETURNING id", (user_id,)
+        )
+        return len(rows)
+
     async def prune(self, now: float | None = None) -> int:
         """Delete rows older than the retention period; returns how many."""
         cutoff = (now if now is not None else time.time()) - self.retention_days * DAY_S

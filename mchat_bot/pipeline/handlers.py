@@ -1,5 +1,8 @@
 """remember / search / forget / memories / help / answer: one routed message in, one typed reply out.
 
+``my memories`` and ``export`` are answered by :mod:`mchat_bot.pipeline.self_service`, ``forget me``
+by :mod:`mchat_bot.pipeline.forget_me`.
+
 A handler always returns something to post: a failing store or LLM becomes a short apology in the
 asker's language (outcome ``failed``/``llm_failed``), never silence. The reply names the memory ids
 it stored, deleted, superseded or showed, for the audit step. Only programming errors escape
@@ -22,14 +25,25 @@ from mchat_bot.llm import LLMError
 from mchat_bot.memory import extractor
 from mchat_bot.memory.readers import Readers, may_post, split_postable
 from mchat_bot.memory.relevance import Relevance
-from mchat_bot.memory.store import Hit, Memory, MemoryStore, Scope, Viewer, is_visible, new_memory_id
+from mchat_bot.memory.store import (
+    Hit,
+    Memory,
+    MemoryStore,
+    Scope,
+    Viewer,
+    is_visible,
+    new_memory_id,
+    restore_previous,
+)
 from mchat_bot.net.http import permalink
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audience import Audience
+from mchat_bot.pipeline.forget_me import ForgetMe
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import BotIdentity, Command, Ignore, Question, Routed, parse_scope, route
+from mchat_bot.pipeline.self_service import SelfService
 from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.turn import AnswerSink, Completer, Turn
 from mchat_bot.redaction import describe, redact
@@ -98,6 +112,8 @@ class Handlers:
         relevance: Relevance | None = None,
         knowledge: ChannelKnowledge | None = None,
         summaries: Summaries | None = None,
+        self_service: SelfService | None = None,
+        forget_me: ForgetMe | None = None,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -117,6 +133,8 @@ class Handlers:
         self.relevance = relevance if relevance is not None else Relevance()
         self.knowledge = knowledge
         self.summaries = summaries
+        self.self_service = self_service if self_service is not None else SelfService(store, None, tz=tz)
+        self.forget_me = forget_me if forget_me is not None else ForgetMe(store, tz=tz)
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -165,6 +183,12 @@ class Handlers:
             if self.summaries is None:
                 return Reply(texts.summary_not_learning(lang, self.mention), Outcome.REFUSED)
             return await self.summaries.summarize(msg, cmd.arg, lang, sink)
+        if cmd.name == "my_memories":
+            return await self.self_service.my_memories(msg, lang, self.mention)
+        if cmd.name == "export":
+            return await self.self_service.export(msg, lang, self.mention)
+        if cmd.name == "forget_me":
+            return await self.forget_me.handle(msg, cmd.arg, lang, self.mention)
         viewer, readers = await self.audience.of(msg)
         if cmd.name == "memories":
             shown = await self.store.recent(viewer, limit=10)
@@ -331,7 +355,7 @@ class Handlers:
             if isinstance(found, Memory):
                 if await self.store.delete(found.id):
                     log.info("memory.forgotten", memory_id=found.id, channel_id=viewer.channel_id)
-                    await self._restore_previous(found)
+                    await restore_previous(self.store, found)
                     done = Reply(texts.format_forgotten(found, lang), Outcome.FORGOTTEN, (found.id,))
                     if may_post(found, readers):
                         return done
@@ -369,17 +393,6 @@ class Handlers:
         if len(matches) > 1:
             return "ambiguous"
         return matches[0] if matches else None
-
-    async def _restore_previous(self, forgotten: Memory) -> None:
-        """Forgetting the newest version of a fact makes the version it replaced current again."""
-        if not forgotten.replaces:
-            return
-        old = await self.store.get(forgotten.replaces)
-        if old is not None and old.superseded_by == forgotten.id:
-            await self.store.set_fields(
-                old.id, {"valid_until": 0.0, "superseded_by": "", "updated_at": time.time()}
-            )
-            log.info("memory.restored", memory_id=old.id)
 
     async def _history(self, viewer: Viewer, readers: Readers, arg: str, lang: str) -> Reply:
         ref = arg.strip().strip("`")

@@ -41,8 +41,9 @@ def thread_key(msg: IncomingMessage) -> str:
 
 
 _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_at)"
-# What a finished item keeps: its ids and times for dedupe, never the words or the answer.
-_SCRUB = "payload = json_set(payload, '$.message', ''), reply = NULL"
+# What a finished item keeps: its ids and times for dedupe; nothing of the message (its words, who
+# wrote it), nothing of the answer. Nothing reads a finished item's payload.
+_SCRUB = "payload = '{}', reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
 # One statement: pick the due items (the oldest pending post of each thread that has no claimed
@@ -240,6 +241,14 @@ class Inbox:
                 log.info("inbox.pruned", items=pruned, retention_days=retention_days)
             await self.storage.checkpoint()
             await asyncio.sleep(every)
+
+    async def scrub_finished(self) -> int:
+        """Blank every finished item that still holds its message (rows finished before finished
+        items were blanked whole); how many. ``forget me`` runs it so no old row names the asker."""
+        rows = await self.storage.execute_returning(
+            f"UPDATE inbox SET {_SCRUB} WHERE state IN ('done', 'failed') AND payload != '{{}}' RETURNING seq"
+        )
+        return len(rows)
 
     async def record_sent(self, source_post_id: str, part: int, reply_post_id: str) -> None:
         """A part is posted; committed when this returns (one statement, one hop)."""

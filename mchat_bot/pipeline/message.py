@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -84,10 +85,25 @@ class Reply:
     # alone, never in ``text``; ``private_fallback`` is posted instead when that cannot be done
     private: str = ""
     private_fallback: str = ""
+    file_ids: tuple[str, ...] = ()  # uploaded files the first part carries (an export)
 
     @classmethod
     def nothing(cls) -> Reply:
         return cls("", Outcome.IGNORED)
+
+    def saved_form(self) -> str:
+        """What the inbox keeps for a retry: the text, with the file ids when there are any (a
+        retry must not post the text without the file it was about)."""
+        if not self.file_ids:
+            return self.text
+        return SAVED_WITH_FILES + json.dumps({"text": self.text, "file_ids": list(self.file_ids)})
+
+    @classmethod
+    def from_saved(cls, saved: str) -> Reply:
+        if saved.startswith(SAVED_WITH_FILES):
+            data = json.loads(saved[len(SAVED_WITH_FILES) :])
+            return cls(str(data["text"]), Outcome.RESENT, file_ids=tuple(map(str, data["file_ids"])))
+        return cls(saved, Outcome.RESENT)
 
     @property
     def empty(self) -> bool:
@@ -104,6 +120,9 @@ class Reply:
             "\n\n".join(t for t in (self.private, other.private) if t),
             self.private_fallback or other.private_fallback,
         )
+
+
+SAVED_WITH_FILES = "\x1e"  # a record separator: no reply text starts with one
 
 
 def unique(*ids: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ what the pipeline asks of Mattermost. ``RestClient`` satisfies it as it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 
@@ -34,6 +35,7 @@ class ChatServer(Protocol):
         root_id: str = "",
         props: dict[str, Any] | None = None,
         pending_post_id: str | None = None,
+        file_ids: Sequence[str] | None = None,
     ) -> dict[str, Any]: ...
     async def create_ephemeral_post(
         self, user_id: str, channel_id: str, message: str, *, root_id: str = ""
@@ -55,3 +57,6 @@ class ChatServer(Protocol):
     async def remove_reaction(self, user_id: str, post_id: str, emoji_name: str) -> Any: ...
     async def get_file_info(self, file_id: str) -> dict[str, Any]: ...
     async def get_file(self, file_id: str, max_bytes: int) -> bytes: ...
+    async def upload_file(
+        self, channel_id: str, filename: str, data: bytes, content_type: str = ...
+    ) -> dict[str, Any]: ...

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,7 +143,7 @@ class ReplyWriter:
             return await self._outgoing_late(msg, text)
         if self.edit_sent_parts:
             await self._finalize(turn, text)
-        return await self.post_parts(msg, text)
+        return await self.post_parts(msg, text, turn.reply.file_ids if turn.reply is not None else ())
 
     # --- the asker alone ----------------------------------------------------------------------
 
@@ -182,8 +183,9 @@ class ReplyWriter:
 
     # --- the thread ---------------------------------------------------------------------------
 
-    async def post_parts(self, msg: IncomingMessage, text: str) -> list[str]:
-        """Post the missing parts in the asker's thread; the reply post ids of all parts, in order."""
+    async def post_parts(self, msg: IncomingMessage, text: str, file_ids: Sequence[str] = ()) -> list[str]:
+        """Post the missing parts in the asker's thread (the first one carries ``file_ids``); the
+        reply post ids of all parts, in order."""
         parts = split_message(text, self.limit)
         sent = await self.inbox.sent_parts(msg.post_id)
         ids: list[str] = []
@@ -191,10 +193,12 @@ class ReplyWriter:
             if i in sent:
                 ids.append(sent[i])
                 continue
-            ids.append(await self.create_part(msg, i, part))
+            ids.append(await self.create_part(msg, i, part, file_ids=file_ids if i == 0 else ()))
         return ids
 
-    async def create_part(self, msg: IncomingMessage, part: int, text: str, *, via: Any = None) -> str:
+    async def create_part(
+        self, msg: IncomingMessage, part: int, text: str, *, via: Any = None, file_ids: Sequence[str] = ()
+    ) -> str:
         """Post one part with its markers and write it to the sent-log; ``via``: another client."""
         server = via if via is not None else self.server
         post = await server.create_post(
@@ -203,6 +207,7 @@ class ReplyWriter:
             root_id=msg.thread_root,
             props=markers(msg.post_id, part),
             pending_post_id=pending_id(msg.post_id, part),
+            file_ids=file_ids or None,
         )
         reply_id = str(post.get("id", "")) if isinstance(post, dict) else ""
         await self.inbox.record_sent(msg.post_id, part, reply_id)

@@ -48,7 +48,7 @@ class Ignore:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    name: str  # remember | search | forget | memories | help | history | learn | summarize
+    name: str  # remember | search | ... | summarize | my_memories | export | forget_me
     arg: str
     lang: str  # "ko" | "en"
 
@@ -83,6 +83,8 @@ COMMANDS: dict[str, str] = {
     "이력": "history",
     "learn": "learn",
     "학습": "learn",
+    "export": "export",
+    "내보내기": "export",
     "summarize": "summarize",
     "summarise": "summarize",
     "summary": "summarize",
@@ -93,6 +95,18 @@ COMMANDS: dict[str, str] = {
     "정리해": "summarize",
     "정리해줘": "summarize",
 }
+
+# Two-word commands, said alone (``my memories``): "my memories from last week?" stays a question.
+PHRASES: dict[tuple[str, ...], str] = {
+    ("my", "memories"): "my_memories",
+    ("my", "memory"): "my_memories",
+    ("내", "메모리"): "my_memories",
+    ("나의", "메모리"): "my_memories",
+}
+# Said after a phrase, they still make it the command: "내 메모리 보여줘".
+PHRASE_VERBS = frozenset({"보여줘", "보여줘요", "보여주세요", "목록", "please"})
+# Commands that take no argument: with one, the text is a question ("export the report to PDF?").
+SOLO = frozenset({"export"})
 
 # `remember` scope markers: a flag (`--me`) or a Korean label with a colon (`개인: ...`).
 SCOPE_MARKERS: dict[str, Scope] = {
@@ -135,6 +149,32 @@ def route(msg: IncomingMessage, bot: BotIdentity) -> Routed:
     return parse_request(text, lang)
 
 
+# `forget me` / `나를 잊어줘`, then only confirmation words (`forget me confirm all`); any other
+# word after it makes it an ordinary `forget QUERY` ("forget me not" is a search).
+FORGET_ME = frozenset(
+    {("forget", "me"), ("forget-me",), ("나를", "잊어줘"), ("나를", "잊어"), ("날", "잊어줘")}
+)
+CONFIRM_WORDS = frozenset({"confirm", "yes", "확인", "네"})
+ALL_WORDS = frozenset({"all", "everything", "전부", "모두", "다"})
+
+
+def parse_choice(arg: str) -> tuple[bool, bool] | None:
+    """(confirmed, everything) from the words after ``forget me``; None if they are something else."""
+    words = {w.strip(".,!?").lower() for w in arg.split()}
+    if not words <= CONFIRM_WORDS | ALL_WORDS:
+        return None
+    return bool(words & CONFIRM_WORDS), bool(words & ALL_WORDS)
+
+
+def _forget_me(phrase: tuple[str, ...]) -> str | None:
+    """The words after a ``forget me`` opening, or None when the text is not one."""
+    for n in (1, 2):
+        if phrase[:n] in FORGET_ME:
+            rest = " ".join(phrase[n:])
+            return rest if parse_choice(rest) is not None else None
+    return None
+
+
 # Korean puts the verb last ("오늘 대화 요약해줘"): these words end a short request for a summary.
 TRAILING_SUMMARY = frozenset({"요약", "요약해", "요약해줘", "요약해주세요", "정리해줘", "정리해주세요"})
 TRAILING_MAX_WORDS = 6
@@ -144,6 +184,12 @@ def parse_request(text: str, lang: str) -> Command | Question:
     """The first word picks a command (``/`` or ``!`` prefix allowed); anything else is a question,
     but a short request ending in a summary verb (``이번 주 정리해줘``) is a summary."""
     words = text.split()
+    phrase = tuple(w.lstrip("/!").lower().rstrip(":,.!?") for w in words)
+    if phrase in PHRASES or (len(phrase) == 3 and phrase[:2] in PHRASES and phrase[2] in PHRASE_VERBS):
+        return Command(PHRASES[phrase[:2]], "", lang)
+    choice = _forget_me(phrase)
+    if choice is not None:
+        return Command("forget_me", choice, lang)
     if 1 < len(words) <= TRAILING_MAX_WORDS and words[-1].rstrip(".!?~") in TRAILING_SUMMARY:
         if COMMANDS.get(words[0].lstrip("/!").lower().rstrip(":,.")) is None:
             return Command("summarize", " ".join(words[:-1]), lang)
@@ -153,7 +199,7 @@ def parse_request(text: str, lang: str) -> Command | Question:
         rest = more + (" " + rest if rest else "")
     word = first.lstrip("/!").lower().rstrip(":,.")
     name = COMMANDS.get(word)
-    if name is None:
+    if name is None or (name in SOLO and rest.strip()):
         return Question(text, lang)
     return Command(name, rest.strip(), lang)
 

@@ -271,7 +271,7 @@ def format_sensitive_refused(kinds: str, lang: str) -> str:
     )
 
 
-def _memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
+def memory_line(i: int, memory: Memory, tz: tzinfo | None, score: float | None = None, was: str = "") -> str:
     score_txt = f" ({score:.2f})" if score is not None else ""
     was_txt = f" {was}" if was else ""
     if memory.is_message:  # a channel message: no id to forget, a link to the post instead
@@ -315,7 +315,7 @@ def format_search(
     head = pick(lang, f"#### 🔎 검색 결과: {q}", f"#### 🔎 Search results: {q}")
     prev = previous or {}
     lines = [
-        _memory_line(
+        memory_line(
             i,
             h.memory,
             tz,
@@ -332,7 +332,7 @@ def format_memories(memories: Sequence[Memory], lang: str, tz: tzinfo | None = N
     if not memories:
         return pick(lang, "📋 여기서 볼 수 있는 메모리가 아직 없습니다.", "📋 No memories saved here yet.")
     head = pick(lang, f"#### 📋 최근 메모리 ({len(memories)})", f"#### 📋 Recent memories ({len(memories)})")
-    return "\n".join([head, *(_memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
+    return "\n".join([head, *(memory_line(i, m, tz) for i, m in enumerate(memories, 1))])
 
 
 def format_forgotten(memory: Memory, lang: str) -> str:
@@ -380,7 +380,7 @@ def format_forget_candidates(query: str, hits: Sequence[Hit], lang: str, tz: tzi
         "#### 🗑️ 삭제할 메모리의 ID를 골라 주세요 (아직 아무것도 삭제하지 않았습니다)",
         "#### 🗑️ Which memory should I forget? (nothing deleted yet)",
     )
-    lines = [_memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
+    lines = [memory_line(i, h.memory, tz, h.score) for i, h in enumerate(hits, 1)]
     tail = pick(lang, "삭제하려면: `@ai forget <ID>`", "To delete one: `@ai forget <id>`")
     return "\n".join([head, *lines, "", tail])
 
@@ -424,6 +424,10 @@ def format_help(lang: str, mention: str = "@ai") -> str:
             f"- `{mention} forget ID` (삭제, 잊어): 메모리를 삭제합니다. 검색어를 주면 후보만 보여 줍니다\n"
             f"- `{mention} memories` (목록): 최근 메모리를 보여 줍니다\n"
             f"- `{mention} history ID` (이력): 메모리가 어떻게 바뀌어 왔는지 보여 줍니다\n"
+            f"- `{mention} 내 메모리` (`my memories`, DM에서): 내가 쓴 메모리와 개인 메모리를 범위별로\n"
+            f"- `{mention} 내보내기` (`export`, DM에서): 그 메모리 전부(이전 버전 포함)를 JSONL 파일로\n"
+            f"- `{mention} 나를 잊어줘` (`forget me`, DM에서): 개인 메모리와 학습된 대화 속 내 메시지를"
+            " 지웁니다 (먼저 무엇을 지울지 보여 주고, `확인`해야 지웁니다)\n"
             f"- `{mention} 학습 켜기` / `학습 끄기` (`learn on/off`, 채널 관리자):"
             " 이 채널의 대화를 배워 답에 씁니다\n"
             f"- `{mention} 요약` (정리해줘, `summarize`): 스레드 안에서는 그 스레드를, 채널에서는"
@@ -441,6 +445,10 @@ def format_help(lang: str, mention: str = "@ai") -> str:
         f"- `{mention} forget ID`: delete a memory; with a query, only show candidates\n"
         f"- `{mention} memories`: list recent memories\n"
         f"- `{mention} history ID`: how a memory changed over time\n"
+        f"- `{mention} my memories` (in the DM): the memories you wrote and your personal ones, by scope\n"
+        f"- `{mention} export` (in the DM): all of them (earlier versions too) as a JSONL file\n"
+        f"- `{mention} forget me` (in the DM): delete your personal memories and your messages in the"
+        " learned conversations (it shows what first; `forget me confirm` deletes)\n"
         f"- `{mention} learn on` / `learn off` (channel admins): learn from this channel's conversation\n"
         f"- `{mention} summarize` (in a thread: the thread; in a learning channel: `today`, `24h`,"
         " `this week`, `since monday`, by default 24 h; `#channel` for another)\n"
@@ -844,3 +852,172 @@ def summary_llm_failed(lang: str) -> str:
         "_⚠️ LLM이 응답하지 않아, LLM 없이 뽑은 요약을 드립니다._",
         "_⚠️ The language model did not respond, so here is a summary made without it._",
     )
+
+
+# -- self-service: my memories, export, forget me ------------------------------------------------
+
+
+def scope_name(scope: str, lang: str) -> str:
+    names = {"user": ("개인", "Personal"), "channel": ("채널", "Channel"), "team": ("팀", "Team")}
+    ko, en = names.get(scope, (scope, scope))
+    return pick(lang, ko, en)
+
+
+def mine_empty(lang: str) -> str:
+    return pick(
+        lang,
+        "📋 내가 만든 메모리나 개인 메모리가 아직 없습니다.",
+        "📋 You have no memories yet (none written by you, none personal).",
+    )
+
+
+def mine_head(lang: str, total: int) -> str:
+    return pick(lang, f"#### 📋 내 메모리 ({total})", f"#### 📋 Your memories ({total})")
+
+
+def more_items(lang: str, rest: int) -> str:
+    return pick(lang, f"…외 {rest}개", f"…and {rest} more")
+
+
+def mine_footer(lang: str) -> str:
+    return pick(
+        lang,
+        "현재 버전만 보입니다. 전부(이전 버전 포함) 받으려면 `내보내기`.",
+        "Current versions only. For all of them (earlier versions too): `export`.",
+    )
+
+
+def only_in_dm(lang: str, mention: str, command: str) -> str:
+    return pick(
+        lang,
+        f"🔒 `{command}`은(는) 봇과의 1:1 DM에서만 됩니다 (개인 메모리가 보이기 때문입니다). "
+        f"DM에서 `{mention} {command}`라고 보내 주세요.",
+        f"🔒 `{command}` works only in your direct message with the bot (it shows personal memories). "
+        f"Send `{mention} {command}` there.",
+    )
+
+
+def cannot_upload(lang: str) -> str:
+    return pick(lang, "이 봇은 여기에 파일을 올릴 수 없습니다.", "This bot cannot upload files here.")
+
+
+def export_caption(lang: str, total: int, current: int) -> str:
+    return pick(
+        lang,
+        f"📦 내 메모리 {total}개 (현재 {current}개, 이전 버전 {total - current}개)를 JSONL로"
+        " 내보냈습니다. 관리자는 `mchat-bot memory import`로 다시 넣을 수 있습니다.",
+        f"📦 Your {total} memories ({current} current, {total - current} earlier versions) as"
+        " JSONL, the format `mchat-bot memory import` reads.",
+    )
+
+
+def forget_me_command(lang: str, *, confirm: bool = False, everything: bool = False) -> str:
+    ko = "나를 잊어줘" + (" 확인" if confirm else "") + (" 전부" if everything else "")
+    en = "forget me" + (" confirm" if confirm else "") + (" all" if everything else "")
+    return pick(lang, ko, en)
+
+
+def forget_me_nothing(lang: str) -> str:
+    return pick(
+        lang,
+        "🧹 지울 것이 없습니다: 개인 메모리도, 학습된 대화 속 내 메시지도,"
+        " 내가 쓴 채널·팀 메모리도 없습니다.",
+        "🧹 Nothing to forget: no personal memories, none of your messages in the learned channels,"
+        " no channel or team memories written by you.",
+    )
+
+
+def forget_me_preview(
+    lang: str,
+    mention: str,
+    *,
+    personal: int,
+    messages_n: int,
+    channels: int,
+    authored: Sequence[str],
+    authored_total: int,
+) -> str:
+    """What ``forget me`` would delete, and how to confirm (nothing is deleted yet)."""
+    lines = [
+        pick(
+            lang,
+            "#### 🧹 나를 잊기: 아래를 삭제합니다 (아직 아무것도 지우지 않았습니다)",
+            "#### 🧹 Forget me: this is what would be deleted (nothing deleted yet)",
+        ),
+        pick(
+            lang,
+            f"- 개인 메모리 {personal}개 (이전 버전 포함)",
+            f"- {personal} personal memories (earlier versions too)",
+        ),
+        pick(
+            lang,
+            f"- 학습된 대화 속 내 메시지 {messages_n}개 (채널 {channels}곳)",
+            f"- {messages(messages_n)} of yours in the learned conversations ({channels} channels)",
+        ),
+    ]
+    if authored_total:
+        lines += [
+            "",
+            pick(
+                lang,
+                f"내가 쓴 채널·팀 메모리 {authored_total}개는 다른 사람도 쓰는 것이라 따로 고릅니다:",
+                f"The {authored_total} channel and team memories you wrote are shared with others;"
+                " you choose:",
+            ),
+            *authored,
+        ]
+        if authored_total > len(authored):
+            lines.append(more_items(lang, authored_total - len(authored)))
+    confirm = forget_me_command(lang, confirm=True)
+    everything = forget_me_command(lang, confirm=True, everything=True)
+    lines += [
+        "",
+        pick(
+            lang,
+            f"확인하려면 `{mention} {confirm}`"
+            + (f", 채널·팀 메모리까지 지우려면 `{mention} {everything}`." if authored_total else "."),
+            f"To confirm: `{mention} {confirm}`"
+            + (
+                f"; to delete the channel and team memories too: `{mention} {everything}`."
+                if authored_total
+                else "."
+            ),
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def forget_me_receipt(
+    lang: str, *, personal: int, messages_n: int, channels: int, authored: int, kept: int
+) -> str:
+    """What ``forget me`` deleted, by kind (counts only: the audit keeps these, never the texts)."""
+    lines = [
+        pick(lang, "#### 🧹 잊었습니다", "#### 🧹 Forgotten"),
+        pick(lang, f"- 개인 메모리 {personal}개", f"- {personal} personal memories"),
+        pick(
+            lang,
+            f"- 학습된 대화 속 내 메시지 {messages_n}개 (채널 {channels}곳)",
+            f"- {messages(messages_n)} of yours in the learned conversations ({channels} channels)",
+        ),
+        pick(
+            lang,
+            f"- 내가 쓴 채널·팀 메모리 {authored}개",
+            f"- {authored} channel and team memories you wrote",
+        ),
+    ]
+    if kept:
+        lines.append(
+            pick(
+                lang,
+                f"채널·팀 메모리 {kept}개는 남겨 두었습니다 (`forget ID`로 하나씩 지울 수 있습니다).",
+                f"{kept} channel and team memories were kept (`forget ID` deletes one).",
+            )
+        )
+    lines.append(
+        pick(
+            lang,
+            "감사 기록에는 이 작업과 개수만 남고, 내용은 남지 않습니다.",
+            "The audit log keeps this action and the counts, never the texts.",
+        )
+    )
+    return "\n".join(lines)

@@ -60,7 +60,7 @@ class Turn:
         """A new turn, routed here once; ``saved_reply`` is the text an earlier attempt computed."""
         turn = cls(msg, route(msg, bot))
         if saved_reply is not None:
-            turn.reply, turn.resent = Reply(saved_reply, Outcome.RESENT), True
+            turn.reply, turn.resent = Reply.from_saved(saved_reply), True
         return turn
 
     @property

@@ -191,8 +191,8 @@ class WorkerPool:
                 )
                 return
             self.stats.handled += 1
-            if turn.text.strip():  # nothing to send is acked at once: no reply to keep for a retry
-                await self.inbox.save_reply(msg.post_id, turn.text)
+            if turn.reply is not None and turn.text.strip():  # nothing to send: acked at once
+                await self.inbox.save_reply(msg.post_id, turn.reply.saved_form())
         if not turn.text.strip():
             self.writer.nothing(turn)
             await self.inbox.ack(msg.post_id)

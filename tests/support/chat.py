@@ -40,6 +40,7 @@ class FakeChat:
     edits: list[str] = field(default_factory=list)  # post ids, once per edit
     fail: list[int] = field(default_factory=list)
     lose_answers: int = 0
+    files: dict[str, tuple[dict[str, Any], bytes]] = field(default_factory=dict)  # id -> (info, data)
     calls: int = 0
     limiter: Any = field(default_factory=_Bucket)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -59,6 +60,7 @@ class FakeChat:
         root_id: str = "",
         props: dict[str, Any] | None = None,
         pending_post_id: str | None = None,
+        file_ids: list[str] | None = None,
     ) -> dict[str, Any]:
         self.calls += 1
         await asyncio.sleep(0)
@@ -71,6 +73,7 @@ class FakeChat:
             "root_id": root_id,
             "props": dict(props or {}),
             "pending_post_id": pending_post_id,
+            "file_ids": list(file_ids or []),
             "delete_at": 0,
         }
         self.posts[post["id"]] = post
@@ -123,8 +126,19 @@ class FakeChat:
         if emoji_name in self.reactions.get(post_id, []):
             self.reactions[post_id].remove(emoji_name)
 
+    async def upload_file(
+        self, channel_id: str, filename: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        info = {"id": f"f{next(self._ids)}", "channel_id": channel_id, "name": filename, "size": len(data)}
+        self.files[info["id"]] = (info, data)
+        return info
+
     async def get_file_info(self, file_id: str) -> dict[str, Any]:
+        if file_id in self.files:
+            return self.files[file_id][0]
         raise ChatError(404)
 
     async def get_file(self, file_id: str, max_bytes: int) -> bytes:
+        if file_id in self.files:
+            return self.files[file_id][1]
         raise ChatError(404)

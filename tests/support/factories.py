@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.llm import LLM
+from mchat_bot.memory.store import Memory, MemoryStore, new_memory_id
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.message import ChannelType, IncomingMessage, Reply
 from mchat_bot.pipeline.router import BotIdentity, route
@@ -60,3 +62,43 @@ async def answer(h: Handlers, text: str, **kw: object) -> Reply:
 def llm_for(fake: FakeLLM, timeout: float = 5.0) -> LLM:
     """The real LLM client pointed at the fake LLM server, with quick retries."""
     return LLM("openai/fake", f"{fake.url}/v1", "k", timeout=timeout, retry_base=0.01)
+
+
+# -- the memories of two people (self-service: my memories, export, forget me) --
+
+KIM, LEE = "u_kim", "u_lee"
+
+
+def mem(text: str, scope: str, user: str, *, channel: str = "c1", team: str = "t1", **kw: Any) -> Memory:
+    return Memory(
+        id=new_memory_id(),
+        text=text,
+        scope=scope,  # type: ignore[arg-type]
+        team_id=team,
+        channel_id=channel,
+        user_id=user,
+        user_name=user,
+        **kw,
+    )
+
+
+async def seed(store: MemoryStore) -> dict[str, Memory]:
+    now = time.time()
+    made = {
+        "kim_personal": mem("kim likes green tea", "user", KIM),
+        "kim_channel": mem("the release is on Friday", "channel", KIM),
+        "kim_team": mem("the office moves in March", "team", KIM),
+        "kim_left": mem("the old project used Java", "channel", KIM, channel="c_left"),
+        "lee_channel": mem("lee's channel note about the budget", "channel", LEE),
+        "lee_personal": mem("lee prefers coffee", "user", LEE),
+        "lee_team": mem("lee's team note about parking", "team", LEE),
+    }
+    old = mem("the release is on Thursday", "channel", KIM, created_at=now - 100)
+    made["kim_old"] = old
+    await store.add_many(list(made.values()))
+    await store.supersede(old.id, made["kim_channel"].id, now)
+    return made
+
+
+async def in_dm(h: Handlers, text: str, user: str = KIM) -> Reply:
+    return await answer(h, text, channel=f"dm_{user}", user=user, name=user, team="", ctype="D")

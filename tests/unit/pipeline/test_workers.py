@@ -46,6 +46,7 @@ class Poster:
         root_id: str = "",
         props: dict[str, Any] | None = None,
         pending_post_id: str | None = None,
+        file_ids: Any = None,
     ) -> dict[str, Any]:
         self.calls += 1
         await asyncio.sleep(0)
