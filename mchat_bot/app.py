@@ -134,6 +134,7 @@ class Daemon:
                     s.llm.timeout,
                     client=s.llm.client,
                     mask_sensitive=s.llm.mask_sensitive,
+                    cooldown=s.llm.cooldown,
                 )
             doors = WebDoors(s, storage, inbox, rest, bot)
             writer = ReplyWriter(
@@ -261,7 +262,7 @@ class Daemon:
             metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox
             metrics.LIVE.memory_counts = store.count_by_scope
             metrics.LIVE.knowledge_sizes = chat_log.sizes
-            metrics.prime(s.llm.model)
+            metrics.prime(llm.model if llm is not None else "")
             health.install(doors.server.app, readiness)
             doors.bind()  # a busy port fails the start-up before any part runs
             log.info("http_listening", host=doors.server.host, port=doors.server.port)

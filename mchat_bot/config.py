@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """A setting is missing, unknown or of the wrong type; the message names the key."""
 
 
+class OneOrMany(list[str]):
+    """A setting that is one string or a list of them (``model = "a"`` or ``model = ["a", "b"]``);
+    an empty string is none."""
+
+
 class Secret:
     """A string that never shows itself in repr/str, so it cannot leak through logs."""
 
@@ -68,12 +73,14 @@ class MattermostSettings:
 
 @dataclass(slots=True)
 class LLMSettings:
-    model: str = ""
-    api_base: str = ""
+    # one model, or several deployments (every model at every api_base) balanced with failover
+    model: OneOrMany = field(default_factory=OneOrMany)
+    api_base: OneOrMany = field(default_factory=OneOrMany)
     api_key: Secret = field(default_factory=Secret)
     timeout: float = 60.0
     client: str = "auto"  # "auto": openai/ models over a direct HTTP client, others litellm; "litellm"
     mask_sensitive: bool = True  # questions, threads and memories pass the sensitive filter before the LLM
+    cooldown: float = 30.0  # seconds a deployment that failed is left out (with several deployments)
 
 
 @dataclass(slots=True)
@@ -212,6 +219,8 @@ def _type_name(tp: Any) -> str:
         return "string"
     if tp is Path:
         return "path (string)"
+    if tp is OneOrMany:
+        return "string or list of strings"
     origin = typing.get_origin(tp)
     if origin is list:
         return "list of strings"
@@ -230,6 +239,11 @@ def _coerce(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
             raise ConfigError(f"{key}: expected a {want}, got {type(value).__name__}")
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base_dir / path)
+    if tp is OneOrMany:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise ConfigError(f"{key}: expected a {want}, got {value!r:.60}")
+        return OneOrMany(v.strip() for v in items if v.strip())
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -254,7 +268,7 @@ def _coerce(key: str, tp: Any, value: Any, base_dir: Path) -> Any:
 
 def _parse_env(key: str, env_name: str, tp: Any, raw: str) -> Any:
     """Turn an environment string into the TOML-like value the field expects."""
-    if typing.get_origin(tp) is list:
+    if typing.get_origin(tp) is list or tp is OneOrMany:
         raw = raw.strip()
         if raw.startswith("["):
             try:

@@ -11,6 +11,11 @@ OpenAI SDK's, so one policy holds on both paths: 429, 5xx and connection errors 
 (``max_tries`` in all, waits growing by a factor 2); anything else, and a try that runs past
 ``timeout``, ends the call with :class:`LLMError`.
 
+Several deployments (``llm.model`` and ``llm.api_base`` may each be a list; :mod:`mchat_bot.llm_pool`)
+share the load: the direct path picks them in turn and fails over at once to another when a try fails
+retryably (that one cools down); the litellm path gives them to litellm's Router, with its retries
+off (ours apply) and its cooldowns on. A timeout still ends the call, and cools that deployment.
+
 Every call's messages pass :func:`mask_messages` first, the one seam between the bot and the model: with
 ``mask_sensitive`` (the default) the sensitive-data filter masks them, since the model may be an
 outside provider; and a prompt holding a placeholder tells the model what it means.
@@ -23,13 +28,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 import aiohttp
 import structlog
 
+from mchat_bot.llm_pool import Deployment, DeploymentPool, deployments_of
 from mchat_bot.net.retry import RetryPolicy, is_transient
 from mchat_bot.observe import metrics
 from mchat_bot.redaction import PLACEHOLDER, redact
@@ -43,6 +49,7 @@ _DRAIN_LIMIT = 65_536  # characters read after [DONE] to keep the connection; be
 _POOL_SIZE = 32  # connections to the model endpoint at most (kept alive 30 s)
 _MAX_ERROR_BODY = 64 * 1024  # an error answer is read (to free the connection), never kept whole
 _MASK_INLINE_CHARS = 4000  # longer prompts are masked in a thread (a few ms per 16k characters)
+_ROUTER_GROUP = "mchat"  # the one model group litellm's Router balances
 
 PLACEHOLDER_NOTE = (
     "Some values are hidden from you and replaced by placeholders such as [REDACTED:phone] (kinds: "
@@ -154,8 +161,8 @@ class LLM:
 
     def __init__(
         self,
-        model: str,
-        api_base: str = "",
+        model: str | Sequence[str],
+        api_base: str | Sequence[str] = "",
         api_key: str = "",
         timeout: float = 60.0,
         max_tries: int = 3,
@@ -165,30 +172,35 @@ class LLM:
         max_tokens: int | None = 1024,
         client: str = "auto",
         mask_sensitive: bool = True,
+        cooldown: float = 30.0,
     ) -> None:
-        if not model:
+        deployments = deployments_of(model, api_base)
+        if not deployments:
             raise ValueError("LLM model name is empty")
         if client not in CLIENTS:
             raise ValueError(f"LLM client must be one of {', '.join(CLIENTS)}, got {client!r}")
-        self.model = model
-        self.api_base = api_base
+        self.pool = DeploymentPool(deployments, cooldown)
+        self.model = deployments[0].model  # the name in logs and metrics
+        self.api_base = deployments[0].api_base
         self._api_key = api_key  # never logged, never in repr
         self.timeout = timeout
-        self.max_tries = max(1, max_tries)
+        # one try more per extra deployment: each gets its chance before the policy gives up
+        self.max_tries = max(1, max_tries) + len(deployments) - 1
         self.retry_base = retry_base
         self.policy = RetryPolicy(
             first_delay=retry_base, max_delay=8 * retry_base, tries=self.max_tries, retryable=_retryable
         )
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.direct = client == "auto" and model.startswith(_DIRECT_PREFIX)
+        self.direct = client == "auto" and all(d.model.startswith(_DIRECT_PREFIX) for d in deployments)
         self.mask_sensitive = mask_sensitive
         self._warm: asyncio.Task[ModuleType] | None = None
         self._http: aiohttp.ClientSession | None = None
-        self._url = ""
+        self._router: Any = None
 
     def __repr__(self) -> str:
-        return f"LLM(model={self.model!r}, api_base={self.api_base!r})"
+        names = ", ".join(map(str, self.pool.deployments))
+        return f"LLM(model={self.model!r}, api_base={self.api_base!r}, deployments=[{names}])"
 
     async def warm_up(self) -> None:
         """Import litellm in a worker thread (or open the direct client) before the first question."""
@@ -211,19 +223,48 @@ class LLM:
         return await asyncio.shield(self._warm)
 
     def _request(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        """The acompletion arguments shared by the plain and the streaming call."""
+        """The acompletion arguments shared by the plain and the streaming call (one deployment;
+        several go through the Router, which holds their model, base and key)."""
         kwargs: dict[str, Any] = {
-            "model": self.model,
+            "model": self.model if self._router is None else _ROUTER_GROUP,
             "messages": messages,
             "timeout": self.timeout,
             "num_retries": 0,
             "max_retries": 0,  # the OpenAI SDK would retry on its own otherwise
         }
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self._api_key:
-            kwargs["api_key"] = self._api_key
+        if self._router is None:
+            if self.api_base:
+                kwargs["api_base"] = self.api_base
+            if self._api_key:
+                kwargs["api_key"] = self._api_key
         return kwargs | self._sampling()
+
+    async def _litellm(self) -> Any:
+        """What the litellm path calls ``acompletion`` on: litellm itself, or a Router over the
+        deployments (made once, after the import)."""
+        litellm = await self._module()
+        if len(self.pool) == 1:
+            return litellm
+        if self._router is None:
+            model_list = []
+            for dep in self.pool.deployments:
+                params: dict[str, Any] = {"model": dep.model}
+                if dep.api_base:
+                    params["api_base"] = dep.api_base
+                if self._api_key:
+                    params["api_key"] = self._api_key
+                model_list.append({"model_name": _ROUTER_GROUP, "litellm_params": params})
+            self._router = litellm.Router(
+                model_list=model_list,
+                num_retries=0,  # ours: one policy for every retry
+                allowed_fails=0,  # a failed deployment cools down at once
+                cooldown_time=self.pool.cooldown,
+                routing_strategy="simple-shuffle",
+            )
+            log.info(
+                "llm.transport", model=self.model, transport="litellm-router", deployments=len(self.pool)
+            )
+        return self._router
 
     def _sampling(self) -> dict[str, Any]:
         """temperature and max_tokens when set: the same on both paths."""
@@ -240,13 +281,10 @@ class LLM:
         """One pooled session per LLM, made on first use (inside the running loop, as aiohttp needs)."""
         if self._http is None:
             # like litellm/the OpenAI SDK: the environment fills in what the config leaves empty
-            env = os.environ.get
-            base = self.api_base or env("OPENAI_BASE_URL") or env("OPENAI_API_BASE") or OPENAI_BASE
             key = self._api_key or os.environ.get("OPENAI_API_KEY", "")
             headers = {"Content-Type": "application/json", "Accept": "application/json"}
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            self._url = base.rstrip("/") + "/chat/completions"
             self._http = aiohttp.ClientSession(
                 headers=headers,
                 # total: the callers' asyncio.timeout bounds each try and each streamed chunk
@@ -258,20 +296,27 @@ class LLM:
             log.info("llm.transport", model=self.model, transport="direct")
         return self._http
 
-    def _body(self, messages: list[dict[str, str]], stream: bool = False) -> bytes:
+    @staticmethod
+    def _url(dep: Deployment) -> str:
+        # like litellm/the OpenAI SDK: the environment fills in what the config leaves empty
+        env = os.environ.get
+        base = dep.api_base or env("OPENAI_BASE_URL") or env("OPENAI_API_BASE") or OPENAI_BASE
+        return base.rstrip("/") + "/chat/completions"
+
+    def _body(self, messages: list[dict[str, str]], dep: Deployment, stream: bool = False) -> bytes:
         """The JSON body: the fields ``_request`` gives litellm, with the ``openai/`` prefix dropped."""
-        body: dict[str, Any] = {"model": self.model[len(_DIRECT_PREFIX) :], "messages": messages}
+        body: dict[str, Any] = {"model": dep.model[len(_DIRECT_PREFIX) :], "messages": messages}
         body |= self._sampling()
         if stream:
             body["stream"] = True
         return json.dumps(body, ensure_ascii=False).encode()
 
-    async def _send(self, body: bytes) -> aiohttp.ClientResponse:
+    async def _send(self, body: bytes, dep: Deployment) -> aiohttp.ClientResponse:
         """POST /chat/completions, body unread; a non-2xx answer or a broken connection raises a
         named error."""
         http = self._client()
         try:
-            response = await http.post(self._url, data=body, allow_redirects=False)
+            response = await http.post(self._url(dep), data=body, allow_redirects=False)
         except TimeoutError:
             raise
         except (aiohttp.ClientError, OSError) as exc:
@@ -286,8 +331,8 @@ class LLM:
             raise _status_error(response.status)
         return response
 
-    async def _post(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        response = await self._send(self._body(messages))
+    async def _post(self, messages: list[dict[str, str]], dep: Deployment) -> dict[str, Any]:
+        response = await self._send(self._body(messages, dep), dep)
         try:
             raw = await response.read()
         except TimeoutError:
@@ -304,8 +349,24 @@ class LLM:
             raise _TransportError("APIError")
         return data
 
-    async def _open_stream(self, messages: list[dict[str, str]]) -> _SSE:
-        return _SSE(await self._send(self._body(messages, stream=True)))
+    async def _open_stream(self, messages: list[dict[str, str]], dep: Deployment) -> _SSE:
+        return _SSE(await self._send(self._body(messages, dep, stream=True), dep))
+
+    def _failed(self, dep: Deployment | None, exc: BaseException, tried: list[Deployment]) -> None:
+        """A try on ``dep`` (the direct path's pick) failed: cool it down if the failure is its own."""
+        if dep is not None and (_retryable(exc) or isinstance(exc, TimeoutError)):
+            self.pool.failed(dep)
+            tried.append(dep)
+            if len(self.pool) > 1:
+                log.info("llm.failover", deployment=str(dep), error=_describe(exc))
+
+    def _wait(self, exc: BaseException, delays: Any, tried: list[Deployment], attempt: int) -> float:
+        """No wait when another deployment can take the retry at once, else the policy's."""
+        if self.direct and self.pool.has_untried(tried):
+            return 0.0
+        if not self.direct and len(self.pool) > 1 and attempt < len(self.pool):
+            return 0.0  # the Router has put the failed one aside
+        return self.policy.wait_after(exc, delays)
 
     # --- the calls ---------------------------------------------------------------------------------
 
@@ -324,28 +385,32 @@ class LLM:
         """The assistant's reply to ``messages`` (OpenAI chat format); raises LLMError."""
         messages = await self._outgoing(messages)
         if self.direct:
-            litellm = None
+            litellm: Any = None
             kwargs: dict[str, Any] = {}
         else:
-            litellm = await self._module()
+            litellm = await self._litellm()
             kwargs = self._request(messages)
 
         last = "no attempt"
         delays = self.policy.delays()
+        tried: list[Deployment] = []
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
+            dep = self.pool.pick(tried) if self.direct else None
             try:
                 async with asyncio.timeout(self.timeout):
-                    if litellm is None:
-                        response: Any = await self._post(messages)
+                    if dep is not None:
+                        response: Any = await self._post(messages, dep)
                     else:
                         response = await litellm.acompletion(**kwargs)
             except TimeoutError as exc:
+                self._failed(dep, exc, tried)
                 metrics.observe_llm_error(self.model, "timeout", final=True)
                 log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
                 raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
             except Exception as exc:
                 last = _describe(exc)
+                self._failed(dep, exc, tried)
                 if "Timeout" in _name_of(exc):
                     metrics.observe_llm_error(self.model, "timeout", final=True)
                     log.warning("llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout)
@@ -355,10 +420,12 @@ class LLM:
                 if final:
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last)
                     raise LLMError(f"LLM call failed: {last}") from exc
-                wait = self.policy.wait_after(exc, delays)
+                wait = self._wait(exc, delays, tried, attempt)
                 log.info("llm.retry", model=self.model, attempt=attempt, error=last, wait=round(wait, 3))
                 await asyncio.sleep(wait)
                 continue
+            if dep is not None:
+                self.pool.succeeded(dep)
             seconds = time.monotonic() - started
             try:
                 text = _content(response)
@@ -386,22 +453,24 @@ class LLM:
         """
         messages = await self._outgoing(messages)
         if self.direct:
-            litellm = None
+            litellm: Any = None
             kwargs: dict[str, Any] = {}
         else:
-            litellm = await self._module()
+            litellm = await self._litellm()
             kwargs = self._request(messages) | {"stream": True}
         last = "no attempt"
         delays = self.policy.delays()
+        tried: list[Deployment] = []
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
+            dep = self.pool.pick(tried) if self.direct else None
             pieces: list[str] = []
             usage: Any = None  # the provider's token counts, when a chunk carries them (metrics)
             stream: Any = None
             try:
                 async with asyncio.timeout(self.timeout):
-                    if litellm is None:
-                        stream = await self._open_stream(messages)
+                    if dep is not None:
+                        stream = await self._open_stream(messages, dep)
                     else:
                         stream = await litellm.acompletion(**kwargs)
                 iterator = stream.__aiter__()
@@ -417,6 +486,7 @@ class LLM:
                         pieces.append(delta)
                         on_text("".join(pieces))
             except TimeoutError as exc:
+                self._failed(dep, exc, tried)
                 metrics.observe_llm_error(self.model, "timeout", final=True)
                 log.warning(
                     "llm.timeout", model=self.model, attempt=attempt, timeout=self.timeout, stream=True
@@ -424,12 +494,13 @@ class LLM:
                 raise LLMError(f"LLM timed out after {self.timeout:g}s") from exc
             except Exception as exc:
                 last = _describe(exc)
+                self._failed(dep, exc, tried)
                 if pieces or self.policy.gives_up(exc, attempt) or "Timeout" in last:
                     metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", True)
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last, stream=True)
                     raise LLMError(f"LLM call failed: {last}") from exc
                 metrics.observe_llm_error(self.model, "retryable", final=False)
-                wait = self.policy.wait_after(exc, delays)
+                wait = self._wait(exc, delays, tried, attempt)
                 log.info(
                     "llm.retry",
                     model=self.model,
@@ -443,6 +514,8 @@ class LLM:
             finally:
                 if isinstance(stream, _SSE):
                     await stream.aclose()
+            if dep is not None:
+                self.pool.succeeded(dep)
             text = "".join(pieces).strip()
             if not text:
                 metrics.observe_llm_error(self.model, "empty", final=True)

@@ -58,23 +58,28 @@ async def _llm(settings: Settings) -> str:
     if not settings.llm.model:
         return "no LLM configured: questions are answered by quoting the best memories"
     from mchat_bot.llm import LLM, LLMError
+    from mchat_bot.llm_pool import deployments_of
 
-    llm = LLM(
-        settings.llm.model,
-        settings.llm.api_base,
-        settings.llm.api_key.get(),
-        timeout=min(settings.llm.timeout, 30.0),
-        max_tries=1,
-        client=settings.llm.client,
-        mask_sensitive=settings.llm.mask_sensitive,
-    )
-    try:
-        answer = await llm.complete([{"role": "user", "content": "Reply with the word OK."}])
-    except LLMError as exc:
-        raise Finding(f"the LLM {settings.llm.model} failed: {exc}") from None
-    finally:
-        await llm.aclose()
-    return f"LLM {settings.llm.model} answered ({len(answer)} characters)"
+    # every deployment on its own: a pool that works only because it fails over is a finding too
+    answered: list[str] = []
+    for dep in deployments_of(settings.llm.model, settings.llm.api_base):
+        llm = LLM(
+            dep.model,
+            dep.api_base,
+            settings.llm.api_key.get(),
+            timeout=min(settings.llm.timeout, 30.0),
+            max_tries=1,
+            client=settings.llm.client,
+            mask_sensitive=settings.llm.mask_sensitive,
+        )
+        try:
+            answer = await llm.complete([{"role": "user", "content": "Reply with the word OK."}])
+        except LLMError as exc:
+            raise Finding(f"the LLM {dep} failed: {exc}") from None
+        finally:
+            await llm.aclose()
+        answered.append(f"{dep} ({len(answer)} characters)")
+    return f"LLM {', '.join(answered)} answered"
 
 
 async def _writable(path: Path, what: str) -> str:

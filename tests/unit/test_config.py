@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mchat_bot.config import ConfigError, Settings, load_settings
+from mchat_bot.config import ConfigError, OneOrMany, Settings, load_settings
 
 BASE = ""
 ENV = {"MCHAT_MATTERMOST_TOKEN": "t0ken", "MCHAT_MATTERMOST_URL": "http://127.0.0.1:1"}
@@ -131,3 +131,20 @@ def test_llm_masking_is_on_by_default_and_switched_by_file_or_environment(tmp_pa
 def test_late_after_defaults_to_two_minutes_and_zero_switches_the_note_off(tmp_path: Path) -> None:
     assert _load(tmp_path, "").ux.late_after == 120.0
     assert _load(tmp_path, "", env={"MCHAT_UX_LATE_AFTER": "0"}).ux.late_after == 0
+
+
+def test_llm_model_and_api_base_take_one_name_or_a_list(tmp_path: Path) -> None:
+    one = load_settings(None, ENV | {"MCHAT_LLM_MODEL": "openai/x"})
+    assert one.llm.model == ["openai/x"] and isinstance(one.llm.model, OneOrMany)
+    many = load_settings(
+        None, ENV | {"MCHAT_LLM_API_BASE": "http://a/v1, http://b/v1", "MCHAT_LLM_MODEL": ""}
+    )
+    assert many.llm.api_base == ["http://a/v1", "http://b/v1"] and not many.llm.model
+
+    config = tmp_path / "c.toml"
+    config.write_text('[llm]\nmodel = ["openai/a", "openai/b"]\napi_base = "http://a/v1"\n')
+    toml = load_settings(config, ENV)
+    assert toml.llm.model == ["openai/a", "openai/b"] and toml.llm.api_base == ["http://a/v1"]
+    config.write_text("[llm]\nmodel = 3\n")
+    with pytest.raises(ConfigError, match=r"llm\.model: expected a string or list of strings"):
+        load_settings(config, ENV)
