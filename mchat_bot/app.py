@@ -153,6 +153,7 @@ class Daemon:
                 reactions=ux.reactions,
                 typing_interval=ux.typing_interval,
                 delay=ux.feedback_delay,
+                done_on_fast=ux.done_on_fast_answers,
             )
             if ux.stream:
                 streams = Streams(

@@ -164,6 +164,7 @@ class UXSettings:
     typing_interval: float = 4.0  # seconds between typing notices
     feedback_delay: float = 1.0  # typing and 👀 only for work not done after this (0 = at once)
     reactions: bool = True  # 👀 while working, ✅ done, ⚠️ failed, on the asking post
+    done_on_fast_answers: bool = False  # ✅ also on answers too fast for 👀 (the reply is the signal)
     stream: bool = True  # long LLM answers appear progressively (edits of the reply post)
     stream_edit_interval: float = 0.5  # at least this many seconds between two edits of a reply
     stream_first_post_after: float = 1.0  # answers finished sooner are posted once, not streamed

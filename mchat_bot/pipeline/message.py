@@ -92,25 +92,33 @@ class Reply:
         return cls("", Outcome.IGNORED)
 
     def saved_form(self) -> str:
-        """What the inbox keeps for a retry: the text, with the file ids when there are any (a
-        retry must not post the text without the file it was about)."""
-        if not self.file_ids:
+        """What the inbox keeps for a retry: the text, with what else a retry must keep when there
+        is any (the file ids: never the text without the file it is about; a failure's outcome: an
+        apology sent again still gets ⚠️, not ✅)."""
+        if not self.file_ids and not self.outcome.is_failure:
             return self.text
-        return SAVED_WITH_FILES + json.dumps({"text": self.text, "file_ids": list(self.file_ids)})
+        fields = {"text": self.text, "file_ids": list(self.file_ids), "outcome": self.outcome.value}
+        return SAVED_WITH_FIELDS + json.dumps(fields, ensure_ascii=False)
 
     @classmethod
     def from_saved(cls, saved: str) -> Reply:
-        if saved.startswith(SAVED_WITH_FILES):
-            data = json.loads(saved[len(SAVED_WITH_FILES) :])
-            return cls(str(data["text"]), Outcome.RESENT, file_ids=tuple(map(str, data["file_ids"])))
-        return cls(saved, Outcome.RESENT)
+        if not saved.startswith(SAVED_WITH_FIELDS):
+            return cls(saved, Outcome.RESENT)
+        data = json.loads(saved[len(SAVED_WITH_FIELDS) :])
+        try:
+            outcome = Outcome(data.get("outcome", ""))
+        except ValueError:
+            outcome = Outcome.RESENT
+        if not outcome.is_failure:
+            outcome = Outcome.RESENT
+        return cls(str(data["text"]), outcome, file_ids=tuple(map(str, data.get("file_ids") or ())))
 
     @property
     def empty(self) -> bool:
         return not self.text.strip()
 
     def plus(self, other: Reply, sep: str = "\n\n") -> Reply:
-        """Both texts, both sets of ids; the outcome stays this one's unless it was empty."""
+        """Both texts, both sets of ids, both files; the outcome stays this one's unless it was empty."""
         text = f"{self.text}{sep}{other.text}" if self.text and other.text else self.text or other.text
         return Reply(
             text,
@@ -119,10 +127,11 @@ class Reply:
             (*self.saved_scopes, *other.saved_scopes),
             "\n\n".join(t for t in (self.private, other.private) if t),
             self.private_fallback or other.private_fallback,
+            unique(*self.file_ids, *other.file_ids),
         )
 
 
-SAVED_WITH_FILES = "\x1e"  # a record separator: no reply text starts with one
+SAVED_WITH_FIELDS = "\x1e"  # a record separator: no reply text starts with one
 
 
 def unique(*ids: str) -> tuple[str, ...]:

@@ -1,12 +1,15 @@
 """What the asker sees while the bot works: the typing indicator and a reaction on the asking post.
 
 👀 while working, ✅ when the answer is posted, ⚠️ when it failed (👀 removed at the end). Typing
-and 👀 start only once the work has run for ``delay`` seconds: a fast answer gets just ✅ (one call,
-not four), since a flash of 👀 and "typing" before it is noise. All of it is best effort and off
-the critical path: calls run in background tasks on a client with one try, short timeouts and the
-courtesy priority, sharing the reply client's pacer. They are skipped (never queued) while a reply
-waits for its turn or less than a third of the rate budget is spare (the pacer drops them unsent,
-and counts it), so they can neither delay nor fail a reply. A 429 pauses them.
+and 👀 start only once the work has run for ``delay`` seconds: a fast answer gets no reaction at all
+(its reply, there within a second, is the signal; ``done_on_fast`` gives it a ✅), since a flash of
+👀 and "typing" before it is noise, and every reaction is a REST call out of the budget replies
+share: at the server's rate a ✅ per answer halves the answers per second. A failure always gets
+⚠️. All of it is best effort and off the critical path: calls run in background tasks on a client
+with one try, short timeouts and the courtesy priority, sharing the reply client's pacer. They are
+skipped (never queued) while a reply waits for its turn or less than a third of the rate budget is
+spare (the pacer drops them unsent, and counts it), so they can neither delay nor fail a reply. A
+429 pauses them.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Feedback:
         reactions: bool = True,
         typing_interval: float = 4.0,
         delay: float = 1.0,
+        done_on_fast: bool = False,
     ) -> None:
         self.rest = rest
         self.bot_user_id = bot_user_id
@@ -61,6 +65,7 @@ class Feedback:
         self.reactions = reactions
         self.typing_interval = typing_interval
         self.delay = max(0.0, delay)  # typing and 👀 only for work still running after this (0: at once)
+        self.done_on_fast = done_on_fast  # ✅ on an answer that showed no 👀, too
         self._sessions: dict[str, _Session] = {}
         # sessions that ended with a retry to follow after 👀 was put: the retry's session takes over
         # their chain (ordering) and their 👀 (taken off at its end, even when the retry is fast)
@@ -132,6 +137,8 @@ class Feedback:
             return
         if self.reactions:
             emoji = {"done": DONE, "failed": FAILED}.get(outcome, "")
+            if emoji == DONE and not (session.begun or session.eyes or self.done_on_fast):
+                emoji = ""  # fast: the reply itself says it is done
             self._then(session, self._finish(session, emoji))
         self._then(session, self._forget(msg.post_id))
 

@@ -15,6 +15,7 @@ from mchat_bot.mattermost.events import (
     FrameError,
     Hello,
     OtherEvent,
+    Post,
     Posted,
     parse_frame,
 )
@@ -269,3 +270,39 @@ def test_fuzz_only_frame_error_escapes() -> None:
 
     run()
     assert seen >= 10_000, seen
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, {}),
+        ({"root_id": None, "props": None, "file_ids": None, "message": None}, {"root_id": "", "message": ""}),
+        (
+            {"create_at": 1.7e12, "update_at": None},
+            {"create_at": 1_700_000_000_000, "update_at": 1_700_000_000_000},
+        ),
+        (
+            {"file_ids": ["f1", "f2"], "pending_post_id": "p1"},
+            {"file_ids": ("f1", "f2"), "pending_post_id": "p1"},
+        ),
+    ],
+)
+def test_a_post_reads_the_same_whatever_shape_the_server_writes(
+    changes: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """The one-test shape and the field-by-field checks give the same Post."""
+    post = Post.from_dict({**POST, **changes})
+    for key, value in expected.items():
+        assert getattr(post, key) == value, key
+    assert post.id == POST_ID and post.props == (
+        {} if changes.get("props", 1) is None else POST.get("props", {})
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"create_at": True}, {"id": ""}, {"channel_id": 5}, {"user_id": None}, {"file_ids": [1]}, {"props": []}],
+)
+def test_a_post_of_the_wrong_shape_is_a_frame_error(changes: dict[str, Any]) -> None:
+    with pytest.raises(FrameError):
+        Post.from_dict({**POST, **changes})

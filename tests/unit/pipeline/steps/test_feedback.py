@@ -151,7 +151,7 @@ def on_post(seen: list[Seen], post_id: str) -> list[tuple[str, str]]:
 # --- end to end -------------------------------------------------------------------------------
 
 
-async def test_a_fast_answer_gets_only_a_check_mark(
+async def test_a_fast_answer_gets_no_reaction_at_all(
     bot: DaemonProcess, dev: CountingDev, llm: FakeLLM, watcher: list[Seen]
 ) -> None:
     await bot.ask("kim", "qa", f"@ai warm-up {tag()}")  # first-answer costs (imports) out of the way
@@ -160,13 +160,12 @@ async def test_a_fast_answer_gets_only_a_check_mark(
     since = time.monotonic()
     post, reply = await bot.ask("kim", "qa", f"@ai 오늘 회의 몇 시야? {tag()}", timeout=10)
     assert reply and time.monotonic() - since < DELAY * 0.8, "the premise: a fast answer"
-    await until(lambda: reactions(dev, post["id"]) == {"white_check_mark"}, timeout=5)
-    await asyncio.sleep(DELAY + 0.5)  # a 👀 or typing that was merely late would show by now
-    assert reactions(dev, post["id"]) == {"white_check_mark"}
-    assert on_post(watcher, post["id"]) == [("reaction_added", "white_check_mark")], "never a 👀"
+    await asyncio.sleep(DELAY + 0.5)  # a 👀, ✅ or typing that was merely late would show by now
+    assert reactions(dev, post["id"]) == set()
+    assert on_post(watcher, post["id"]) == [], "the reply is the signal: no 👀, no ✅"
     assert not bot_typing(dev, watcher, qa, since), "no typing for a fast answer"
     calls = dev.bot_calls(since)
-    assert sorted(calls) == ["POST /api/v4/posts", "POST /api/v4/reactions"], calls  # 1 feedback call, not 4
+    assert calls == ["POST /api/v4/posts"], calls  # the reply alone: 0 feedback calls, not 4
 
 
 async def test_a_slow_answer_shows_typing_and_eyes_then_a_check_mark(
@@ -225,14 +224,27 @@ async def test_work_done_before_the_delay_leaves_no_timer_or_task(dev: CountingD
         fb.finish(msgs[0], "done")  # answered
         fb.finish(msgs[1], "")  # nothing to post
         fb.finish(msgs[2], None)  # failed before any feedback: retried later
-        await until(lambda: reactions(dev, posts[0]["id"]) == {"white_check_mark"}, timeout=5)
-        await asyncio.sleep(0.5)  # past the delay: nothing more may appear
+        await asyncio.sleep(0.5)  # past the delay: nothing may appear
         assert not fb._sessions and not fb._left
         assert not feedback_tasks()
     finally:
         await fb.aclose()
         await quick.aclose()
-    assert [reactions(dev, p["id"]) for p in posts] == [{"white_check_mark"}, set(), set()]
+    assert [reactions(dev, p["id"]) for p in posts] == [set(), set(), set()]
+
+
+async def test_done_on_fast_gives_a_fast_answer_its_check_mark(dev: CountingDev) -> None:
+    quick = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5)
+    fb = Feedback(quick, dev.seed.bot.id, typing=False, delay=0.3, done_on_fast=True)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], f"빠른 답 {tag()}")
+    msg = message_in_qa(post, dev)
+    try:
+        fb.start(msg)
+        fb.finish(msg, "done")
+        await until(lambda: reactions(dev, post["id"]) == {"white_check_mark"}, timeout=5)
+    finally:
+        await fb.aclose()
+        await quick.aclose()
 
 
 async def test_a_fast_retry_still_takes_the_first_attempts_eyes_off(dev: CountingDev) -> None:

@@ -15,7 +15,9 @@ from tests.support.chat import FakeChat
 from tests.support.turns import BOT, message, until
 
 
-async def reactions_after(inbox: Inbox, reply: Reply, *, fail: list[int] | None = None) -> list[str]:
+async def reactions_after(
+    inbox: Inbox, reply: Reply, *, fail: list[int] | None = None, attempts: int = 1
+) -> list[str]:
     chat = FakeChat(fail=list(fail or []))
     chat.user_post("p1")
     feedback = Feedback(chat, BOT.user_id, typing=False, delay=0)
@@ -24,7 +26,9 @@ async def reactions_after(inbox: Inbox, reply: Reply, *, fail: list[int] | None 
         return reply
 
     chain = Chain([feedback], handler)
-    async with WorkerPool(inbox, chain, ReplyWriter(chat, inbox), BOT, poll_interval=0.05, max_attempts=1):
+    async with WorkerPool(
+        inbox, chain, ReplyWriter(chat, inbox), BOT, poll_interval=0.05, max_attempts=attempts
+    ):
         await inbox.put(message("p1"))
         await until(lambda: _finished(inbox))
     await feedback.aclose(grace=5.0)
@@ -50,3 +54,18 @@ async def test_the_reaction_follows_the_outcome(inbox: Inbox, reply: Reply, emoj
 
 async def test_a_reply_that_could_not_be_posted_gets_a_warning(inbox: Inbox) -> None:
     assert await reactions_after(inbox, Reply("answer", Outcome.ANSWERED), fail=[403, 403]) == [FAILED]
+
+
+async def test_an_apology_sent_again_after_a_failed_send_still_gets_a_warning(inbox: Inbox) -> None:
+    """The retry sends the saved reply; its outcome is kept with it, so the apology is not a ✅."""
+    apology = Reply("모델이 지금 답하지 못했어요", Outcome.LLM_FAILED)
+    assert await reactions_after(inbox, apology, fail=[503], attempts=3) == [FAILED]
+
+
+def test_the_saved_form_keeps_files_and_a_failure_and_nothing_else() -> None:
+    assert Reply("답", Outcome.ANSWERED).saved_form() == "답"
+    back = Reply.from_saved(Reply("사과", Outcome.FAILED, file_ids=("f1",)).saved_form())
+    assert (back.text, back.outcome, back.file_ids) == ("사과", Outcome.FAILED, ("f1",))
+    assert (
+        Reply.from_saved(Reply("답", Outcome.LISTED, file_ids=("f1",)).saved_form()).outcome is Outcome.RESENT
+    )
