@@ -68,7 +68,12 @@ class Clicks:
         self.store = store
         self.chat = chat
         self.audit = audit
-        self.kinds: dict[str, ClickKind] = {"undo": self.undo, "forget": self.forget, "choose": self.choose}
+        self.kinds: dict[str, ClickKind] = {
+            "undo": self.undo,
+            "forget": self.forget,
+            "choose": self.choose,
+            "forget_me": self.forget_me,
+        }
 
     def register(self, kind: str, run: ClickKind) -> None:
         self.kinds[kind] = run
@@ -135,13 +140,25 @@ class Clicks:
         note = texts.click_chose(req.lang, req.user_name, keep)
         return ClickResult("ok", message=_append(req.post, note), clear=True, memory_ids=(keep.id, drop.id))
 
+    async def forget_me(self, req: ClickRequest) -> ClickResult:
+        """The confirmation button of ``forget me``: for the asker alone, in their DM."""
+        if not req.click.user_id or req.user_id != req.click.user_id:
+            return ClickResult(
+                "refused", texts.click_not_yours(req.lang, await self._name(req.click.user_id))
+            )
+        choice = "confirm all" if req.click.extra.get("all") == "1" else "confirm"
+        reply = await self.handlers.forget_me.handle(
+            self._as_typed(req, choice), choice, req.lang, self.handlers.mention
+        )
+        return ClickResult(
+            "ok", message=_append(req.post, reply.text), clear=True, memory_ids=reply.memory_ids
+        )
+
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _forget_as_presser(self, req: ClickRequest, ids: tuple[str, ...]) -> tuple[str, ...] | None:
-        """``forget ID`` as if the presser typed it in that channel: the command's rules apply."""
-        if not ids:
-            return None
-        msg = IncomingMessage(
+    def _as_typed(self, req: ClickRequest, text: str) -> IncomingMessage:
+        """The click as a message the presser typed in that channel (the commands' rules apply)."""
+        return IncomingMessage(
             post_id=str(req.post.get("id", "")),
             channel_id=req.channel_id,
             channel_type=req.channel_type,
@@ -149,11 +166,18 @@ class Clicks:
             team_id=req.team_id,
             user_id=req.user_id,
             user_name=req.user_name,
-            message=f"{self.handlers.mention} forget {ids[0]}",  # as typed in the channel
+            message=text,
             create_at=int(time.time() * 1000),
             door=DOOR_ACTION,
         )
-        reply = await self.handlers.handle_message(msg)
+
+    async def _forget_as_presser(self, req: ClickRequest, ids: tuple[str, ...]) -> tuple[str, ...] | None:
+        """``forget ID`` as if the presser typed it in that channel: the command's rules apply."""
+        if not ids:
+            return None
+        reply = await self.handlers.handle_message(
+            self._as_typed(req, f"{self.handlers.mention} forget {ids[0]}")
+        )
         return reply.memory_ids or ids if reply.outcome is Outcome.FORGOTTEN else None
 
     async def _channel_admin(self, req: ClickRequest) -> bool:

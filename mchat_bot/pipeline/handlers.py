@@ -155,6 +155,12 @@ class Handlers:
         """``sink``: the answer prompt goes through it (streaming); other LLM calls never do."""
         if isinstance(routed, Ignore):
             return Reply.nothing()
+        reply = await self._handle(msg, routed, sink)
+        return reply if self.buttons or not reply.buttons else replace(reply, buttons=())
+
+    async def _handle(
+        self, msg: IncomingMessage, routed: Command | Question, sink: AnswerSink | None
+    ) -> Reply:
         lang = routed.lang
         try:
             if isinstance(routed, Question):

@@ -1034,6 +1034,12 @@ def button_forget(i: int, memory: Memory, lang: str) -> str:
     return pick(lang, f"🗑️ {i}번 삭제", f"🗑️ Forget {i}") + f": {one_line(memory.text, 40)}"
 
 
+def button_forget_me(lang: str, *, everything: bool = False) -> str:
+    if everything:
+        return pick(lang, "🧹 채널·팀 메모리까지 모두 지우기", "🧹 Forget me and what I wrote in channels")
+    return pick(lang, "🧹 나를 잊기", "🧹 Forget me")
+
+
 def button_keep(memory: Memory, lang: str) -> str:
     return pick(lang, "이쪽이 맞음", "This one") + f": {one_line(memory.text, 50)}"
 

@@ -161,3 +161,18 @@ async def test_forged_clicks_are_refused_and_change_nothing(bot: DaemonProcess, 
             "SELECT count(*) FROM audit_log WHERE action LIKE 'click_%' AND outcome = 'refused'"
         ).fetchone()
     assert refused[0] >= 4
+
+
+async def test_forget_me_is_confirmed_with_a_button_in_the_dm(bot: DaemonProcess, dev: DevServer) -> None:
+    mark = tag()
+    await bot.ask("kim", "dm", f"remember 개인: 내 사번 메모 {mark}")
+    shown = await reply_with_buttons(bot, "kim", "dm", "forget me")
+    assert "nothing deleted yet" in shown["message"]
+    [confirm] = [b for b in buttons_of(shown) if b["name"] == "🧹 Forget me"]
+    # nobody else can reach kim's DM to press it (the server refuses a non-member)
+    assert (await press(dev, "lee", shown["id"], confirm["id"])).status_code == 403
+    assert f"내 사번 메모 {mark}" in (await bot.ask("kim", "dm", f"search 사번 메모 {mark}"))[1]
+    assert (await press(dev, "kim", shown["id"], confirm["id"])).status_code == 200
+    after = await client_post(dev, "kim", shown["id"])
+    assert "Forgotten" in after["message"] and not buttons_of(after), after["message"]
+    assert f"내 사번 메모 {mark}" not in (await bot.ask("kim", "dm", f"search 사번 메모 {mark}"))[1]

@@ -104,7 +104,9 @@ class ActionEndpoint:
             channel_type=channel.type,
             channel_name=channel.name,
             team_id=channel.team_id,
-            lang=detect_lang(str(post.get("message", ""))),
+            # the reply's first line (its heading) is in the asker's language; memories quoted under
+            # it may be in another
+            lang=detect_lang(str(post.get("message", "")).split("\n", 1)[0]),
         )
 
 
