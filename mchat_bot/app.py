@@ -20,6 +20,7 @@ import structlog
 
 from mchat_bot.config import Settings
 from mchat_bot.doors.backfill import Backfill, BackfillRunner
+from mchat_bot.doors.web.actions import ActionEndpoint
 from mchat_bot.doors.web.server import WebDoors
 from mchat_bot.doors.websocket import Intake
 from mchat_bot.knowledge.channels import LearningChannels
@@ -38,6 +39,8 @@ from mchat_bot.observe import health, metrics
 from mchat_bot.observe.logging import quiet_loop_errors
 from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
+from mchat_bot.pipeline.buttons import ActionSigner, ButtonMaker, stored_key
+from mchat_bot.pipeline.clicks import Clicks
 from mchat_bot.pipeline.forget_me import ForgetMe
 from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
@@ -137,6 +140,9 @@ class Daemon:
                     cooldown=s.llm.cooldown,
                 )
             doors = WebDoors(s, storage, inbox, rest, bot)
+            signer: ActionSigner | None = None
+            if s.http.public_url:  # Mattermost can reach the daemon: replies may carry buttons
+                signer = ActionSigner(s.http.actions_key.get() or await stored_key(storage))
             writer = ReplyWriter(
                 rest,
                 inbox,
@@ -144,6 +150,7 @@ class Daemon:
                 hooks=doors.hooks,
                 edit_sent_parts=s.ux.stream,
                 bot_user_id=bot.user_id,
+                buttons=ButtonMaker(s.http.public_url, signer) if signer is not None else None,
             )
             ux = s.ux
             feedback = Feedback(
@@ -195,7 +202,20 @@ class Daemon:
                 ),
                 self_service=SelfService(store, rest),
                 forget_me=ForgetMe(store, index=message_index, inbox=inbox, audit=audit),
+                buttons=signer is not None,
             )
+            if signer is not None:
+                clicks = Clicks(handlers, store, rest, audit)
+                doors.install(
+                    ActionEndpoint(
+                        signer,
+                        clicks,
+                        doors.endpoints.claims,
+                        bot.user_id,
+                        mention=_mention(bot),
+                        max_body_bytes=s.http.max_body_bytes,
+                    ).router()
+                )
             # The one ordered list of steps every message passes, the handler last.
             steps: list[Step] = [ChannelGate(doors.mappings)]
             if ux.late_after:

@@ -119,7 +119,8 @@ class StorageSettings:
 @dataclass(slots=True)
 class HTTPSettings:
     listen: str = "127.0.0.1:8080"
-    public_url: str = ""  # how Mattermost reaches this daemon, for register-commands
+    public_url: str = ""  # how Mattermost reaches this daemon: register-commands, and the buttons
+    actions_key: Secret = field(default_factory=Secret)  # signs the buttons (else one kept in the state)
     allow_from: list[str] = field(default_factory=list)  # CIDRs allowed to call the webhook endpoints
     allow_from_metrics: list[str] = field(
         default_factory=list
@@ -210,6 +211,7 @@ CREDENTIALS = {
     "mattermost_token": ("mattermost", "token"),
     "llm_api_key": ("llm", "api_key"),
     "memory_api_key": ("memory", "api_key"),
+    "actions_key": ("http", "actions_key"),
 }
 
 ENV_PREFIX = "MCHAT_"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mchat_bot.devserver import mentions
+from mchat_bot.devserver.actions import for_client, generate_action_ids
 from mchat_bot.devserver.errors import AppError, forbidden, invalid_param
 from mchat_bot.devserver.hub import Hub, broadcast
 from mchat_bot.devserver.state import Channel, Reaction, Store, User, is_valid_id, new_id, new_post
@@ -146,7 +147,7 @@ class PostService:
                     )
                 existing = self.store.posts.get(hit[0])
                 if existing is not None:
-                    return copy.deepcopy(existing)
+                    return for_client(existing)
             self.pending[pending_id] = (None, time.monotonic() + self.pending_ttl)
         try:
             if self.post_delay > 0:
@@ -169,7 +170,7 @@ class PostService:
             callback(copy.deepcopy(post), channel, user)
         if self.bot_reply_delay > 0 and user.is_bot:
             await asyncio.sleep(self.bot_reply_delay)  # the post exists; the answer is late
-        return copy.deepcopy(post)
+        return for_client(post)
 
     def _insert(
         self, user: User, channel: Channel, message: str, root_id: str, props: dict[str, Any], pending_id: str
@@ -191,6 +192,7 @@ class PostService:
             )
         if user.is_bot:
             props["from_bot"] = "true"
+        generate_action_ids(props)
         if len(json.dumps(props, ensure_ascii=False)) > MAX_PROPS_RUNES:
             raise AppError(400, "model.post.is_valid.props.app_error", "Invalid Props.")
         at = self.store.clock.now_ms()
@@ -267,7 +269,7 @@ class PostService:
             "channel_display_name": self._channel_display(channel, sender),
             "channel_name": channel.name,
             "channel_type": channel.type,
-            "post": json.dumps(post, ensure_ascii=False),
+            "post": json.dumps(for_client(post), ensure_ascii=False),
             "sender_name": "@" + sender.username,
             "set_online": set_online,
             "team_id": channel.team_id,
@@ -313,6 +315,30 @@ class PostService:
             )
         if props is not None and not isinstance(props, dict):
             raise invalid_param("props")
+        for key, typ in (("is_pinned", bool), ("has_reactions", bool), ("file_ids", list)):
+            if isinstance(body.get(key), typ):
+                p[key] = body[key]
+        self._edit(user, p, message, props)
+        return for_client(p)
+
+    def apply_action_update(self, post_id: str, update: dict[str, Any]) -> None:
+        """An integration's answer to a click changes its post (app.UpdatePost): the message, and
+        the props when it gives them (else the old ones stay); ``from_bot`` is kept."""
+        p = self.store.posts.get(post_id)
+        if p is None or p["delete_at"]:
+            return
+        message, props = update.get("message"), update.get("props")
+        if not isinstance(message, str) or len(message) > MAX_MESSAGE_RUNES:
+            message = None
+        if not isinstance(props, dict):
+            props = None
+        poster = self.store.users[p["user_id"]]
+        self._edit(poster, p, message, props)
+
+    def _edit(self, user: User, p: dict[str, Any], message: str | None, props: dict[str, Any] | None) -> None:
+        """Keep the old version (``original_id``), apply the change, publish ``post_edited``."""
+        channel = self.store.channels[p["channel_id"]]
+        post_id = p["id"]
         self.edit_timestamps.setdefault(post_id, []).append(time.monotonic())
         at = self.store.clock.now_ms()
         old = copy.deepcopy(p)
@@ -324,22 +350,19 @@ class PostService:
             p["edit_at"] = at
         if props is not None:
             from_bot = p["props"].get("from_bot")
-            p["props"] = dict(props)
+            p["props"] = copy.deepcopy(props)
             if from_bot is not None:
                 p["props"]["from_bot"] = from_bot
-        for key, typ in (("is_pinned", bool), ("has_reactions", bool), ("file_ids", list)):
-            if isinstance(body.get(key), typ):
-                p[key] = body[key]
+            generate_action_ids(p["props"])
         p["update_at"] = at
         self.hub.publish(
             "post_edited",
-            {"post": json.dumps(p, ensure_ascii=False)},
+            {"post": json.dumps(for_client(p), ensure_ascii=False)},
             broadcast(channel_id=channel.id),
             set(channel.members),
         )
         self.hub.touch_user(user.id)
         self._notify()
-        return copy.deepcopy(p)
 
     def delete(self, user: User, post_id: str) -> None:
         """DELETE /posts/{id}; a root takes its replies with it."""

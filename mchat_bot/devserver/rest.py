@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mchat_bot.devserver.actions import for_client
 from mchat_bot.devserver.errors import (
     AppError,
     forbidden,
@@ -415,7 +416,7 @@ class RestApi:
 
     async def get_post(self, request: web.Request) -> web.Response:
         me = self.user(request)
-        return json_response(self.posts.readable_post(me, request.match_info["post_id"]))
+        return json_response(for_client(self.posts.readable_post(me, request.match_info["post_id"])))
 
     async def delete_post(self, request: web.Request) -> web.Response:
         me = self.user(request)
@@ -440,7 +441,7 @@ class RestApi:
                 posts.setdefault(root["id"], root)
         return {
             "order": [p["id"] for p in order],
-            "posts": posts,
+            "posts": {pid: for_client(p) for pid, p in posts.items()},
             "next_post_id": "",
             "prev_post_id": "",
             "has_next": False,

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from mchat_bot.devserver.actions import ActionsApi
 from mchat_bot.devserver.control import control_routes
 from mchat_bot.devserver.errors import AppError, error_response, request_id
 from mchat_bot.devserver.extras import ExtrasApi
@@ -67,6 +68,7 @@ class DevServer:
         self.rest.post_fault = self.faults.post_fault()
         self.integrations = Integrations(self.store, self.hub, self.posts, self.rest, lambda: self.url)
         self.extras = ExtrasApi(self.store, self.hub, self.rest)  # files, leaving channels
+        self.actions = ActionsApi(self.store, self.rest.posts, self.rest)  # interactive buttons
         self._runner: web.AppRunner | None = None
         self._reaper: asyncio.Task[None] | None = None
 
@@ -90,6 +92,7 @@ class DevServer:
                 *self.rest.routes(),
                 *self.integrations.routes(),
                 *self.extras.routes(),
+                *self.actions.routes(),
             ]
         )
         app.add_routes(control_routes(self))

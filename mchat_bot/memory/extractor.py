@@ -27,7 +27,7 @@ from mchat_bot.memory.store import Memory
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["add", "update", "delete", "keep"]
+Action = Literal["add", "update", "delete", "keep", "conflict"]  # conflict: set by the handler (ask)
 ACTIONS: tuple[Action, ...] = ("add", "update", "delete", "keep")
 CATEGORIES = ("fact", "preference", "decision", "task", "event", "other")
 

@@ -22,6 +22,7 @@ from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.memory.store import Memory, MemoryStore, restore_previous
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audit import Audit
+from mchat_bot.pipeline.buttons import Button
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
 from mchat_bot.pipeline.router import parse_choice
@@ -86,10 +87,10 @@ class ForgetMe:
         if found.empty:
             return Reply(texts.forget_me_nothing(lang), Outcome.NOTHING_FOUND)
         if not confirmed:
-            return self.preview(found, lang, mention)
+            return self.preview(found, lang, mention, msg.user_id)
         return await self.erase(msg.user_id, found, lang, everything=everything)
 
-    def preview(self, found: Found, lang: str, mention: str) -> Reply:
+    def preview(self, found: Found, lang: str, mention: str, user_id: str = "") -> Reply:
         current = [m for m in found.authored if m.current]
         current.sort(key=lambda m: (m.created_at, m.id), reverse=True)
         listed = [texts.memory_line(i, m, self.tz) for i, m in enumerate(current[:PREVIEW_AUTHORED], 1)]
@@ -102,7 +103,11 @@ class ForgetMe:
             authored=listed,
             authored_total=len(current),
         )
-        return Reply(text, Outcome.LISTED)
+        buttons = [Button("forget_me", texts.button_forget_me(lang), user_id=user_id, style="danger")]
+        if current:
+            everything = texts.button_forget_me(lang, everything=True)
+            buttons.append(Button("forget_me", everything, user_id=user_id, extra=(("all", "1"),)))
+        return Reply(text, Outcome.LISTED, buttons=tuple(buttons) if user_id else ())
 
     async def erase(self, user_id: str, found: Found, lang: str, *, everything: bool) -> Reply:
         doomed = [*found.personal, *(found.authored if everything else [])]

@@ -39,6 +39,7 @@ from mchat_bot.net.http import permalink
 from mchat_bot.observe import metrics
 from mchat_bot.pipeline import texts
 from mchat_bot.pipeline.audience import Audience
+from mchat_bot.pipeline.buttons import Button
 from mchat_bot.pipeline.forget_me import ForgetMe
 from mchat_bot.pipeline.knowledge import ChannelKnowledge
 from mchat_bot.pipeline.message import IncomingMessage, Outcome, Reply, unique
@@ -114,6 +115,7 @@ class Handlers:
         summaries: Summaries | None = None,
         self_service: SelfService | None = None,
         forget_me: ForgetMe | None = None,
+        buttons: bool = False,
     ) -> None:
         if sensitive not in ("mask", "refuse"):
             raise ValueError(f"sensitive must be 'mask' or 'refuse', got {sensitive!r}")
@@ -135,6 +137,8 @@ class Handlers:
         self.summaries = summaries
         self.self_service = self_service if self_service is not None else SelfService(store, None, tz=tz)
         self.forget_me = forget_me if forget_me is not None else ForgetMe(store, tz=tz)
+        # replies may carry buttons (the daemon has an action door): Undo, Forget, "which is right?"
+        self.buttons = buttons
         self.mention = next((a for a in bot.aliases if a), f"@{bot.username}")
         if not self.mention.startswith("@"):
             self.mention = "@" + self.mention
@@ -151,6 +155,12 @@ class Handlers:
         """``sink``: the answer prompt goes through it (streaming); other LLM calls never do."""
         if isinstance(routed, Ignore):
             return Reply.nothing()
+        reply = await self._handle(msg, routed, sink)
+        return reply if self.buttons or not reply.buttons else replace(reply, buttons=())
+
+    async def _handle(
+        self, msg: IncomingMessage, routed: Command | Question, sink: AnswerSink | None
+    ) -> Reply:
         lang = routed.lang
         try:
             if isinstance(routed, Question):
@@ -272,7 +282,7 @@ class Handlers:
             if self.sensitive == "refuse":
                 return Reply(texts.format_sensitive_refused(kinds, lang), Outcome.REFUSED)
             text = filtered.text
-        memory, decision, old = await self._store_new(msg, text, scope, guess_category(text))
+        memory, decision, old = await self._store_new(msg, text, scope, guess_category(text), ask=True)
         # the new text is the asker's own words, posted by them here; an older version may not be
         readers = (await self.audience.of(msg))[1] if old is not None else None
         old_postable = old is not None and readers is not None and may_post(old, readers)
@@ -284,6 +294,14 @@ class Handlers:
                 Reply(texts.withheld_here(lang), Outcome.KNOWN, (old.id,)), lang, hidden_text=known.text
             )
         reply = texts.format_remembered(memory, lang)
+        undo = Button("undo", texts.button_undo(lang), (memory.id,), user_id=msg.user_id)
+        if decision.action == "conflict" and old is not None:
+            choose = (
+                Button("choose", texts.button_keep(memory, lang), (memory.id, old.id), style="primary"),
+                Button("choose", texts.button_keep(old, lang), (old.id, memory.id)),
+            )
+            text = f"{reply}\n\n{texts.format_conflict(memory, old, lang, self.tz)}"
+            return Reply(text, Outcome.STORED, (memory.id, old.id), (memory.scope,), buttons=(*choose, undo))
         hidden = ""
         if old is not None:
             replaced = texts.format_replaced(old, lang, decision.action)
@@ -294,8 +312,9 @@ class Handlers:
         if filtered.found:
             reply += "\n\n" + texts.format_sensitive_masked(len(filtered.findings), kinds, lang)
         touched = unique(memory.id, old.id if old is not None and memory.replaces else "")
+        buttons = (undo,) if self.buttons else ()
         return self._withheld(
-            Reply(reply, Outcome.STORED, touched, (memory.scope,)), lang, hidden_text=hidden
+            Reply(reply, Outcome.STORED, touched, (memory.scope,), buttons=buttons), lang, hidden_text=hidden
         )
 
     def _may_make_team_memory(self, msg: IncomingMessage) -> bool:
@@ -305,7 +324,7 @@ class Handlers:
         return msg.channel_type == "O" or msg.user_name.lstrip("@").lower() in self.team_admins
 
     async def _store_new(
-        self, msg: IncomingMessage, text: str, scope: Scope, category: str
+        self, msg: IncomingMessage, text: str, scope: Scope, category: str, *, ask: bool = False
     ) -> tuple[Memory, extractor.Decision, Memory | None]:
         """Reconcile with the same scope's current memories, then store (or keep the old one)."""
         now = time.time()
@@ -330,7 +349,14 @@ class Handlers:
         if decision.action == "keep" and old is not None:
             log.info("memory.kept", memory_id=old.id, by=decision.by)
             return memory, decision, old
-        if decision.action in ("update", "delete") and old is not None:
+        if (
+            decision.action in ("update", "delete")
+            and old is not None
+            and ask
+            and await self._ask_instead(msg, old)
+        ):
+            decision = replace(decision, action="conflict")  # both stay current until someone chooses
+        elif decision.action in ("update", "delete") and old is not None:
             memory = replace(memory, replaces=old.id)
         await self.store.add(memory)
         if memory.replaces and old is not None:
@@ -346,6 +372,13 @@ class Handlers:
             replaces=memory.replaces or None,
         )
         return memory, decision, old
+
+    async def _ask_instead(self, msg: IncomingMessage, old: Memory) -> bool:
+        """Ask "which is right?" instead of superseding: another author's team or channel memory,
+        buttons available, and the old text may be posted here (the question shows it)."""
+        if not self.buttons or old.scope not in ("team", "channel") or old.user_id == msg.user_id:
+            return False
+        return may_post(old, (await self.audience.of(msg))[1])
 
     async def _forget(self, viewer: Viewer, readers: Readers, arg: str, lang: str) -> Reply:
         m = _ID_LIKE.match(arg.strip())
@@ -376,7 +409,12 @@ class Handlers:
             else texts.format_forget_candidates(arg, public, lang, self.tz)
         )
         hidden_text = texts.format_forget_candidates(arg, hidden, lang, self.tz) if hidden else ""
-        return self._withheld(Reply(text, Outcome.NOTHING_FOUND, _ids(hits)), lang, hidden_text=hidden_text)
+        offered = tuple(
+            Button("forget", texts.button_forget(i, h.memory, lang), (h.memory.id,), style="danger")
+            for i, h in enumerate(public, 1)
+        )
+        reply = Reply(text, Outcome.NOTHING_FOUND, _ids(hits), buttons=offered if self.buttons else ())
+        return self._withheld(reply, lang, hidden_text=hidden_text)
 
     async def _resolve_id(self, ref: str, viewer: Viewer) -> Memory | str | None:
         """A full id, or the short id shown in lists (its last 8 characters); only visible ones."""

@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from mchat_bot.pipeline.buttons import Button
+
 ChannelType = Literal["O", "P", "D", "G"]
 
 
@@ -86,6 +88,7 @@ class Reply:
     private: str = ""
     private_fallback: str = ""
     file_ids: tuple[str, ...] = ()  # uploaded files the first part carries (an export)
+    buttons: tuple[Button, ...] = ()  # interactive buttons under the first part (when the daemon has a URL)
 
     @classmethod
     def nothing(cls) -> Reply:
@@ -128,6 +131,7 @@ class Reply:
             "\n\n".join(t for t in (self.private, other.private) if t),
             self.private_fallback or other.private_fallback,
             unique(*self.file_ids, *other.file_ids),
+            (*self.buttons, *other.buttons),
         )
 
 

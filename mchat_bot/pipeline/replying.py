@@ -27,6 +27,7 @@ import structlog
 from mchat_bot.mattermost.hooks import HookError, IncomingWebhookSender, post_hook
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable
 from mchat_bot.observe import metrics
+from mchat_bot.pipeline.buttons import Button, ButtonMaker
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.mappings import Mappings
 from mchat_bot.pipeline.message import IncomingMessage
@@ -85,8 +86,10 @@ class ReplyWriter:
         hooks: Hooks | None = None,
         edit_sent_parts: bool = False,
         bot_user_id: str = "",
+        buttons: ButtonMaker | None = None,
     ) -> None:
         self.server = server
+        self.buttons = buttons  # None: no action door is reachable, replies go without buttons
         self.bot_user_id = bot_user_id
         self._ephemeral_refused_at = -EPHEMERAL_RECHECK_S  # monotonic time of the last 403
         self.inbox = inbox
@@ -143,7 +146,10 @@ class ReplyWriter:
             return await self._outgoing_late(msg, text)
         if self.edit_sent_parts:
             await self._finalize(turn, text)
-        return await self.post_parts(msg, text, turn.reply.file_ids if turn.reply is not None else ())
+        reply = turn.reply
+        if reply is None:
+            return await self.post_parts(msg, text)
+        return await self.post_parts(msg, text, reply.file_ids, reply.buttons)
 
     # --- the asker alone ----------------------------------------------------------------------
 
@@ -183,9 +189,15 @@ class ReplyWriter:
 
     # --- the thread ---------------------------------------------------------------------------
 
-    async def post_parts(self, msg: IncomingMessage, text: str, file_ids: Sequence[str] = ()) -> list[str]:
-        """Post the missing parts in the asker's thread (the first one carries ``file_ids``); the
-        reply post ids of all parts, in order."""
+    async def post_parts(
+        self,
+        msg: IncomingMessage,
+        text: str,
+        file_ids: Sequence[str] = (),
+        buttons: Sequence[Button] = (),
+    ) -> list[str]:
+        """Post the missing parts in the asker's thread (the first one carries ``file_ids`` and the
+        buttons, when this writer can render them); the reply post ids of all parts, in order."""
         parts = split_message(text, self.limit)
         sent = await self.inbox.sent_parts(msg.post_id)
         ids: list[str] = []
@@ -193,19 +205,34 @@ class ReplyWriter:
             if i in sent:
                 ids.append(sent[i])
                 continue
-            ids.append(await self.create_part(msg, i, part, file_ids=file_ids if i == 0 else ()))
+            first = i == 0
+            ids.append(
+                await self.create_part(
+                    msg, i, part, file_ids=file_ids if first else (), buttons=buttons if first else ()
+                )
+            )
         return ids
 
     async def create_part(
-        self, msg: IncomingMessage, part: int, text: str, *, via: Any = None, file_ids: Sequence[str] = ()
+        self,
+        msg: IncomingMessage,
+        part: int,
+        text: str,
+        *,
+        via: Any = None,
+        file_ids: Sequence[str] = (),
+        buttons: Sequence[Button] = (),
     ) -> str:
         """Post one part with its markers and write it to the sent-log; ``via``: another client."""
         server = via if via is not None else self.server
+        props = markers(msg.post_id, part)
+        if buttons and self.buttons is not None:
+            props["attachments"] = self.buttons.attachments(buttons, msg.channel_id)
         post = await server.create_post(
             msg.channel_id,
             text,
             root_id=msg.thread_root,
-            props=markers(msg.post_id, part),
+            props=props,
             pending_post_id=pending_id(msg.post_id, part),
             file_ids=file_ids or None,
         )

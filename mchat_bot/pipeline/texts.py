@@ -1021,3 +1021,106 @@ def forget_me_receipt(
         )
     )
     return "\n".join(lines)
+
+
+# -- buttons: labels on the replies, and what a click answers -------------------------------------
+
+
+def button_undo(lang: str) -> str:
+    return pick(lang, "↩️ 되돌리기", "↩️ Undo")
+
+
+def button_forget(i: int, memory: Memory, lang: str) -> str:
+    return pick(lang, f"🗑️ {i}번 삭제", f"🗑️ Forget {i}") + f": {one_line(memory.text, 40)}"
+
+
+def button_forget_me(lang: str, *, everything: bool = False) -> str:
+    if everything:
+        return pick(lang, "🧹 채널·팀 메모리까지 모두 지우기", "🧹 Forget me and what I wrote in channels")
+    return pick(lang, "🧹 나를 잊기", "🧹 Forget me")
+
+
+def button_keep(memory: Memory, lang: str) -> str:
+    return pick(lang, "이쪽이 맞음", "This one") + f": {one_line(memory.text, 50)}"
+
+
+def format_conflict(new: Memory, old: Memory, lang: str, tz: tzinfo | None = None) -> str:
+    """A new team/channel memory contradicts one by another author: both kept until someone chooses."""
+    who_new, who_old = new.user_name or "?", old.user_name or "?"
+    return pick(
+        lang,
+        "#### ⚖️ 어느 쪽이 맞나요?\n"
+        f"새 메모리가 @{who_old}님의 메모리와 어긋납니다. 고를 때까지 둘 다 남겨 둡니다.\n"
+        f"- **새 메모리** (@{who_new}): {one_line(new.text, 200)} (`{short_id(new.id)}`)\n"
+        f"- **이전 메모리** (@{who_old}, {format_date(old.created_at, tz)}): {one_line(old.text, 200)}"
+        f" (`{short_id(old.id)}`)\n"
+        "두 작성자나 채널 관리자가 아래에서 고를 수 있습니다.",
+        "#### ⚖️ Which is right?\n"
+        f"The new memory contradicts one by @{who_old}. Both are kept until someone chooses.\n"
+        f"- **New** (@{who_new}): {one_line(new.text, 200)} (`{short_id(new.id)}`)\n"
+        f"- **Earlier** (@{who_old}, {format_date(old.created_at, tz)}): {one_line(old.text, 200)}"
+        f" (`{short_id(old.id)}`)\n"
+        "Either author or a channel admin can choose below.",
+    )
+
+
+def click_forged(lang: str) -> str:
+    return pick(
+        lang,
+        "이 버튼은 확인할 수 없어 처리하지 않았습니다.",
+        "This button could not be verified: nothing was done.",
+    )
+
+
+def click_expired(lang: str, mention: str) -> str:
+    return pick(
+        lang,
+        f"이 버튼은 만료되었습니다. 명령으로 해 주세요 (`{mention} forget ID`).",
+        f"This button has expired. Use the command instead (`{mention} forget ID`).",
+    )
+
+
+def click_not_yours(lang: str, author: str) -> str:
+    return pick(
+        lang,
+        f"@{author}님만 되돌릴 수 있습니다. 아무것도 바꾸지 않았습니다.",
+        f"Only @{author} can undo this. Nothing was changed.",
+    )
+
+
+def click_not_allowed_to_choose(lang: str) -> str:
+    return pick(
+        lang,
+        "두 메모리의 작성자나 채널 관리자만 고를 수 있습니다. 아무것도 바꾸지 않았습니다.",
+        "Only the two authors or a channel admin can choose. Nothing was changed.",
+    )
+
+
+def click_gone(lang: str) -> str:
+    return pick(
+        lang,
+        "이미 처리된 메모리입니다. 아무것도 바꾸지 않았습니다.",
+        "That memory was already handled. Nothing was changed.",
+    )
+
+
+def click_undone(lang: str, user: str) -> str:
+    return pick(
+        lang,
+        f"↩️ @{user}님이 되돌렸습니다: 이 메모리는 삭제되었습니다.",
+        f"↩️ Undone by @{user}: this memory was deleted.",
+    )
+
+
+def click_forgotten(lang: str, user: str, memory_id: str) -> str:
+    sid = short_id(memory_id)
+    return pick(lang, f"🗑️ @{user}님이 삭제: `{sid}`", f"🗑️ Forgotten by @{user}: `{sid}`")
+
+
+def click_chose(lang: str, user: str, kept: Memory) -> str:
+    return pick(
+        lang,
+        f"✅ @{user}님이 골랐습니다: {one_line(kept.text, 200)} (`{short_id(kept.id)}`)."
+        " 다른 쪽은 더 이상 쓰지 않습니다.",
+        f"✅ @{user} chose: {one_line(kept.text, 200)} (`{short_id(kept.id)}`). The other is no longer used.",
+    )

@@ -91,7 +91,7 @@ class ClaimChecker:
             raise ClaimRefused(403, "not_public", "outgoing webhooks fire only in public channels")
         claims = await self._member_claims(channel, user_id, team_id)
         if post_id:
-            post = await self._post(post_id)
+            post = await self.post(post_id)
             if post.get("channel_id") != channel.id or post.get("user_id") != user_id:
                 raise ClaimRefused(403, "post_mismatch", "post_id is not a post of this user in this channel")
             if post.get("delete_at"):
@@ -167,7 +167,7 @@ class ClaimChecker:
         self._users.put(user_id, name)
         return name
 
-    async def _post(self, post_id: str) -> dict[str, Any]:
+    async def post(self, post_id: str) -> dict[str, Any]:
         try:
             return await self._ask(lambda: self.rest.get_post(post_id))
         except MattermostError as exc:

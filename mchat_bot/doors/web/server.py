@@ -214,6 +214,10 @@ class WebDoors:
             max_connections=h.max_connections,
         )
 
+    def install(self, router: object) -> None:
+        """Routes made after the doors (the buttons' door needs the handlers)."""
+        self.server.app.include_router(router)  # type: ignore[arg-type]
+
     def bind(self) -> None:
         self.server.bind()
 

@@ -136,6 +136,40 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # --- helpers ------------------------------------------------------------------------------------
 
 
+async def read_fields(request: Request, types: Sequence[str], max_body_bytes: int) -> dict[str, list[str]]:
+    """The body's fields (every value a list of strings), after size and type checks."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in types:
+        raise HTTPException(415, f"Content-Type must be one of: {', '.join(types)}")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        raise HTTPException(413, f"body larger than {max_body_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise HTTPException(413, f"body larger than {max_body_bytes} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "body is not UTF-8") from None
+    if media == JSON:
+        if nesting(text) > MAX_JSON_DEPTH:  # json.loads would recurse into a RecursionError
+            raise HTTPException(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+        try:
+            data = json.loads(text) if text.strip() else None
+        except ValueError:
+            raise HTTPException(400, "body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "body must be a JSON object")
+        out: dict[str, list[str]] = {}
+        for k, v in data.items():
+            items = v if isinstance(v, list) else [v]
+            out[str(k)] = ["" if i is None else (i if isinstance(i, str) else json.dumps(i)) for i in items]
+        return out
+    return parse_qs(text, keep_blank_values=True)
+
+
 def token_scopes(entries: Sequence[str]) -> dict[str, tuple[str, str]]:
     """``webhooks.outgoing_tokens`` entries: ``TOKEN``, or ``TOKEN:TEAM_ID`` / ``TOKEN:TEAM_ID:CHANNEL_ID``
     to accept the token only for that team (and channel), as the hook was made in Mattermost."""
@@ -270,39 +304,7 @@ class WebhookEndpoints:
     # --- request checks -------------------------------------------------------------------------
 
     async def _fields(self, request: Request, types: Sequence[str]) -> dict[str, list[str]]:
-        """The body's fields (every value a list of strings), after size and type checks."""
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media not in types:
-            raise HTTPException(415, f"Content-Type must be one of: {', '.join(types)}")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise HTTPException(413, f"body larger than {self.max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                raise HTTPException(413, f"body larger than {self.max_body_bytes} bytes")
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise HTTPException(400, "body is not UTF-8") from None
-        if media == JSON:
-            if nesting(text) > MAX_JSON_DEPTH:  # json.loads would recurse into a RecursionError
-                raise HTTPException(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
-            try:
-                data = json.loads(text) if text.strip() else None
-            except ValueError:
-                raise HTTPException(400, "body is not valid JSON") from None
-            if not isinstance(data, dict):
-                raise HTTPException(400, "body must be a JSON object")
-            out: dict[str, list[str]] = {}
-            for k, v in data.items():
-                items = v if isinstance(v, list) else [v]
-                out[str(k)] = [
-                    "" if i is None else (i if isinstance(i, str) else json.dumps(i)) for i in items
-                ]
-            return out
-        return parse_qs(text, keep_blank_values=True)
+        return await read_fields(request, types, self.max_body_bytes)
 
     @staticmethod
     def _require(fields: dict[str, list[str]], names: Sequence[str]) -> dict[str, str]:
