@@ -63,3 +63,18 @@ def test_attachments_point_at_the_action_door_with_unique_alphanumeric_ids() -> 
         "https://bot.example.com/mattermost/actions"
     }
     assert maker.attachments([], "c1") == []
+
+
+async def test_replies_carry_buttons_only_where_the_daemon_has_an_action_door(store) -> None:
+    from mchat_bot.pipeline.handlers import Handlers
+    from tests.support.factories import BOT, SITE, answer
+
+    with_door = Handlers(store, None, BOT, SITE, buttons=True)
+    saved = await answer(with_door, "@ai remember the release is on Friday", user="u_kim")
+    [undo] = saved.buttons
+    assert undo.kind == "undo" and undo.user_id == "u_kim" and undo.memory_ids == saved.memory_ids[:1]
+    without = Handlers(store, None, BOT, SITE)
+    assert (await answer(without, "@ai remember the office moves in March", user="u_kim")).buttons == ()
+    assert (await answer(without, "@ai forget release")).buttons == ()
+    offered = await answer(with_door, "@ai forget release")
+    assert [b.kind for b in offered.buttons] == ["forget"]
