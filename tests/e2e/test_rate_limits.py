@@ -139,7 +139,8 @@ def busiest_second(calls: list[Call]) -> int:
 async def test_500_mentions_against_mattermosts_default_limit_each_get_one_reply_with_few_429s(
     dev: RecordingDev, llm: FakeLLM, tmp_path: Path
 ) -> None:
-    bot = DaemonProcess(dev, llm, tmp_path)  # the defaults: no explicit cap
+    # the defaults (no explicit cap), with a ✅ on every answer: courtesy calls that must give way
+    bot = DaemonProcess(dev, llm, tmp_path, env={"MCHAT_UX_DONE_ON_FAST_ANSWERS": "true"})
     await bot.start()
     base = await bot.http_url()
     before = await scrape(base)
