@@ -63,7 +63,7 @@ from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
 from mchat_bot.pipeline.workers import WorkerPool
-from mchat_bot.storage import Storage
+from mchat_bot.storage import storage_for
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,7 @@ class Daemon:
         s = self.settings
         quiet_loop_errors(asyncio.get_running_loop())
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
-        storage = await Storage(s.storage.path).open()
+        storage = await storage_for(s.storage).open()
         readiness = health.Readiness()  # /readyz asks the parts as they are built
         readiness.checks["storage"] = health.storage_check(storage)
         rest = RestClient(

@@ -113,6 +113,9 @@ class KnowledgeSettings:
 @dataclass(slots=True)
 class StorageSettings:
     path: Path = Path("data/mchat_bot.sqlite3")
+    # postgresql://user:password@host:port/db: the state in PostgreSQL instead of the SQLite file
+    url: Secret = field(default_factory=Secret)
+    pool_size: int = 10  # PostgreSQL connections at most
     retention_days: int = 7  # finished inbox items (ids only) are kept this long for dedupe
 
 
@@ -203,6 +206,10 @@ class Settings:
                 found.extend(v.get() for v in items if isinstance(v, Secret) and v)
         # a webhook token may carry its team/channel after ':'; the token alone is the secret too
         found.extend(t.get().partition(":")[0] for t in self.webhooks.outgoing_tokens if ":" in t.get())
+        # the database password alone, as a driver's message might quote it
+        password = urlsplit(self.storage.url.get()).password if self.storage.url else None
+        if password:
+            found.append(password)
         return found
 
 
@@ -212,6 +219,7 @@ CREDENTIALS = {
     "llm_api_key": ("llm", "api_key"),
     "memory_api_key": ("memory", "api_key"),
     "actions_key": ("http", "actions_key"),
+    "storage_url": ("storage", "url"),
 }
 
 ENV_PREFIX = "MCHAT_"
@@ -393,6 +401,9 @@ def _validate(settings: Settings) -> None:
             "webhooks.incoming_url: must be an incoming webhook of mattermost.url (its scheme, host and"
             " port, path /hooks/...); the bot posts to no other address"
         )
+    db_url = settings.storage.url.get()
+    if db_url and (urlsplit(db_url).scheme.lower() not in ("postgresql", "postgres") or "://" not in db_url):
+        raise ConfigError("storage.url: expected postgresql://user:password@host:port/database")
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -427,6 +438,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "bot.max_attempts": (1, True, 100),
     "audit.retention_days": (1, True, 36500),
     "storage.retention_days": (1, True, 36500),
+    "storage.pool_size": (1, True, 1000),
     "ux.typing_interval": (0, False, 3600),
     "ux.feedback_delay": (0, True, 3600),
     "ux.stream_edit_interval": (0, False, 3600),

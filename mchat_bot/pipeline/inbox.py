@@ -8,6 +8,10 @@ ask to keep) and the saved reply are kept only until the item is finished, then 
 
 A thread (channel + root) has at most one claimed item and
 its items are handed out in ``create_at`` order, so answers in one thread never overtake each other.
+The claim is one statement on either engine: on SQLite an ``UPDATE … WHERE seq IN (…)`` (one writer
+at a time), on PostgreSQL the same choice locked ``FOR UPDATE SKIP LOCKED``, so that claimers on
+other connections (other daemons) skip what one of them is taking and never claim a thread's next
+item while its earlier one is pending or claimed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.storage import Storage
+from mchat_bot.storage import Dialect, Storage
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +50,8 @@ _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_a
 _SCRUB = "payload = '{}', reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
-# One statement: pick the due items (the oldest pending post of each thread that has no claimed
-# item), mark them claimed, and return them with the parts of their answer already in the sent-log.
-# The subquery is read before any row changes, and one statement is one atomic transaction.
-_CLAIM = """
-UPDATE inbox SET state = 'claimed', updated_at = ?
-WHERE seq IN (
+# The due items: the oldest pending post of each thread that has no claimed item (parameters: now, limit).
+_DUE = """
     SELECT i.seq FROM inbox i
     WHERE i.state = 'pending'
       AND i.not_before <= ?
@@ -60,11 +60,32 @@ WHERE seq IN (
                       WHERE e.thread_key = i.thread_key AND e.state = 'pending'
                         AND (e.create_at < i.create_at OR (e.create_at = i.create_at AND e.seq < i.seq)))
     ORDER BY i.create_at, i.seq
-    LIMIT ?)
+    LIMIT ?"""
+# One statement: mark the due items claimed and return them with the parts of their answer
+# already in the sent-log (parameters: now, now, limit). SQLite: the subquery is read before any row
+# changes, and one statement is one atomic transaction. PostgreSQL: the rows are locked as they are
+# chosen and rows another claimer holds are skipped; a thread whose oldest item is being claimed
+# elsewhere has no other candidate, since that item is still pending in this statement's snapshot.
+_CLAIM: dict[Dialect, str] = {
+    "sqlite": f"""
+UPDATE inbox SET state = 'claimed', updated_at = ?
+WHERE seq IN ({_DUE})
 RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at, seq,
     (SELECT json_group_array(json_array(part, reply_post_id)) FROM sent_log
      WHERE source_post_id = inbox.post_id)
-"""
+""",
+    "postgresql": f"""
+WITH claim_time AS (SELECT ?::double precision AS now),
+due AS ({_DUE}
+    FOR UPDATE OF i SKIP LOCKED)
+UPDATE inbox SET state = 'claimed', updated_at = claim_time.now
+FROM due, claim_time WHERE inbox.seq = due.seq
+RETURNING inbox.post_id, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox.last_error,
+    inbox.reply, inbox.create_at, inbox.seq,
+    (SELECT coalesce(json_agg(json_build_array(s.part, s.reply_post_id)), '[]')::text FROM sent_log s
+     WHERE s.source_post_id = inbox.post_id)
+""",
+}
 
 
 class Inbox:
@@ -78,6 +99,7 @@ class Inbox:
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self._claim_sql = _CLAIM[storage.dialect]
         self.changed = asyncio.Event()
         self._sent: dict[str, dict[int, str]] = {}  # claimed here: post id -> part -> reply post id
 
@@ -88,12 +110,13 @@ class Inbox:
     async def put(self, msg: IncomingMessage) -> bool:
         """Enqueue; False if this post id was seen before (pending, done or failed).
 
-        When this returns, the item is committed (one ``INSERT OR IGNORE``, one hop).
+        When this returns, the item is committed (one ``INSERT … ON CONFLICT DO NOTHING``, one hop).
         """
         now = self._now()
         added = (
             await self.storage.execute(
-                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)", _put_row(msg, now)
+                f"INSERT INTO inbox {_PUT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                _put_row(msg, now),
             )
             == 1
         )
@@ -108,8 +131,8 @@ class Inbox:
         for start in range(0, len(msgs), _PUT_ROWS_PER_STATEMENT):
             chunk = msgs[start : start + _PUT_ROWS_PER_STATEMENT]
             rows = await self.storage.execute_returning(
-                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES"
-                f" {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))} RETURNING post_id",
+                f"INSERT INTO inbox {_PUT_COLUMNS} VALUES"
+                f" {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))} ON CONFLICT DO NOTHING RETURNING post_id",
                 [v for m in chunk for v in _put_row(m, now)],
             )
             new.update(str(r[0]) for r in rows)
@@ -126,7 +149,7 @@ class Inbox:
         if limit <= 0:
             return []
         now = self._now()
-        rows = await self.storage.execute_returning(_CLAIM, (now, now, limit))
+        rows = await self.storage.execute_returning(self._claim_sql, (now, now, limit))
         rows.sort(key=lambda r: (r[6], r[7]))  # RETURNING has no order
         items = []
         for row in rows:
@@ -226,10 +249,9 @@ class Inbox:
                 " WHERE state IN ('done', 'failed') AND updated_at < ?)",
                 (cutoff,),
             )
-            cur = await db.execute(
+            return await db.execute(
                 "DELETE FROM inbox WHERE state IN ('done', 'failed') AND updated_at < ?", (cutoff,)
             )
-            return int(cur.rowcount)
 
     async def prune_loop(self, retention_days: float, every: float = 3600.0) -> None:
         """For the supervisor, hourly: forget finished items older than ``retention_days``, and fold
@@ -253,8 +275,9 @@ class Inbox:
     async def record_sent(self, source_post_id: str, part: int, reply_post_id: str) -> None:
         """A part is posted; committed when this returns (one statement, one hop)."""
         await self.storage.execute(
-            "INSERT OR REPLACE INTO sent_log (source_post_id, part, reply_post_id, sent_at)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO sent_log (source_post_id, part, reply_post_id, sent_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (source_post_id, part) DO UPDATE SET reply_post_id = excluded.reply_post_id,"
+            " sent_at = excluded.sent_at",
             (source_post_id, part, reply_post_id, self._now()),
         )
         held = self._sent.get(source_post_id)

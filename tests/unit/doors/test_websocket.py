@@ -17,7 +17,7 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, Storage
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, tries=None, retryable=lambda _e: True)
 
@@ -30,7 +30,7 @@ async def dev() -> AsyncIterator[DevServer]:
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    st = await Storage(tmp_path / "bot.sqlite").open()
+    st = await SqliteStorage(tmp_path / "bot.sqlite").open()
     yield st
     await st.close()
 

@@ -1,4 +1,4 @@
-"""The SQLite storage and the durable inbox, on a real database file."""
+"""The durable inbox on both engines (a real SQLite file, a real PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.storage import MIGRATIONS, Storage
+from mchat_bot.storage import MIGRATIONS, SqliteStorage, Storage, storage_at
 from tests.support.factories import message
 
 
@@ -22,15 +22,12 @@ def msg(
     )
 
 
-@pytest.fixture
-async def storage(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with Storage(tmp_path / "db" / "bot.sqlite3") as st:
-        yield st
+pytestmark = pytest.mark.both_dialects
 
 
 async def test_storage_pragmas_migrations_and_kv(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    async with Storage(path) as st:
+    async with SqliteStorage(path) as st:
         assert await st.schema_version() == len(MIGRATIONS)
         row = await st.fetchone("PRAGMA journal_mode")
         assert row is not None and row[0] == "wal"
@@ -38,13 +35,13 @@ async def test_storage_pragmas_migrations_and_kv(tmp_path: Path) -> None:
         assert await st.get_kv("cursor", "0") == "0"
         await st.set_kv("cursor", "1764057600000")
         await st.set_kv("cursor", "1764057600001")
-    async with Storage(path) as st:  # reopened: no second migration, value kept
+    async with SqliteStorage(path) as st:  # reopened: no second migration, value kept
         assert await st.get_kv("cursor") == "1764057600001"
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     con.close()
     with pytest.raises(RuntimeError, match="newer"):
-        await Storage(path).open()
+        await SqliteStorage(path).open()
 
 
 async def test_put_dedupes_by_post_id_even_after_done(storage: Storage) -> None:
@@ -91,16 +88,15 @@ async def test_retry_later_counts_attempts_and_blocks_the_thread_until_due(stora
     assert [i.post_id for i in await inbox.claim(5)] == ["a2"]  # a failed item no longer blocks
 
 
-async def test_recover_after_a_crash_and_sent_log_survive_restart(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
-    async with Storage(path) as st:
+async def test_recover_after_a_crash_and_sent_log_survive_restart(storage_target: str | Path) -> None:
+    async with storage_at(storage_target) as st:
         inbox = Inbox(st)
         await inbox.put(msg("p1"))
         await inbox.claim(1)
         await inbox.save_reply("p1", "the answer")
         await inbox.record_sent("p1", 0, "reply-0")
         # the process dies here: no ack
-    async with Storage(path) as st:
+    async with storage_at(storage_target) as st:
         inbox = Inbox(st)
         assert await inbox.claim(1) == []  # still claimed by the dead process
         assert await inbox.recover() == 1
@@ -273,7 +269,8 @@ async def test_the_prune_loop_forgets_old_items_and_empties_the_log(storage: Sto
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert _wal_size(storage.path) == 0
+    if isinstance(storage, SqliteStorage):
+        assert _wal_size(storage.path) == 0
 
 
 def _wal_size(db_path: str) -> int:

@@ -20,7 +20,7 @@ from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.turn import Chain, Turn
 from mchat_bot.pipeline.workers import WorkerPool
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage
 from tests.support.factories import message
 
 
@@ -86,7 +86,7 @@ async def _value(v: Any) -> Any:
 
 @pytest.fixture
 async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "bot.sqlite3") as st:
         yield Inbox(st)
 
 
@@ -211,7 +211,7 @@ async def test_a_part_already_sent_is_never_sent_again(inbox: Inbox) -> None:
 async def test_restart_after_crash_sends_only_missing_parts(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
     reply = "A" * 150 + "\n\n" + "B" * 150
-    async with Storage(path) as st:  # the first process posted part 0 and died
+    async with SqliteStorage(path) as st:  # the first process posted part 0 and died
         inbox = Inbox(st)
         await inbox.put(msg("p1"))
         await inbox.claim(1)
@@ -222,7 +222,7 @@ async def test_restart_after_crash_sends_only_missing_parts(tmp_path: Path) -> N
     async def must_not_run(m: IncomingMessage) -> str:
         raise AssertionError("the saved reply must be reused")
 
-    async with Storage(path) as st:
+    async with SqliteStorage(path) as st:
         inbox = Inbox(st)
         assert await inbox.recover() == 1
         async with pool_for(inbox, poster, must_not_run, limit=200):
