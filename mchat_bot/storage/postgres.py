@@ -39,6 +39,7 @@ Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # pg_advisory_xact_lock key of the migrations (any constant; the same for every daemon)
 MIGRATION_LOCK = 0x6D63_6861_7473_6368  # "mchatsch"
+RECONNECT_TIMEOUT_S = 10.0
 CONNECT_POLICY = RetryPolicy(first_delay=0.2, max_delay=2.0, tries=3)
 
 
@@ -74,6 +75,15 @@ class PostgresStorage(Storage):
         return self._pool
 
     async def open(self) -> Self:
+        """Migrate on a first connection of its own (a refused login or a missing database is
+        reported in the server's words, tried a few times, not after the pool's whole timeout),
+        then open the pool."""
+        first = await self._policy.call(self._connect)
+        try:
+            await self._configure(first)
+            await self._migrate(first)
+        finally:
+            await first.close()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             self._url,
             min_size=1,
@@ -83,12 +93,14 @@ class PostgresStorage(Storage):
             check=AsyncConnectionPool.check_connection,
             timeout=self._connect_timeout,
             name="mchat-bot",
+            # the pool's own reconnect backs off exponentially; giving up after 10 s lets the next
+            # request start afresh, so a long outage is not followed by a minute-long wait
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
             open=False,
         )
         self._pool = pool
         try:
             await pool.open(wait=True, timeout=self._connect_timeout)
-            await self._migrate()
         except PoolTimeout as exc:
             await self.close()
             raise StorageUnavailable(
@@ -104,6 +116,16 @@ class PostgresStorage(Storage):
             pool, self._pool = self._pool, None
             await pool.close()
 
+    async def _connect(self) -> Connection:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+            )
+        except psycopg.OperationalError as exc:
+            # libpq's words name the host, port and user, never the password
+            reason = str(exc).removeprefix("connection failed: ").strip()
+            raise StorageUnavailable(f"cannot connect to {self.where}: {reason}") from None
+
     async def _configure(self, conn: Connection) -> None:
         await conn.execute(
             "SELECT set_config('statement_timeout', %s, false)", (str(self._statement_timeout_ms),)
@@ -113,29 +135,25 @@ class PostgresStorage(Storage):
         row = await self.fetchone("SELECT version FROM schema_version")
         return int(row[0]) if row else 0
 
-    async def _migrate(self) -> None:
-        async def migrate(conn: Connection) -> tuple[int, int]:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-                row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
-                if row is None:
-                    await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-                current = int(row[0]) if row else 0
-                if current > len(MIGRATIONS):
-                    raise RuntimeError(
-                        f"database {self.where} has schema version {current}, newer than this code "
-                        f"({len(MIGRATIONS)}); refusing to touch it"
-                    )
-                for version in range(current, len(MIGRATIONS)):
-                    for stmt in statements(for_postgres(MIGRATIONS[version])):
-                        await conn.execute(stmt)
-                await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
-                return current, len(MIGRATIONS)
-
-        before, after = await self._with_connection(migrate)
-        if after != before:
-            log.info("storage.migrated", where=self.where, version=after, was=before)
+    async def _migrate(self, conn: Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+            if row is None:
+                await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            current = int(row[0]) if row else 0
+            if current > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"database {self.where} has schema version {current}, newer than this code "
+                    f"({len(MIGRATIONS)}); refusing to touch it"
+                )
+            for version in range(current, len(MIGRATIONS)):
+                for stmt in statements(for_postgres(MIGRATIONS[version])):
+                    await conn.execute(stmt)
+            await conn.execute("UPDATE schema_version SET version = %s", (len(MIGRATIONS),))
+        if current != len(MIGRATIONS):
+            log.info("storage.migrated", where=self.where, version=len(MIGRATIONS), was=current)
 
     async def _with_connection(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection; a lost connection becomes :class:`StorageUnavailable`."""
