@@ -148,3 +148,13 @@ def test_llm_model_and_api_base_take_one_name_or_a_list(tmp_path: Path) -> None:
     config.write_text("[llm]\nmodel = 3\n")
     with pytest.raises(ConfigError, match=r"llm\.model: expected a string or list of strings"):
         load_settings(config, ENV)
+
+
+def test_storage_url_is_a_postgres_url_kept_secret_with_its_password(tmp_path: Path) -> None:
+    url = "postgresql://bot:pg-pass-42@db.internal:5432/mchat"
+    s = _load(tmp_path, "", env={"MCHAT_STORAGE_URL": url})
+    assert s.storage.url.get() == url and "pg-pass-42" not in repr(s)
+    assert url in s.secrets and "pg-pass-42" in s.secrets  # the log filter hides either form
+    with pytest.raises(ConfigError, match=r"storage\.url"):
+        _load(tmp_path, "", env={"MCHAT_STORAGE_URL": "mysql://bot@db/mchat"})
+    assert not _load(tmp_path, "").storage.url  # unset: the SQLite file
