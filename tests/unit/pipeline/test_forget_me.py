@@ -19,7 +19,7 @@ from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import Outcome
 from mchat_bot.pipeline.router import Command, parse_request
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, Storage
 from tests.support.factories import BOT, KIM, LEE, SITE, answer, in_dm, mem, message, seed
 
 AT = 1_700_000_000_000
@@ -27,7 +27,7 @@ AT = 1_700_000_000_000
 
 @pytest_asyncio.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "bot.sqlite3") as st:
         yield st
 
 
