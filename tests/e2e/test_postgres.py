@@ -4,10 +4,9 @@ loses nothing and no log line shows the password (``check`` with PostgreSQL: tes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
+import pytest
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
@@ -15,17 +14,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.fixtures import create_database
 from tests.support.postgres import PostgresCluster
 
-
-@pytest_asyncio.fixture
-async def dev() -> AsyncIterator[DevServer]:
-    async with DevServer() as server:
-        yield server
-
-
-@pytest_asyncio.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
-        yield fake
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the shared dev server and fake LLM
 
 
 async def test_the_daemon_answers_from_postgres_and_loses_nothing_over_a_restart(
@@ -48,12 +37,8 @@ async def test_the_daemon_answers_from_postgres_and_loses_nothing_over_a_restart
             await asyncio.to_thread(pg_cluster.start)
         replies = await daemon.replies_to(post, timeout=60.0)
         assert len(replies) == 1, daemon.log_tail()
-        assert password_free(daemon.log_tail(200_000), pg_cluster.password)
+        assert pg_cluster.password not in daemon.log_tail(200_000)
     finally:
         code = await daemon.stop()
     assert code == 0, daemon.log_tail()
     assert "storage.migrated" in daemon.log_tail(200_000)
-
-
-def password_free(text: str, password: str) -> bool:
-    return password not in text
