@@ -4,9 +4,7 @@ memories only when they choose, nobody else's anything."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
+import pytest
 import pytest_asyncio
 
 from mchat_bot.knowledge.index import MessageIndex
@@ -19,16 +17,13 @@ from mchat_bot.pipeline.handlers import Handlers
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import Outcome
 from mchat_bot.pipeline.router import Command, parse_request
-from mchat_bot.storage import SqliteStorage, Storage
+from mchat_bot.storage import Storage
 from tests.support.factories import BOT, KIM, LEE, SITE, answer, in_dm, mem, message, seed
 
 AT = 1_700_000_000_000
 
 
-@pytest_asyncio.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with SqliteStorage(tmp_path / "bot.sqlite3") as st:
-        yield st
+pytestmark = pytest.mark.both_dialects  # the `storage` fixture: SQLite and PostgreSQL
 
 
 @pytest_asyncio.fixture
