@@ -95,6 +95,9 @@ class MemorySettings:
     sensitive: str = "mask"  # what to do with sensitive data in a memory: "mask" or "refuse"
     team_admins: list[str] = field(default_factory=list)  # usernames who may make team memories anywhere
     extract_channels: list[str] = field(default_factory=list)  # channel ids with automatic extraction
+    # state in PostgreSQL is for several daemons, which must share one memory store (memory.url);
+    # true lets an embedded store (one per daemon) stand beside it, for tests and development only
+    allow_embedded_with_shared_state: bool = False
 
 
 @dataclass(slots=True)
@@ -148,6 +151,10 @@ class BotSettings:
     workers: int = 4
     shutdown_grace: float = 10.0
     max_attempts: int = 5
+    # several daemons on one PostgreSQL: the name of this one in the inbox's claims ("" = host-pid;
+    # a name kept across restarts lets a restarted daemon take its own claims back at once)
+    instance_id: str = ""
+    claim_lease: float = 30.0  # seconds a claim holds without renewal before another daemon takes it
 
 
 @dataclass(slots=True)
@@ -404,6 +411,13 @@ def _validate(settings: Settings) -> None:
     db_url = settings.storage.url.get()
     if db_url and (urlsplit(db_url).scheme.lower() not in ("postgresql", "postgres") or "://" not in db_url):
         raise ConfigError("storage.url: expected postgresql://user:password@host:port/database")
+    if db_url and not settings.memory.url and not settings.memory.allow_embedded_with_shared_state:
+        raise ConfigError(
+            "memory.url: storage.url puts the state in PostgreSQL, for several daemons, and they must"
+            " share one memory store: set memory.url to a Qdrant server (an embedded store at"
+            " memory.path belongs to one process; memory.allow_embedded_with_shared_state = true"
+            " allows one per daemon, for tests and development only)"
+        )
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -436,6 +450,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "bot.workers": (1, True, 1024),
     "bot.shutdown_grace": (0, True, 3600),
     "bot.max_attempts": (1, True, 100),
+    "bot.claim_lease": (1, True, 3600),
     "audit.retention_days": (1, True, 36500),
     "storage.retention_days": (1, True, 36500),
     "storage.pool_size": (1, True, 1000),

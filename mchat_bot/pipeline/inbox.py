@@ -12,6 +12,13 @@ The claim is one statement on either engine: on SQLite an ``UPDATE … WHERE seq
 at a time), on PostgreSQL the same choice locked ``FOR UPDATE SKIP LOCKED``, so that claimers on
 other connections (other daemons) skip what one of them is taking and never claim a thread's next
 item while its earlier one is pending or claimed.
+
+Several daemons share one inbox on PostgreSQL: a claim records its holder (the daemon's instance
+id) and a lease, renewed by the holder while its turns run (:meth:`Inbox.renew`). A claim whose
+lease ran out belongs to a daemon that died: the next claim takes it, as a re-send (its saved
+reply, the sent-log and the thread's markers post only the missing parts). :meth:`Inbox.recover`
+releases only this instance's claims and expired ones, never a live daemon's; releasing and
+retrying are refused for an item another daemon holds now.
 """
 
 from __future__ import annotations
@@ -50,25 +57,26 @@ _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_a
 _SCRUB = "payload = '{}', reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
-# The due items: the oldest pending post of each thread that has no claimed item (parameters: now, limit).
+# The due items: the oldest open post of each thread that no live claim holds; an expired claim is
+# due again (its holder died). Parameters: now (not_before), now (expired), now (live), limit.
 _DUE = """
     SELECT i.seq FROM inbox i
-    WHERE i.state = 'pending'
-      AND i.not_before <= ?
-      AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed')
+    WHERE ((i.state = 'pending' AND i.not_before <= ?) OR (i.state = 'claimed' AND i.lease_until < ?))
+      AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed'
+                      AND c.lease_until >= ?)
       AND NOT EXISTS (SELECT 1 FROM inbox e
-                      WHERE e.thread_key = i.thread_key AND e.state = 'pending'
+                      WHERE e.thread_key = i.thread_key AND e.state IN ('pending', 'claimed')
                         AND (e.create_at < i.create_at OR (e.create_at = i.create_at AND e.seq < i.seq)))
     ORDER BY i.create_at, i.seq
     LIMIT ?"""
-# One statement: mark the due items claimed and return them with the parts of their answer
-# already in the sent-log (parameters: now, now, limit). SQLite: the subquery is read before any row
+# One statement: mark the due items claimed by this daemon until its lease ends and return them with
+# the parts of their answer already in the sent-log. SQLite: the subquery is read before any row
 # changes, and one statement is one atomic transaction. PostgreSQL: the rows are locked as they are
 # chosen and rows another claimer holds are skipped; a thread whose oldest item is being claimed
-# elsewhere has no other candidate, since that item is still pending in this statement's snapshot.
+# elsewhere has no other candidate, since that item is still open in this statement's snapshot.
 _CLAIM: dict[Dialect, str] = {
     "sqlite": f"""
-UPDATE inbox SET state = 'claimed', updated_at = ?
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = ?
 WHERE seq IN ({_DUE})
 RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at, seq,
     (SELECT json_group_array(json_array(part, reply_post_id)) FROM sent_log
@@ -78,7 +86,7 @@ RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at,
 WITH claim_time AS (SELECT ?::double precision AS now),
 due AS ({_DUE}
     FOR UPDATE OF i SKIP LOCKED)
-UPDATE inbox SET state = 'claimed', updated_at = claim_time.now
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = claim_time.now
 FROM due, claim_time WHERE inbox.seq = due.seq
 RETURNING inbox.post_id, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox.last_error,
     inbox.reply, inbox.create_at, inbox.seq,
@@ -86,6 +94,9 @@ RETURNING inbox.post_id, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox
      WHERE s.source_post_id = inbox.post_id)
 """,
 }
+# Held by this daemon (parameter: its instance id): what it may release, retry or renew.
+_MINE = "state = 'claimed' AND claimed_by = ?"
+DEFAULT_LEASE_S = 30.0
 
 
 class Inbox:
@@ -97,8 +108,10 @@ class Inbox:
     claimed item needs no read; an item that is finished or let go is read from SQLite again.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, instance: str = "local", lease: float = DEFAULT_LEASE_S) -> None:
         self.storage = storage
+        self.instance = instance
+        self.lease = lease
         self._claim_sql = _CLAIM[storage.dialect]
         self.changed = asyncio.Event()
         self._sent: dict[str, dict[int, str]] = {}  # claimed here: post id -> part -> reply post id
@@ -149,7 +162,13 @@ class Inbox:
         if limit <= 0:
             return []
         now = self._now()
-        rows = await self.storage.execute_returning(self._claim_sql, (now, now, limit))
+        until = now + self.lease
+        params: tuple[object, ...]
+        if self.storage.dialect == "postgresql":
+            params = (now, now, now, now, limit, self.instance, until)
+        else:
+            params = (self.instance, until, now, now, now, now, limit)
+        rows = await self.storage.execute_returning(self._claim_sql, params)
         rows.sort(key=lambda r: (r[6], r[7]))  # RETURNING has no order
         items = []
         for row in rows:
@@ -183,13 +202,14 @@ class Inbox:
         await self.storage.execute("UPDATE inbox SET reply = ? WHERE post_id = ?", (text, post_id))
 
     async def retry_later(self, post_id: str, error: str, delay: float) -> int:
-        """Back to pending after ``delay`` seconds; returns the number of failed attempts so far."""
+        """Back to pending after ``delay`` seconds; returns the number of failed attempts so far
+        (0 when another daemon took the item over meanwhile: it is theirs now)."""
         self._sent.pop(post_id, None)
         now = self._now()
         rows = await self.storage.execute_returning(
             "UPDATE inbox SET state = 'pending', attempts = attempts + 1, last_error = ?,"
-            " not_before = ?, updated_at = ? WHERE post_id = ? RETURNING attempts",
-            (error[:2000], now + max(0.0, delay), now, post_id),
+            f" not_before = ?, updated_at = ? WHERE post_id = ? AND {_MINE} RETURNING attempts",
+            (error[:2000], now + max(0.0, delay), now, post_id, self.instance),
         )
         self.changed.set()
         return int(rows[0][0]) if rows else 0
@@ -204,18 +224,44 @@ class Inbox:
         )
 
     async def release(self, post_id: str) -> None:
-        """Claimed -> pending without counting an attempt (shutdown mid-work)."""
-        await self._set_state(
-            post_id,
-            "UPDATE inbox SET state = 'pending', updated_at = ? WHERE post_id = ? AND state = 'claimed'",
-            (),
+        """Claimed -> pending without counting an attempt (shutdown mid-work); only while this
+        daemon holds it."""
+        self._sent.pop(post_id, None)
+        await self.storage.execute(
+            f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE post_id = ? AND {_MINE}",
+            (self._now(), post_id, self.instance),
+        )
+        self.changed.set()
+
+    async def renew(self) -> int:
+        """Extend the lease of every item this daemon holds; how many it holds."""
+        now = self._now()
+        return await self.storage.execute(
+            f"UPDATE inbox SET lease_until = ? WHERE {_MINE}", (now + self.lease, self.instance)
         )
 
+    async def renew_loop(self) -> None:
+        """For the supervisor: renew the leases three times per lease, so one late renewal is harmless."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self.renew()
+
     async def recover(self) -> int:
-        """On start: items claimed by a process that died go back to pending. Returns how many."""
+        """On start: items claimed by a process that died go back to pending. Returns how many.
+
+        On SQLite one daemon owns the file, so every claim is a dead one's; on PostgreSQL only this
+        instance's claims (an earlier run under the same id) and expired ones, never a live daemon's.
+        """
         self._sent.clear()
+        now = self._now()
+        params: tuple[object, ...] = ()
+        if self.storage.dialect == "sqlite":
+            where = "state = 'claimed'"
+        else:
+            where = "state = 'claimed' AND (claimed_by = ? OR lease_until < ?)"
+            params = (self.instance, now)
         n = await self.storage.execute(
-            "UPDATE inbox SET state = 'pending', updated_at = ? WHERE state = 'claimed'", (self._now(),)
+            f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE {where}", (now, *params)
         )
         if n:
             log.info("inbox.recovered", items=n)

@@ -125,6 +125,12 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE indexed < version;
     CREATE INDEX knowledge_line_user ON knowledge_line (user_id);
     """,
+    # 5: several daemons on one inbox: who holds a claimed item and until when (its lease), so that a
+    # dead daemon's items are taken over and a live one's are never released by another
+    """
+    ALTER TABLE inbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE inbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -276,3 +276,50 @@ async def test_the_prune_loop_forgets_old_items_and_empties_the_log(storage: Sto
 def _wal_size(db_path: str) -> int:
     wal = Path(db_path + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_a_live_daemons_claim_is_not_taken_released_or_recovered_by_another(storage: Storage) -> None:
+    a, b = Inbox(storage, instance="a"), Inbox(storage, instance="b")
+    await a.put(msg("p1", root="r", at=1))
+    await a.put(msg("p2", root="r", at=2))
+    assert [i.post_id for i in await a.claim(5)] == ["p1"]
+    assert await b.claim(5) == []  # its thread is held by a live daemon
+    assert await b.recover() == (1 if storage.dialect == "sqlite" else 0)  # SQLite: one daemon a file
+    if storage.dialect == "postgresql":
+        await b.release("p1")
+        await b.retry_later("p1", "not mine", 0)
+        assert await b.claim(5) == []
+        assert await a.renew() == 1
+
+
+async def test_an_expired_claim_is_taken_over_as_a_resend_and_its_old_holder_lets_go(
+    storage: Storage,
+) -> None:
+    dead, live = Inbox(storage, instance="dead", lease=0.2), Inbox(storage, instance="live")
+    await dead.put(msg("p1", root="r", at=1))
+    await dead.put(msg("p2", root="r", at=2))
+    await dead.claim(1)
+    await dead.save_reply("p1", "the answer")
+    await dead.record_sent("p1", 0, "reply-0")
+    assert await live.claim(5) == []  # the lease still runs
+    await asyncio.sleep(0.3)
+    [item] = await live.claim(5)  # the holder died: the same item, never the thread's next one
+    assert (item.post_id, item.reply) == ("p1", "the answer")
+    assert await live.sent_parts("p1") == {0: "reply-0"}
+    await dead.release("p1")  # the old holder wakes up: the item is no longer its to give back
+    assert await dead.renew() == 0
+    assert await dead.claim(5) == []
+    await live.ack("p1")
+    assert [i.post_id for i in await live.claim(5)] == ["p2"]
+
+
+async def test_renewing_keeps_a_claim_past_its_first_lease(storage: Storage) -> None:
+    holder, other = Inbox(storage, instance="a", lease=0.4), Inbox(storage, instance="b")
+    await holder.put(msg("p1"))
+    await holder.claim(1)
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        assert await holder.renew() == 1
+    assert await other.claim(5) == []
+    await asyncio.sleep(0.5)
+    assert [i.post_id for i in await other.claim(5)] == ["p1"]
