@@ -6,6 +6,11 @@ fresh `hello` after a lost connection, or missing `seq`), and once after a resta
 since the last event seen are read over REST and go through the same route and dedupe. The
 catch-up is a supervised part of its own (:meth:`Intake.run_catch_up`): a pass that fails is
 tried again with the one retry policy until it succeeds, so a gap is never given up.
+
+When several daemons share the state, the catch-up and the cursor are the leader's
+(:meth:`Intake.run_as_leader`, a singleton job): the others' sockets feed the shared inbox, but
+only the leader moves the cursor, so a leader that dies mid-catch-up leaves it held at the gap,
+and the next leader reads from there.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Intake:
         self._learner = learner
         self._cursor_ms = 0
         self._flushed_at = 0.0
+        self._writes_cursor = False  # from the read of the stored cursor until the lead ends
         self._user_names = UserNames(rest.get_user, {bot.user_id: bot.username})
         self.accepted = 0
         self.ignored = 0
@@ -127,7 +133,7 @@ class Intake:
         if stamp > self._cursor_ms:
             self._cursor_ms = stamp
         now = time.monotonic()
-        if now - self._flushed_at >= CURSOR_FLUSH_S:
+        if self._writes_cursor and now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
             # While a gap is still being read, a restart must start from the gap, not from now.
             unwritten = self._learner.unwritten_since() if self._learner is not None else None
@@ -135,14 +141,27 @@ class Intake:
             durable = min([self._cursor_ms, *pending])
             await self._storage.set_kv(CURSOR_KEY, str(durable))
 
+    async def run_as_leader(self, socket_up: asyncio.Event) -> None:
+        """The singleton job: once the socket is up (so nothing falls between the read and the
+        socket), read what was posted since the stored cursor, then every gap the socket reports;
+        the cursor is written only meanwhile."""
+        await socket_up.wait()
+        try:
+            await self.catch_up_after_restart()
+            await self.run_catch_up()
+        finally:
+            self._writes_cursor = False
+
     async def catch_up_after_restart(self) -> None:
         """After a restart, read what was posted while we were down; on a first start, only note now."""
         stored = await self._storage.get_kv(CURSOR_KEY)
+        self._writes_cursor = True
         if stored is None:
             self._cursor_ms = int(time.time() * 1000)
             await self._storage.set_kv(CURSOR_KEY, str(self._cursor_ms))
             return
         self._cursor_ms = max(self._cursor_ms, int(stored))
+        log.info("catch_up.started", since_ms=int(stored))
         await self.on_gap(int(stored))
 
     async def on_gap(self, since_ms: int | None = None) -> None:

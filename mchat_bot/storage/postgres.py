@@ -116,10 +116,19 @@ class PostgresStorage(Storage):
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _connect(self) -> Connection:
+    async def dedicated_connection(self) -> Connection:
+        """A connection outside the pool, for a session that must live as long as it (the leader's
+        advisory lock); TCP keepalives make the server end it within seconds of a vanished peer."""
+        conn = await self._policy.call(
+            lambda: self._connect(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3)
+        )
+        await self._configure(conn)
+        return conn
+
+    async def _connect(self, **params: Any) -> Connection:
         try:
             return await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout))
+                self._url, autocommit=True, connect_timeout=max(1, round(self._connect_timeout)), **params
             )
         except psycopg.OperationalError as exc:
             # libpq's words name the host, port and user, never the password

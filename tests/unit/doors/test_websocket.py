@@ -167,6 +167,7 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     dev: DevServer, rest: RestClient, storage: Storage
 ) -> None:
     intake = make_intake(dev, rest, storage)
+    await intake.catch_up_after_restart()  # it leads: the cursor is its to write
     gap = int(time.time() * 1000) - 60_000
     dev.faults.rest_outage(30)
     task = await running(intake)
@@ -180,3 +181,27 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     intake._flushed_at = 0.0
     await intake._advance(Post.from_dict(post))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
+
+
+async def test_only_the_leading_intake_writes_the_cursor(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    from mchat_bot.mattermost.events import Post
+
+    held = str(int(time.time() * 1000) - 60_000)
+    await storage.set_kv(CURSOR_KEY, held)  # held at a gap by a leader that died
+    follower = make_intake(dev, rest, storage)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
+    await follower._advance(Post.from_dict(post))
+    assert await storage.get_kv(CURSOR_KEY) == held  # the next leader still reads from the gap
+    socket_up = asyncio.Event()
+    socket_up.set()
+    leader = asyncio.create_task(follower.run_as_leader(socket_up))
+    await until(lambda: follower.catch_up_passes >= 1)
+    follower._flushed_at = 0.0
+    await follower._advance(Post.from_dict(post))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) >= post["create_at"]
+    await stop(leader)
+    follower._flushed_at = 0.0
+    await follower._advance(Post.from_dict({**post, "create_at": post["create_at"] + 5_000}))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) < post["create_at"] + 5_000  # the lead ended
