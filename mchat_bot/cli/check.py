@@ -140,6 +140,20 @@ async def _knowledge(settings: Settings) -> str:
     )
 
 
+def deployment_mode(settings: Settings) -> str:
+    """Which of the two deployments the settings describe, in the words of the README."""
+    if not settings.storage.url:
+        memory = f"Qdrant server at {settings.memory.url}" if settings.memory.url else "embedded memory store"
+        return f"single daemon: SQLite state + {memory}"
+    if settings.memory.url:
+        return f"several daemons: shared PostgreSQL state + Qdrant server at {settings.memory.url}"
+    return (
+        "several daemons on shared PostgreSQL state, each with its own embedded memory store"
+        " (memory.allow_embedded_with_shared_state: for tests and development only; memories are"
+        " not shared)"
+    )
+
+
 async def run_checks(settings: Settings) -> int:
     checks: list[tuple[str, Callable[[], Awaitable[str]]]] = [
         ("Mattermost REST", lambda: _mattermost(settings)),
@@ -151,6 +165,7 @@ async def run_checks(settings: Settings) -> int:
     ]
     problems = 0
     print(f"✓ settings: valid (server {settings.mattermost.url})")
+    print(f"✓ mode: {deployment_mode(settings)}")
     for name, check in checks:
         try:
             detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S * 3)

@@ -15,13 +15,15 @@ from tests.support.fixtures import create_database
 from tests.support.postgres import PostgresCluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")  # the shared dev server and fake LLM
+# no Qdrant server can run here: each daemon keeps an embedded store (allowed for tests only)
+EMBEDDED_BESIDE_POSTGRES = {"MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true"}
 
 
 async def test_the_daemon_answers_from_postgres_and_loses_nothing_over_a_restart(
     dev: DevServer, llm: FakeLLM, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster, "mchat_e2e")
-    daemon = DaemonProcess(dev, llm, tmp_path, env={"MCHAT_STORAGE_URL": url})
+    daemon = DaemonProcess(dev, llm, tmp_path, env={"MCHAT_STORAGE_URL": url, **EMBEDDED_BESIDE_POSTGRES})
     await daemon.start()
     try:
         _, reply = await daemon.ask("kim", "qa", "@ai help")
