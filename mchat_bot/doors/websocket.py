@@ -31,7 +31,7 @@ from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
 from mchat_bot.pipeline.users import UserNames
-from mchat_bot.storage import Storage
+from mchat_bot.storage import Storage, StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,12 @@ CURSOR_FLUSH_S = 1.0
 CATCH_UP_MARGIN_MS = 2_000  # clock skew and posts in flight around the gap; the inbox dedupes
 SINCE_CAP = 1000  # the server's hard cap on a `since` answer
 CATCH_UP_POLICY = RetryPolicy(first_delay=0.5, max_delay=60.0, tries=None)  # until it succeeds
+# A put the database could not take (a PostgreSQL restart) is tried again in place, for up to about
+# 25 s: the socket waits, so the posts still go in in the order the socket gave them (a post left for
+# the catch-up would be answered after later posts of its thread). Longer: a gap, read by the catch-up.
+PUT_POLICY = RetryPolicy(
+    first_delay=0.1, max_delay=1.0, tries=30, retryable=lambda exc: isinstance(exc, StorageUnavailable)
+)
 MAX_PAGES = 200  # 40,000 posts in one channel during one gap: beyond that, give up on that channel
 
 
@@ -106,9 +112,10 @@ class Intake:
         if not wanted:
             return 0
         if len(wanted) == 1:
-            added = [await self._inbox.put(wanted[0][0])]
+            first = wanted[0][0]
+            added = [await PUT_POLICY.call(lambda: self._inbox.put(first))]
         else:
-            added = await self._inbox.put_many([m for m, _ in wanted])
+            added = await PUT_POLICY.call(lambda: self._inbox.put_many([m for m, _ in wanted]))
         found = 0
         for (msg, action), new in zip(wanted, added, strict=True):
             if not new:
@@ -190,6 +197,8 @@ class Intake:
                 since, self._gap_since = self._gap_since, None
                 self._reading_since = since
                 try:
+                    if not delays.failures:  # a failing pass holds nothing past its first try's hold
+                        await self._inbox.hold_after(since)
                     await self._catch_up(since)
                 except Exception as exc:
                     # Put the gap back (merged with any newer one) and try again after a pause.
@@ -206,6 +215,8 @@ class Intake:
                 else:
                     self.catch_up_passes += 1
                     delays.reset()
+                    if self._gap_since is None:
+                        await self._inbox.stop_holding()
                 finally:
                     self._reading_since = None
 

@@ -57,11 +57,17 @@ _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_a
 _SCRUB = "payload = '{}', reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
+# While a catch-up reads a gap, posts newer than the gap's start wait (kv rows, see Inbox.hold_after):
+# a post the sockets missed must not be answered after later posts of its thread.
+HELD_AFTER_KEY = "claims_held_after_ms"
+HELD_UNTIL_KEY = "claims_held_until"
 # The due items: the oldest open post of each thread that no live claim holds; an expired claim is
-# due again (its holder died). Parameters: now (not_before), now (expired), now (live), limit.
-_DUE = """
+# due again (its holder died). Parameters: now (not_before), now (expired), now (hold), now (live), limit.
+_DUE = f"""
     SELECT i.seq FROM inbox i
     WHERE ((i.state = 'pending' AND i.not_before <= ?) OR (i.state = 'claimed' AND i.lease_until < ?))
+      AND NOT EXISTS (SELECT 1 FROM kv h, kv u WHERE h.key = '{HELD_AFTER_KEY}' AND u.key = '{HELD_UNTIL_KEY}'
+                      AND i.create_at > CAST(h.value AS BIGINT) AND CAST(u.value AS DOUBLE PRECISION) > ?)
       AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed'
                       AND c.lease_until >= ?)
       AND NOT EXISTS (SELECT 1 FROM inbox e
@@ -165,9 +171,9 @@ class Inbox:
         until = now + self.lease
         params: tuple[object, ...]
         if self.storage.dialect == "postgresql":
-            params = (now, now, now, now, limit, self.instance, until)
+            params = (now, now, now, now, now, limit, self.instance, until)
         else:
-            params = (self.instance, until, now, now, now, now, limit)
+            params = (self.instance, until, now, now, now, now, now, limit)
         rows = await self.storage.execute_returning(self._claim_sql, params)
         rows.sort(key=lambda r: (r[6], r[7]))  # RETURNING has no order
         items = []
@@ -231,6 +237,24 @@ class Inbox:
             f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE post_id = ? AND {_MINE}",
             (self._now(), post_id, self.instance),
         )
+        self.changed.set()
+
+    async def hold_after(self, create_at_ms: int, *, seconds: float = 30.0) -> None:
+        """Claim no post newer than ``create_at_ms`` for up to ``seconds`` (a catch-up reads the gap
+        since then: what it finds goes in before the thread's later posts are answered)."""
+        async with self.storage.transaction() as db:
+            for key, value in (
+                (HELD_AFTER_KEY, str(create_at_ms)),
+                (HELD_UNTIL_KEY, str(self._now() + seconds)),
+            ):
+                await db.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+    async def stop_holding(self) -> None:
+        await self.storage.execute("DELETE FROM kv WHERE key = ?", (HELD_UNTIL_KEY,))
         self.changed.set()
 
     async def renew(self) -> int:

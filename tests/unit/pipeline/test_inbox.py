@@ -323,3 +323,18 @@ async def test_renewing_keeps_a_claim_past_its_first_lease(storage: Storage) -> 
     assert await other.claim(5) == []
     await asyncio.sleep(0.5)
     assert [i.post_id for i in await other.claim(5)] == ["p1"]
+
+
+async def test_while_a_gap_is_read_newer_posts_wait_and_the_hold_ends(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    await inbox.put(msg("old", root="r1", at=1000))
+    await inbox.put(msg("new", root="r2", at=5000))
+    await inbox.hold_after(2000)
+    assert [i.post_id for i in await inbox.claim(5)] == ["old"]  # "new" may follow a missed post
+    await inbox.stop_holding()
+    assert [i.post_id for i in await inbox.claim(5)] == ["new"]
+    await inbox.put(msg("later", root="r3", at=9000))
+    await inbox.hold_after(2000, seconds=0.1)
+    assert await inbox.claim(5) == []
+    await asyncio.sleep(0.2)  # a hold nobody ends (its catch-up died) runs out
+    assert [i.post_id for i in await inbox.claim(5)] == ["later"]

@@ -1,0 +1,148 @@
+"""Several daemons on one PostgreSQL: replies/s and p99 reply latency with 1, 2 and 3 daemons, and
+the fail-over gap (from a SIGKILL to the reply, by another daemon, to the oldest mention that was
+still unanswered at the kill).
+
+The dev server, the fake LLM and a throwaway PostgreSQL cluster run on this machine beside the
+daemons, so on 2 cores more daemons mean more processes sharing the same CPUs: this shows that
+several daemons work together, not that they are faster. Each daemon keeps its own embedded memory
+store (``memory.allow_embedded_with_shared_state``: no Qdrant server here).
+
+Run: ``.venv/bin/python bench/active_active.py [mentions]`` (default 600; ~2 min).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.fake_llm import FakeLLM
+from tests.support.daemon import DaemonProcess
+from tests.support.fixtures import create_database
+from tests.support.postgres import PostgresCluster, start_cluster
+
+LEASE_S = 3.0
+THREADS = 20
+
+
+def group(dev: DevServer, llm: FakeLLM, folder: Path, url: str, n: int) -> list[DaemonProcess]:
+    out = []
+    for i in range(n):
+        home = folder / f"d{i}"
+        home.mkdir(parents=True)
+        env = {
+            "MCHAT_STORAGE_URL": url,
+            "MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true",
+            "MCHAT_BOT_INSTANCE_ID": f"d{i}",
+            "MCHAT_BOT_CLAIM_LEASE": str(LEASE_S),
+            "MCHAT_BOT_WORKERS": "8",
+            "MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "1000",
+        }
+        out.append(DaemonProcess(dev, llm, home, env))
+    return out
+
+
+def first_replies(dev: DevServer) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for post in dev.posts_by(dev.seed.bot.id):
+        props = post.get("props") or {}
+        source = props.get("mchat_reply_to")
+        if source and int(props.get("mchat_part", 0)) == 0:
+            out.setdefault(str(source), post)
+    return out
+
+
+async def offer(dev: DevServer, roots: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:
+    """n mentions as fast as the dev server takes them, round robin over the threads."""
+    posts = []
+    for i in range(n):
+        root = roots[i % len(roots)]
+        posts.append(await dev.user_post("kim", root["channel_id"], f"@ai help {tag}{i}", root_id=root["id"]))
+    return posts
+
+
+async def until_answered(dev: DevServer, posts: list[dict[str, Any]], timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = first_replies(dev)
+        if all(p["id"] in got for p in posts):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("not every mention was answered")
+
+
+async def throughput(cluster: PostgresCluster, folder: Path, daemons: int, n: int) -> str:
+    async with DevServer() as dev, FakeLLM() as llm:
+        url = create_database(cluster, f"bench_{daemons}")
+        running = group(dev, llm, folder / f"n{daemons}", url, daemons)
+        await asyncio.gather(*(d.start() for d in running))
+        try:
+            roots = [
+                await dev.user_post("kim", dev.seed.channels["qa"], f"thread {t}") for t in range(THREADS)
+            ]
+            started = time.monotonic()
+            posts = await offer(dev, roots, n, "t")
+            await until_answered(dev, posts)
+            spent = time.monotonic() - started
+            got = first_replies(dev)
+            latency = sorted(got[p["id"]]["create_at"] - p["create_at"] for p in posts)
+            p50, p99 = latency[len(latency) // 2], latency[int(len(latency) * 0.99) - 1]
+            return f"{daemons} daemon(s): {n / spent:6.1f} replies/s, p50 {p50} ms, p99 {p99} ms"
+        finally:
+            for d in running:
+                await d.stop()
+
+
+async def fail_over(cluster: PostgresCluster, folder: Path, runs: int = 3) -> str:
+    gaps = []
+    async with DevServer() as dev, FakeLLM() as llm:
+        url = create_database(cluster, "bench_failover")
+        running = group(dev, llm, folder / "failover", url, 2)
+        await asyncio.gather(*(d.start() for d in running))
+        try:
+            roots = [
+                await dev.user_post("kim", dev.seed.channels["qa"], f"thread {t}") for t in range(THREADS)
+            ]
+            for run in range(runs):
+                dev.faults.delay_posts(0.5)  # replies in flight when the kill lands
+                posts = await offer(dev, roots, 40, f"f{run}-")
+                await asyncio.sleep(0.5)
+                victim = running[run % 2]
+                victim.kill()
+                killed = time.time() * 1000
+                await victim.proc.wait()  # type: ignore[union-attr]
+                dev.faults.delay_posts(0)
+                got = first_replies(dev)
+                waiting = [p for p in posts if p["id"] not in got]
+                await until_answered(dev, posts)
+                got = first_replies(dev)
+                oldest = min(waiting, key=lambda p: p["create_at"]) if waiting else None
+                if oldest is not None:
+                    gaps.append(got[oldest["id"]]["create_at"] - killed)
+                await victim.start()
+        finally:
+            for d in running:
+                await d.stop()
+    shown = ", ".join(f"{g / 1000:.2f}" for g in gaps)
+    return (
+        f"fail-over gap (SIGKILL -> reply to the oldest unanswered mention, lease {LEASE_S:g} s): {shown} s"
+    )
+
+
+async def main(n: int) -> None:
+    cluster = start_cluster()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for daemons in (1, 2, 3):
+                print(await throughput(cluster, Path(tmp), daemons, n), flush=True)
+            print(await fail_over(cluster, Path(tmp)), flush=True)
+    finally:
+        cluster.remove()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 600))
