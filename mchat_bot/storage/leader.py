@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
+from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.storage.base import Storage
 
 log = structlog.get_logger(__name__)
@@ -31,6 +33,7 @@ LEADER_LOCK = 0x6D63_6861_746C_6561  # "mchatlea"
 TRY_EVERY_S = 1.0
 CHECK_EVERY_S = 2.0
 CHECK_TIMEOUT_S = 3.0
+RECONNECT_POLICY = RetryPolicy(first_delay=0.5, max_delay=10.0, tries=None, retryable=lambda exc: True)
 
 Job = Callable[[], Coroutine[Any, Any, None]]
 
@@ -69,11 +72,29 @@ class Leadership:
             log.warning("leader.lost", instance=self.instance)
 
     async def run(self) -> None:
-        """For the supervisor: lead while the lock is ours; a broken connection raises (the
-        supervisor tries again after its pause)."""
+        """For the supervisor: lead while the lock is ours. A lost database is waited out here with
+        the retry policy (not a crash: the part keeps running, so the watchdog is still fed)."""
         if self.storage.dialect == "sqlite":
             self._set(True)
             await asyncio.Event().wait()
+        delays = RECONNECT_POLICY.backoff()
+        while True:
+            started = time.monotonic()
+            try:
+                await self._lead()
+            except Exception as exc:  # the connection broke or the database is away
+                if time.monotonic() - started > self.check_every * 3:
+                    delays.reset()
+                delay = delays.next(exc)
+                log.warning(
+                    "leader.connection_lost",
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+
+    async def _lead(self) -> None:
+        """Wait for the lock on a connection of our own, then hold it until that connection fails."""
         from mchat_bot.storage.postgres import PostgresStorage  # the driver only for PostgreSQL
 
         if not isinstance(self.storage, PostgresStorage):
