@@ -57,10 +57,12 @@ soak: install
 # The side-by-side benchmark: dev server, fake LLM, the daemon and mmpy_bot 2.2.1 (installed into
 # bench/.mmpy-venv on first use), load generator; writes bench/results.md and bench/results.png (~15 min on a 2-core Xeon;
 # `python bench/run.py --knowledge-only`: the channel knowledge section alone, ~2.5 min); then the
-# summary of a 2,000-message day (bench/summary.md, ~10 s).
+# summary of a 2,000-message day (bench/summary.md, ~10 s), then 1, 2 and 3 daemons on one PostgreSQL
+# and the fail-over gap (bench/active_active.py, ~2 min).
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/summary_bench.py
+	$(BIN)/python bench/active_active.py
 
 bench-memory: install
 	$(BIN)/pip install --quiet -e '.[bench]'
