@@ -21,29 +21,12 @@ from typing import Any
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import shared_state_daemons
 from tests.support.fixtures import create_database
 from tests.support.postgres import PostgresCluster, start_cluster
 
 LEASE_S = 3.0
 THREADS = 20
-
-
-def group(dev: DevServer, llm: FakeLLM, folder: Path, url: str, n: int) -> list[DaemonProcess]:
-    out = []
-    for i in range(n):
-        home = folder / f"d{i}"
-        home.mkdir(parents=True)
-        env = {
-            "MCHAT_STORAGE_URL": url,
-            "MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true",
-            "MCHAT_BOT_INSTANCE_ID": f"d{i}",
-            "MCHAT_BOT_CLAIM_LEASE": str(LEASE_S),
-            "MCHAT_BOT_WORKERS": "8",
-            "MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "1000",
-        }
-        out.append(DaemonProcess(dev, llm, home, env))
-    return out
 
 
 def first_replies(dev: DevServer) -> dict[str, dict[str, Any]]:
@@ -82,7 +65,7 @@ async def until_answered(dev: DevServer, posts: list[dict[str, Any]], timeout: f
 async def throughput(cluster: PostgresCluster, folder: Path, daemons: int, n: int) -> str:
     async with DevServer() as dev, FakeLLM() as llm:
         url = create_database(cluster, f"bench_{daemons}")
-        running = group(dev, llm, folder / f"n{daemons}", url, daemons)
+        running = shared_state_daemons(dev, llm, folder / f"n{daemons}", url, daemons, lease=LEASE_S)
         await asyncio.gather(*(d.start() for d in running))
         try:
             roots = [
@@ -105,7 +88,7 @@ async def fail_over(cluster: PostgresCluster, folder: Path, runs: int = 3) -> st
     gaps = []
     async with DevServer() as dev, FakeLLM() as llm:
         url = create_database(cluster, "bench_failover")
-        running = group(dev, llm, folder / "failover", url, 2)
+        running = shared_state_daemons(dev, llm, folder / "failover", url, 2, lease=LEASE_S)
         await asyncio.gather(*(d.start() for d in running))
         try:
             roots = [

@@ -13,56 +13,28 @@ import asyncio
 import os
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, shared_state_daemons
 from tests.support.fixtures import create_database
 from tests.support.postgres import PostgresCluster
 
 SOAK = os.environ.get("MCHAT_SOAK") == "1"
-pytestmark = pytest.mark.timeout(900 if SOAK else 300)
+pytestmark = [
+    pytest.mark.timeout(900 if SOAK else 300),
+    pytest.mark.asyncio(loop_scope="module"),  # the suite's shared dev server and fake LLM
+]
 
 MENTIONS = 1000 if SOAK else 300
 THREADS = 10
 SECONDS = 20.0
 KILL_EVERY_S = 5.0
 LEASE_S = 3.0
-
-
-@pytest_asyncio.fixture
-async def dev() -> AsyncIterator[DevServer]:
-    async with DevServer() as server:
-        yield server
-
-
-@pytest_asyncio.fixture
-async def llm() -> AsyncIterator[FakeLLM]:
-    async with FakeLLM() as fake:
-        yield fake
-
-
-def daemons(dev: DevServer, llm: FakeLLM, folder: Path, url: str, n: int = 3) -> list[DaemonProcess]:
-    out = []
-    for i in range(n):
-        home = folder / f"d{i}"
-        home.mkdir()
-        env = {
-            "MCHAT_STORAGE_URL": url,
-            "MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true",
-            "MCHAT_BOT_INSTANCE_ID": f"d{i}",
-            "MCHAT_BOT_CLAIM_LEASE": str(LEASE_S),
-            "MCHAT_BOT_WORKERS": "8",
-            "MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "1000",
-        }
-        out.append(DaemonProcess(dev, llm, home, env))
-    return out
 
 
 def answers(dev: DevServer) -> dict[str, list[dict[str, Any]]]:
@@ -98,7 +70,7 @@ async def test_three_daemons_lose_nothing_and_answer_once_under_kills_and_a_post
     dev: DevServer, llm: FakeLLM, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster, "mchat_active_active")
-    group = daemons(dev, llm, tmp_path, url)
+    group = shared_state_daemons(dev, llm, tmp_path, url, 3, lease=LEASE_S)
     await asyncio.gather(*(d.start() for d in group))
     channels = [dev.seed.channels[c] for c in ("qa", "town-square")]
     roots = [await dev.user_post("kim", channels[t % 2], f"thread {t}") for t in range(THREADS)]
@@ -159,7 +131,7 @@ async def test_the_lock_holder_killed_during_a_catch_up_leaves_it_to_another_dae
     dev: DevServer, llm: FakeLLM, pg_cluster: PostgresCluster, tmp_path: Path
 ) -> None:
     url = create_database(pg_cluster, "mchat_catch_up_takeover")
-    first, *others = daemons(dev, llm, tmp_path, url)
+    first, *others = shared_state_daemons(dev, llm, tmp_path, url, 3, lease=LEASE_S)
     await first.start()
     await asyncio.sleep(1.5)  # the cursor is written (once a second while leading)
     first.kill()
