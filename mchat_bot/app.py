@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
+import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -63,7 +66,8 @@ from mchat_bot.pipeline.summaries import Summaries
 from mchat_bot.pipeline.threads import RestThreadReader
 from mchat_bot.pipeline.turn import Chain, Step
 from mchat_bot.pipeline.workers import WorkerPool
-from mchat_bot.storage import Storage
+from mchat_bot.storage import storage_for
+from mchat_bot.storage.leader import Leadership
 from mchat_bot.supervisor import Supervisor, sd_notify, watchdog_interval
 
 log = structlog.get_logger(__name__)
@@ -79,7 +83,7 @@ class Daemon:
         s = self.settings
         quiet_loop_errors(asyncio.get_running_loop())
         supervisor = Supervisor(max_backoff=s.mattermost.ws_max_backoff)
-        storage = await Storage(s.storage.path).open()
+        storage = await storage_for(s.storage).open()
         readiness = health.Readiness()  # /readyz asks the parts as they are built
         readiness.checks["storage"] = health.storage_check(storage)
         rest = RestClient(
@@ -104,11 +108,25 @@ class Daemon:
         streams: Streams | None = None
         llm: LLM | None = None
         try:
-            inbox = Inbox(storage)
+            instance = s.bot.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+            inbox = Inbox(storage, instance=instance, lease=s.bot.claim_lease)
+            leadership = Leadership(storage, instance=instance)
+            if s.storage.url and not s.memory.url:
+                log.warning(
+                    "memory.embedded_with_shared_state",
+                    hint="each daemon keeps its own memories: for tests and development only",
+                )
             recovered = await inbox.recover()
             me = await rest.get_me()
             bot = BotIdentity(user_id=me["id"], username=me["username"], aliases=tuple(s.mattermost.aliases))
-            log.info("identity", bot_user_id=bot.user_id, bot_username=bot.username, recovered=recovered)
+            log.info(
+                "identity",
+                bot_user_id=bot.user_id,
+                bot_username=bot.username,
+                recovered=recovered,
+                instance=instance,
+                storage=storage.dialect,
+            )
             embedder = load_embedder(s.memory.embedder)  # lazy: the model loads in _warm_up
             store = open_store(
                 s.memory.path, s.memory.url or None, embedder, api_key=s.memory.api_key.get() or None
@@ -254,7 +272,7 @@ class Daemon:
             )
             knowledge_follower = KnowledgeFollower(learner, message_index)
             listeners: list[EventFn] = [channels.on_event, audience.on_event, knowledge_follower.on_event]
-            background = [channels.run, knowledge_follower.run]
+            background = [knowledge_follower.run]
             if ux.follow_edits:
                 follower = Follower(
                     store,
@@ -288,17 +306,25 @@ class Daemon:
             doors.bind()  # a busy port fails the start-up before any part runs
             log.info("http_listening", host=doors.server.host, port=doors.server.port)
             supervisor.start("workers", pool.run)
+            supervisor.start("inbox-lease", inbox.renew_loop)
             supervisor.start("gateway", gateway.run)
-            supervisor.start("catch-up", intake.run_catch_up)
-            supervisor.start("ux", lambda: _together(background))  # auto-join, memories following edits
+            supervisor.start("ux", lambda: _together(background))  # memories following edits
             supervisor.start("http", doors.run)
-            supervisor.start("audit-prune", audit.prune_loop)
             supervisor.start("knowledge-intake", learner.run)
-            supervisor.start("knowledge-indexer", indexer.run)
-            supervisor.start("knowledge-backfill", backfills.run)
-            supervisor.start("inbox-prune", lambda: inbox.prune_loop(s.storage.retention_days))
+            # the singleton jobs: run by the one daemon that leads (always this one on SQLite)
+            supervisor.start("leader", leadership.run)
+            singletons: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+                "catch-up": lambda: intake.run_as_leader(gateway.authenticated),
+                "auto-join": channels.run,
+                "audit-prune": audit.prune_loop,
+                "knowledge-indexer": indexer.run,
+                "knowledge-backfill": backfills.run,
+                "inbox-prune": lambda: inbox.prune_loop(s.storage.retention_days),
+            }
+            for name, job in singletons.items():
+                supervisor.start(name, leadership.singleton(name, job))
             self._install_signals()
-            await self._until_ready(gateway, intake, llm, embedder)
+            await self._until_ready(gateway, llm, embedder)
             await self._serve(supervisor)
             log.info("stopping", grace_s=s.bot.shutdown_grace)
             await supervisor.stop(["gateway", "http", "catch-up"])  # stop intake first
@@ -332,9 +358,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
 
-    async def _until_ready(
-        self, gateway: Gateway, intake: Intake, llm: LLM | None, embedder: Embedder
-    ) -> None:
+    async def _until_ready(self, gateway: Gateway, llm: LLM | None, embedder: Embedder) -> None:
         """Wait for the first authenticated socket, then tell systemd and warm up the slow parts."""
         waiter = asyncio.create_task(gateway.authenticated.wait())
         stopper = asyncio.create_task(self.stop_event.wait())
@@ -346,7 +370,6 @@ class Daemon:
         sd_notify("READY=1")
         log.info("ready", startup_s=round(time.monotonic() - _STARTED, 3))
         self._background.append(asyncio.create_task(_warm_up(llm, embedder), name="warm-up"))
-        await intake.catch_up_after_restart()
 
     async def _serve(self, supervisor: Supervisor) -> None:
         """Feed the systemd watchdog only while every part runs (none is crashed or in backoff).

@@ -95,6 +95,9 @@ class MemorySettings:
     sensitive: str = "mask"  # what to do with sensitive data in a memory: "mask" or "refuse"
     team_admins: list[str] = field(default_factory=list)  # usernames who may make team memories anywhere
     extract_channels: list[str] = field(default_factory=list)  # channel ids with automatic extraction
+    # state in PostgreSQL is for several daemons, which must share one memory store (memory.url);
+    # true lets an embedded store (one per daemon) stand beside it, for tests and development only
+    allow_embedded_with_shared_state: bool = False
 
 
 @dataclass(slots=True)
@@ -113,6 +116,9 @@ class KnowledgeSettings:
 @dataclass(slots=True)
 class StorageSettings:
     path: Path = Path("data/mchat_bot.sqlite3")
+    # postgresql://user:password@host:port/db: the state in PostgreSQL instead of the SQLite file
+    url: Secret = field(default_factory=Secret)
+    pool_size: int = 10  # PostgreSQL connections at most
     retention_days: int = 7  # finished inbox items (ids only) are kept this long for dedupe
 
 
@@ -145,6 +151,10 @@ class BotSettings:
     workers: int = 4
     shutdown_grace: float = 10.0
     max_attempts: int = 5
+    # several daemons on one PostgreSQL: the name of this one in the inbox's claims ("" = host-pid;
+    # a name kept across restarts lets a restarted daemon take its own claims back at once)
+    instance_id: str = ""
+    claim_lease: float = 30.0  # seconds a claim holds without renewal before another daemon takes it
 
 
 @dataclass(slots=True)
@@ -203,6 +213,10 @@ class Settings:
                 found.extend(v.get() for v in items if isinstance(v, Secret) and v)
         # a webhook token may carry its team/channel after ':'; the token alone is the secret too
         found.extend(t.get().partition(":")[0] for t in self.webhooks.outgoing_tokens if ":" in t.get())
+        # the database password alone, as a driver's message might quote it
+        password = urlsplit(self.storage.url.get()).password if self.storage.url else None
+        if password:
+            found.append(password)
         return found
 
 
@@ -212,6 +226,7 @@ CREDENTIALS = {
     "llm_api_key": ("llm", "api_key"),
     "memory_api_key": ("memory", "api_key"),
     "actions_key": ("http", "actions_key"),
+    "storage_url": ("storage", "url"),
 }
 
 ENV_PREFIX = "MCHAT_"
@@ -393,6 +408,16 @@ def _validate(settings: Settings) -> None:
             "webhooks.incoming_url: must be an incoming webhook of mattermost.url (its scheme, host and"
             " port, path /hooks/...); the bot posts to no other address"
         )
+    db_url = settings.storage.url.get()
+    if db_url and (urlsplit(db_url).scheme.lower() not in ("postgresql", "postgres") or "://" not in db_url):
+        raise ConfigError("storage.url: expected postgresql://user:password@host:port/database")
+    if db_url and not settings.memory.url and not settings.memory.allow_embedded_with_shared_state:
+        raise ConfigError(
+            "memory.url: storage.url puts the state in PostgreSQL, for several daemons, and they must"
+            " share one memory store: set memory.url to a Qdrant server (an embedded store at"
+            " memory.path belongs to one process; memory.allow_embedded_with_shared_state = true"
+            " allows one per daemon, for tests and development only)"
+        )
     if settings.memory.url:
         u = urlsplit(settings.memory.url)
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -425,8 +450,10 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "bot.workers": (1, True, 1024),
     "bot.shutdown_grace": (0, True, 3600),
     "bot.max_attempts": (1, True, 100),
+    "bot.claim_lease": (1, True, 3600),
     "audit.retention_days": (1, True, 36500),
     "storage.retention_days": (1, True, 36500),
+    "storage.pool_size": (1, True, 1000),
     "ux.typing_interval": (0, False, 3600),
     "ux.feedback_delay": (0, True, 3600),
     "ux.stream_edit_interval": (0, False, 3600),

@@ -140,9 +140,9 @@ async def bind_slash_tokens(settings: Settings, tokens: list[str], team_id: str)
     import hashlib
 
     from mchat_bot.doors.web.webhooks import SLASH_TEAM_KEY
-    from mchat_bot.storage import Storage
+    from mchat_bot.storage import storage_for
 
-    async with Storage(settings.storage.path) as storage:
+    async with storage_for(settings.storage) as storage:
         for token in tokens:
             if token:
                 await storage.set_kv(SLASH_TEAM_KEY + hashlib.sha256(token.encode()).hexdigest(), team_id)
@@ -153,9 +153,9 @@ async def bind_slash_tokens(settings: Settings, tokens: list[str], team_id: str)
 
 async def _with_mappings(settings: Settings, fn: Any) -> int:
     from mchat_bot.pipeline.mappings import Mappings
-    from mchat_bot.storage import Storage
+    from mchat_bot.storage import storage_for
 
-    async with Storage(settings.storage.path) as storage:
+    async with storage_for(settings.storage) as storage:
         return int(await fn(Mappings(storage)))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from mchat_bot.cli.settings import command_settings
 from mchat_bot.pipeline.audit import Audit, AuditRow
-from mchat_bot.storage import Storage
+from mchat_bot.storage import storage_for
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -66,7 +66,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     settings = command_settings(args.config)
 
     async def run() -> list[AuditRow]:
-        async with Storage(settings.storage.path) as storage:
+        async with storage_for(settings.storage) as storage:
             return await Audit(storage).query(
                 since=since,
                 until=until,

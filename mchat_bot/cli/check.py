@@ -15,7 +15,7 @@ from mchat_bot.config import Settings
 from mchat_bot.knowledge.lines import ChatLog
 from mchat_bot.mattermost.rest import MattermostError, MattermostUnavailable, RestClient
 from mchat_bot.net.http import LazySession, timeouts
-from mchat_bot.storage import Storage
+from mchat_bot.storage import StorageUnavailable, storage_for
 
 CHECK_TIMEOUT_S = 10.0
 
@@ -112,16 +112,45 @@ async def _memory(settings: Settings) -> str:
     return f"Qdrant server at {settings.memory.url} answers"
 
 
+async def _storage(settings: Settings) -> str:
+    """Which storage the daemon will use; PostgreSQL is connected to (and migrated) and asked."""
+    if not settings.storage.url:
+        return "SQLite: " + await _writable(settings.storage.path, "storage")
+    storage = storage_for(settings.storage)
+    try:
+        async with storage:
+            row = await storage.fetchone("SHOW server_version")
+            version = await storage.schema_version()
+    except StorageUnavailable as exc:
+        raise Finding(f"PostgreSQL: {exc}") from None
+    except Exception as exc:  # refused login, missing database: the driver's words, never the URL
+        raise Finding(f"PostgreSQL at {storage.where}: {type(exc).__name__}: {exc}") from None
+    return f"PostgreSQL {row[0] if row else '?'} at {storage.where} answers (schema version {version})"
+
+
 async def _knowledge(settings: Settings) -> str:
     """Channel knowledge: which channels the operator lists, and the backlog (a check never fails on it)."""
-    path = settings.storage.path
-    if not path.exists():
+    if not settings.storage.url and not settings.storage.path.exists():
         return "no state yet (nothing learned)"
-    async with Storage(path) as storage:
+    async with storage_for(settings.storage) as storage:
         kept, backlog = await ChatLog(storage).sizes()
     listed = ", ".join(settings.knowledge.channels) or "none listed"
     return (
         f"learning channels in the settings: {listed}; {kept} messages kept, {backlog} waiting to be embedded"
+    )
+
+
+def deployment_mode(settings: Settings) -> str:
+    """Which of the two deployments the settings describe, in the words of the README."""
+    if not settings.storage.url:
+        memory = f"Qdrant server at {settings.memory.url}" if settings.memory.url else "embedded memory store"
+        return f"single daemon: SQLite state + {memory}"
+    if settings.memory.url:
+        return f"several daemons: shared PostgreSQL state + Qdrant server at {settings.memory.url}"
+    return (
+        "several daemons on shared PostgreSQL state, each with its own embedded memory store"
+        " (memory.allow_embedded_with_shared_state: for tests and development only; memories are"
+        " not shared)"
     )
 
 
@@ -131,11 +160,12 @@ async def run_checks(settings: Settings) -> int:
         ("Mattermost WebSocket", lambda: _websocket(settings)),
         ("LLM", lambda: _llm(settings)),
         ("memory", lambda: _memory(settings)),
-        ("storage", lambda: _writable(settings.storage.path, "storage")),
+        ("storage", lambda: _storage(settings)),
         ("knowledge", lambda: _knowledge(settings)),
     ]
     problems = 0
     print(f"✓ settings: valid (server {settings.mattermost.url})")
+    print(f"✓ mode: {deployment_mode(settings)}")
     for name, check in checks:
         try:
             detail = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S * 3)

@@ -26,7 +26,7 @@ from mchat_bot.knowledge.lines import ChatLog
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.audit import record_admin
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import Storage
+from mchat_bot.storage import storage_for
 
 EXIT_NOT_LEARNING = 1
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)d$")
@@ -60,7 +60,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 async def _backfill(args: argparse.Namespace) -> int:
     s = command_settings(args.config)
-    async with Storage(s.storage.path) as storage:
+    async with storage_for(s.storage) as storage:
         channels = await LearningChannels(storage, s.knowledge.channels).load()
         if not channels.learns(args.channel, "P"):
             print(
@@ -101,7 +101,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     s = command_settings(args.config)
-    async with Storage(s.storage.path) as storage:
+    async with storage_for(s.storage) as storage:
         kept, backlog = await ChatLog(storage).sizes()
         rows = await storage.fetchall(
             "SELECT channel_id, count(*) FROM knowledge_line GROUP BY channel_id ORDER BY 2 DESC"

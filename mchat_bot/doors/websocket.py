@@ -6,6 +6,11 @@ fresh `hello` after a lost connection, or missing `seq`), and once after a resta
 since the last event seen are read over REST and go through the same route and dedupe. The
 catch-up is a supervised part of its own (:meth:`Intake.run_catch_up`): a pass that fails is
 tried again with the one retry policy until it succeeds, so a gap is never given up.
+
+When several daemons share the state, the catch-up and the cursor are the leader's
+(:meth:`Intake.run_as_leader`, a singleton job): the others' sockets feed the shared inbox, but
+only the leader moves the cursor, so a leader that dies mid-catch-up leaves it held at the gap,
+and the next leader reads from there.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
 from mchat_bot.pipeline.router import BotIdentity, Ignore, route
 from mchat_bot.pipeline.users import UserNames
-from mchat_bot.storage import Storage
+from mchat_bot.storage import Storage, StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +40,12 @@ CURSOR_FLUSH_S = 1.0
 CATCH_UP_MARGIN_MS = 2_000  # clock skew and posts in flight around the gap; the inbox dedupes
 SINCE_CAP = 1000  # the server's hard cap on a `since` answer
 CATCH_UP_POLICY = RetryPolicy(first_delay=0.5, max_delay=60.0, tries=None)  # until it succeeds
+# A put the database could not take (a PostgreSQL restart) is tried again in place, for up to about
+# 25 s: the socket waits, so the posts still go in in the order the socket gave them (a post left for
+# the catch-up would be answered after later posts of its thread). Longer: a gap, read by the catch-up.
+PUT_POLICY = RetryPolicy(
+    first_delay=0.1, max_delay=1.0, tries=30, retryable=lambda exc: isinstance(exc, StorageUnavailable)
+)
 MAX_PAGES = 200  # 40,000 posts in one channel during one gap: beyond that, give up on that channel
 
 
@@ -58,6 +69,7 @@ class Intake:
         self._learner = learner
         self._cursor_ms = 0
         self._flushed_at = 0.0
+        self._writes_cursor = False  # from the read of the stored cursor until the lead ends
         self._user_names = UserNames(rest.get_user, {bot.user_id: bot.username})
         self.accepted = 0
         self.ignored = 0
@@ -100,9 +112,10 @@ class Intake:
         if not wanted:
             return 0
         if len(wanted) == 1:
-            added = [await self._inbox.put(wanted[0][0])]
+            first = wanted[0][0]
+            added = [await PUT_POLICY.call(lambda: self._inbox.put(first))]
         else:
-            added = await self._inbox.put_many([m for m, _ in wanted])
+            added = await PUT_POLICY.call(lambda: self._inbox.put_many([m for m, _ in wanted]))
         found = 0
         for (msg, action), new in zip(wanted, added, strict=True):
             if not new:
@@ -127,7 +140,7 @@ class Intake:
         if stamp > self._cursor_ms:
             self._cursor_ms = stamp
         now = time.monotonic()
-        if now - self._flushed_at >= CURSOR_FLUSH_S:
+        if self._writes_cursor and now - self._flushed_at >= CURSOR_FLUSH_S:
             self._flushed_at = now
             # While a gap is still being read, a restart must start from the gap, not from now.
             unwritten = self._learner.unwritten_since() if self._learner is not None else None
@@ -135,14 +148,27 @@ class Intake:
             durable = min([self._cursor_ms, *pending])
             await self._storage.set_kv(CURSOR_KEY, str(durable))
 
+    async def run_as_leader(self, socket_up: asyncio.Event) -> None:
+        """The singleton job: once the socket is up (so nothing falls between the read and the
+        socket), read what was posted since the stored cursor, then every gap the socket reports;
+        the cursor is written only meanwhile."""
+        await socket_up.wait()
+        try:
+            await self.catch_up_after_restart()
+            await self.run_catch_up()
+        finally:
+            self._writes_cursor = False
+
     async def catch_up_after_restart(self) -> None:
         """After a restart, read what was posted while we were down; on a first start, only note now."""
         stored = await self._storage.get_kv(CURSOR_KEY)
+        self._writes_cursor = True
         if stored is None:
             self._cursor_ms = int(time.time() * 1000)
             await self._storage.set_kv(CURSOR_KEY, str(self._cursor_ms))
             return
         self._cursor_ms = max(self._cursor_ms, int(stored))
+        log.info("catch_up.started", since_ms=int(stored))
         await self.on_gap(int(stored))
 
     async def on_gap(self, since_ms: int | None = None) -> None:
@@ -171,6 +197,8 @@ class Intake:
                 since, self._gap_since = self._gap_since, None
                 self._reading_since = since
                 try:
+                    if not delays.failures:  # a failing pass holds nothing past its first try's hold
+                        await self._inbox.hold_after(since)
                     await self._catch_up(since)
                 except Exception as exc:
                     # Put the gap back (merged with any newer one) and try again after a pause.
@@ -187,6 +215,8 @@ class Intake:
                 else:
                     self.catch_up_passes += 1
                     delays.reset()
+                    if self._gap_since is None:
+                        await self._inbox.stop_holding()
                 finally:
                     self._reading_since = None
 

@@ -96,7 +96,7 @@ class ChatLog:
         self._channels.update(r[1] for r in rows)
         return await self._db.executemany(
             f"INSERT INTO knowledge_line ({_COLUMNS.removesuffix(', version')}) VALUES (?,?,?,?,?,?,?,?,?)"
-            " ON CONFLICT (post_id) DO UPDATE SET text = excluded.text, version = version + 1"
+            " ON CONFLICT (post_id) DO UPDATE SET text = excluded.text, version = knowledge_line.version + 1"
             " WHERE knowledge_line.text != excluded.text",
             rows,
         )

@@ -62,11 +62,14 @@ def new_key() -> str:
 
 async def stored_key(storage: Storage) -> str:
     """The key kept in the daemon's state (made on first use), for a daemon given none: it
-    survives restarts, so the buttons of earlier replies keep working."""
+    survives restarts, so the buttons of earlier replies keep working. Daemons sharing the state
+    that start together keep the first key written (``DO NOTHING``), so all of them sign alike."""
     key = await storage.get_kv(KEY_KV)
     if not key:
-        key = new_key()
-        await storage.set_kv(KEY_KV, key)
+        await storage.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (KEY_KV, new_key())
+        )
+        key = await storage.get_kv(KEY_KV) or ""
     return key
 
 

@@ -8,6 +8,17 @@ ask to keep) and the saved reply are kept only until the item is finished, then 
 
 A thread (channel + root) has at most one claimed item and
 its items are handed out in ``create_at`` order, so answers in one thread never overtake each other.
+The claim is one statement on either engine: on SQLite an ``UPDATE … WHERE seq IN (…)`` (one writer
+at a time), on PostgreSQL the same choice locked ``FOR UPDATE SKIP LOCKED``, so that claimers on
+other connections (other daemons) skip what one of them is taking and never claim a thread's next
+item while its earlier one is pending or claimed.
+
+Several daemons share one inbox on PostgreSQL: a claim records its holder (the daemon's instance
+id) and a lease, renewed by the holder while its turns run (:meth:`Inbox.renew`). A claim whose
+lease ran out belongs to a daemon that died: the next claim takes it, as a re-send (its saved
+reply, the sent-log and the thread's markers post only the missing parts). :meth:`Inbox.recover`
+releases only this instance's claims and expired ones, never a live daemon's; releasing and
+retrying are refused for an item another daemon holds now.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from dataclasses import dataclass
 import structlog
 
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.storage import Storage
+from mchat_bot.storage import Dialect, Storage
 
 log = structlog.get_logger(__name__)
 
@@ -46,25 +57,52 @@ _PUT_COLUMNS = "(post_id, thread_key, create_at, payload, enqueued_at, updated_a
 _SCRUB = "payload = '{}', reply = NULL"
 _PUT_ROWS_PER_STATEMENT = 500  # 6 parameters a row, well under SQLite's 32,766 variables
 
-# One statement: pick the due items (the oldest pending post of each thread that has no claimed
-# item), mark them claimed, and return them with the parts of their answer already in the sent-log.
-# The subquery is read before any row changes, and one statement is one atomic transaction.
-_CLAIM = """
-UPDATE inbox SET state = 'claimed', updated_at = ?
-WHERE seq IN (
+# While a catch-up reads a gap, posts newer than the gap's start wait (kv rows, see Inbox.hold_after):
+# a post the sockets missed must not be answered after later posts of its thread.
+HELD_AFTER_KEY = "claims_held_after_ms"
+HELD_UNTIL_KEY = "claims_held_until"
+# The due items: the oldest open post of each thread that no live claim holds; an expired claim is
+# due again (its holder died). Parameters: now (not_before), now (expired), now (hold), now (live), limit.
+_DUE = f"""
     SELECT i.seq FROM inbox i
-    WHERE i.state = 'pending'
-      AND i.not_before <= ?
-      AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed')
+    WHERE ((i.state = 'pending' AND i.not_before <= ?) OR (i.state = 'claimed' AND i.lease_until < ?))
+      AND NOT EXISTS (SELECT 1 FROM kv h, kv u WHERE h.key = '{HELD_AFTER_KEY}' AND u.key = '{HELD_UNTIL_KEY}'
+                      AND i.create_at > CAST(h.value AS BIGINT) AND CAST(u.value AS DOUBLE PRECISION) > ?)
+      AND NOT EXISTS (SELECT 1 FROM inbox c WHERE c.thread_key = i.thread_key AND c.state = 'claimed'
+                      AND c.lease_until >= ?)
       AND NOT EXISTS (SELECT 1 FROM inbox e
-                      WHERE e.thread_key = i.thread_key AND e.state = 'pending'
+                      WHERE e.thread_key = i.thread_key AND e.state IN ('pending', 'claimed')
                         AND (e.create_at < i.create_at OR (e.create_at = i.create_at AND e.seq < i.seq)))
     ORDER BY i.create_at, i.seq
-    LIMIT ?)
+    LIMIT ?"""
+# One statement: mark the due items claimed by this daemon until its lease ends and return them with
+# the parts of their answer already in the sent-log. SQLite: the subquery is read before any row
+# changes, and one statement is one atomic transaction. PostgreSQL: the rows are locked as they are
+# chosen and rows another claimer holds are skipped; a thread whose oldest item is being claimed
+# elsewhere has no other candidate, since that item is still open in this statement's snapshot.
+_CLAIM: dict[Dialect, str] = {
+    "sqlite": f"""
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = ?
+WHERE seq IN ({_DUE})
 RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at, seq,
     (SELECT json_group_array(json_array(part, reply_post_id)) FROM sent_log
      WHERE source_post_id = inbox.post_id)
-"""
+""",
+    "postgresql": f"""
+WITH claim_time AS (SELECT ?::double precision AS now),
+due AS ({_DUE}
+    FOR UPDATE OF i SKIP LOCKED)
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = claim_time.now
+FROM due, claim_time WHERE inbox.seq = due.seq
+RETURNING inbox.post_id, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox.last_error,
+    inbox.reply, inbox.create_at, inbox.seq,
+    (SELECT coalesce(json_agg(json_build_array(s.part, s.reply_post_id)), '[]')::text FROM sent_log s
+     WHERE s.source_post_id = inbox.post_id)
+""",
+}
+# Held by this daemon (parameter: its instance id): what it may release, retry or renew.
+_MINE = "state = 'claimed' AND claimed_by = ?"
+DEFAULT_LEASE_S = 30.0
 
 
 class Inbox:
@@ -76,8 +114,11 @@ class Inbox:
     claimed item needs no read; an item that is finished or let go is read from SQLite again.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, instance: str = "local", lease: float = DEFAULT_LEASE_S) -> None:
         self.storage = storage
+        self.instance = instance
+        self.lease = lease
+        self._claim_sql = _CLAIM[storage.dialect]
         self.changed = asyncio.Event()
         self._sent: dict[str, dict[int, str]] = {}  # claimed here: post id -> part -> reply post id
 
@@ -88,12 +129,13 @@ class Inbox:
     async def put(self, msg: IncomingMessage) -> bool:
         """Enqueue; False if this post id was seen before (pending, done or failed).
 
-        When this returns, the item is committed (one ``INSERT OR IGNORE``, one hop).
+        When this returns, the item is committed (one ``INSERT … ON CONFLICT DO NOTHING``, one hop).
         """
         now = self._now()
         added = (
             await self.storage.execute(
-                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)", _put_row(msg, now)
+                f"INSERT INTO inbox {_PUT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                _put_row(msg, now),
             )
             == 1
         )
@@ -108,8 +150,8 @@ class Inbox:
         for start in range(0, len(msgs), _PUT_ROWS_PER_STATEMENT):
             chunk = msgs[start : start + _PUT_ROWS_PER_STATEMENT]
             rows = await self.storage.execute_returning(
-                f"INSERT OR IGNORE INTO inbox {_PUT_COLUMNS} VALUES"
-                f" {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))} RETURNING post_id",
+                f"INSERT INTO inbox {_PUT_COLUMNS} VALUES"
+                f" {', '.join(['(?, ?, ?, ?, ?, ?)'] * len(chunk))} ON CONFLICT DO NOTHING RETURNING post_id",
                 [v for m in chunk for v in _put_row(m, now)],
             )
             new.update(str(r[0]) for r in rows)
@@ -126,7 +168,13 @@ class Inbox:
         if limit <= 0:
             return []
         now = self._now()
-        rows = await self.storage.execute_returning(_CLAIM, (now, now, limit))
+        until = now + self.lease
+        params: tuple[object, ...]
+        if self.storage.dialect == "postgresql":
+            params = (now, now, now, now, now, limit, self.instance, until)
+        else:
+            params = (self.instance, until, now, now, now, now, now, limit)
+        rows = await self.storage.execute_returning(self._claim_sql, params)
         rows.sort(key=lambda r: (r[6], r[7]))  # RETURNING has no order
         items = []
         for row in rows:
@@ -160,13 +208,14 @@ class Inbox:
         await self.storage.execute("UPDATE inbox SET reply = ? WHERE post_id = ?", (text, post_id))
 
     async def retry_later(self, post_id: str, error: str, delay: float) -> int:
-        """Back to pending after ``delay`` seconds; returns the number of failed attempts so far."""
+        """Back to pending after ``delay`` seconds; returns the number of failed attempts so far
+        (0 when another daemon took the item over meanwhile: it is theirs now)."""
         self._sent.pop(post_id, None)
         now = self._now()
         rows = await self.storage.execute_returning(
             "UPDATE inbox SET state = 'pending', attempts = attempts + 1, last_error = ?,"
-            " not_before = ?, updated_at = ? WHERE post_id = ? RETURNING attempts",
-            (error[:2000], now + max(0.0, delay), now, post_id),
+            f" not_before = ?, updated_at = ? WHERE post_id = ? AND {_MINE} RETURNING attempts",
+            (error[:2000], now + max(0.0, delay), now, post_id, self.instance),
         )
         self.changed.set()
         return int(rows[0][0]) if rows else 0
@@ -181,18 +230,62 @@ class Inbox:
         )
 
     async def release(self, post_id: str) -> None:
-        """Claimed -> pending without counting an attempt (shutdown mid-work)."""
-        await self._set_state(
-            post_id,
-            "UPDATE inbox SET state = 'pending', updated_at = ? WHERE post_id = ? AND state = 'claimed'",
-            (),
+        """Claimed -> pending without counting an attempt (shutdown mid-work); only while this
+        daemon holds it."""
+        self._sent.pop(post_id, None)
+        await self.storage.execute(
+            f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE post_id = ? AND {_MINE}",
+            (self._now(), post_id, self.instance),
+        )
+        self.changed.set()
+
+    async def hold_after(self, create_at_ms: int, *, seconds: float = 30.0) -> None:
+        """Claim no post newer than ``create_at_ms`` for up to ``seconds`` (a catch-up reads the gap
+        since then: what it finds goes in before the thread's later posts are answered)."""
+        async with self.storage.transaction() as db:
+            for key, value in (
+                (HELD_AFTER_KEY, str(create_at_ms)),
+                (HELD_UNTIL_KEY, str(self._now() + seconds)),
+            ):
+                await db.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+
+    async def stop_holding(self) -> None:
+        await self.storage.execute("DELETE FROM kv WHERE key = ?", (HELD_UNTIL_KEY,))
+        self.changed.set()
+
+    async def renew(self) -> int:
+        """Extend the lease of every item this daemon holds; how many it holds."""
+        now = self._now()
+        return await self.storage.execute(
+            f"UPDATE inbox SET lease_until = ? WHERE {_MINE}", (now + self.lease, self.instance)
         )
 
+    async def renew_loop(self) -> None:
+        """For the supervisor: renew the leases three times per lease, so one late renewal is harmless."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self.renew()
+
     async def recover(self) -> int:
-        """On start: items claimed by a process that died go back to pending. Returns how many."""
+        """On start: items claimed by a process that died go back to pending. Returns how many.
+
+        On SQLite one daemon owns the file, so every claim is a dead one's; on PostgreSQL only this
+        instance's claims (an earlier run under the same id) and expired ones, never a live daemon's.
+        """
         self._sent.clear()
+        now = self._now()
+        params: tuple[object, ...] = ()
+        if self.storage.dialect == "sqlite":
+            where = "state = 'claimed'"
+        else:
+            where = "state = 'claimed' AND (claimed_by = ? OR lease_until < ?)"
+            params = (self.instance, now)
         n = await self.storage.execute(
-            "UPDATE inbox SET state = 'pending', updated_at = ? WHERE state = 'claimed'", (self._now(),)
+            f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE {where}", (now, *params)
         )
         if n:
             log.info("inbox.recovered", items=n)
@@ -226,10 +319,9 @@ class Inbox:
                 " WHERE state IN ('done', 'failed') AND updated_at < ?)",
                 (cutoff,),
             )
-            cur = await db.execute(
+            return await db.execute(
                 "DELETE FROM inbox WHERE state IN ('done', 'failed') AND updated_at < ?", (cutoff,)
             )
-            return int(cur.rowcount)
 
     async def prune_loop(self, retention_days: float, every: float = 3600.0) -> None:
         """For the supervisor, hourly: forget finished items older than ``retention_days``, and fold
@@ -253,8 +345,9 @@ class Inbox:
     async def record_sent(self, source_post_id: str, part: int, reply_post_id: str) -> None:
         """A part is posted; committed when this returns (one statement, one hop)."""
         await self.storage.execute(
-            "INSERT OR REPLACE INTO sent_log (source_post_id, part, reply_post_id, sent_at)"
-            " VALUES (?, ?, ?, ?)",
+            "INSERT INTO sent_log (source_post_id, part, reply_post_id, sent_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (source_post_id, part) DO UPDATE SET reply_post_id = excluded.reply_post_id,"
+            " sent_at = excluded.sent_at",
             (source_post_id, part, reply_post_id, self._now()),
         )
         held = self._sent.get(source_post_id)

@@ -84,12 +84,13 @@ class DoorContexts:
         self.storage = storage
 
     async def save(self, post_id: str, door: str, response_url: str, response_type: str) -> None:
-        async with self.storage.transaction() as db:
-            await db.execute(
-                "INSERT OR REPLACE INTO door_context"
-                " (post_id, door, response_url, response_type, uses, created_at) VALUES (?, ?, ?, ?, 0, ?)",
-                (post_id, door, response_url, response_type, time.time()),
-            )
+        await self.storage.execute(
+            "INSERT INTO door_context (post_id, door, response_url, response_type, uses, created_at)"
+            " VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (post_id) DO UPDATE SET door = excluded.door,"
+            " response_url = excluded.response_url, response_type = excluded.response_type, uses = 0,"
+            " created_at = excluded.created_at",
+            (post_id, door, response_url, response_type, time.time()),
+        )
 
     async def get(self, post_id: str) -> DoorContext | None:
         row = await self.storage.fetchone(
@@ -101,9 +102,9 @@ class DoorContexts:
         return DoorContext(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]))
 
     async def add_uses(self, post_id: str, n: int) -> None:
-        async with self.storage.transaction() as db:
-            await db.execute("UPDATE door_context SET uses = uses + ? WHERE post_id = ?", (n, post_id))
+        await self.storage.execute("UPDATE door_context SET uses = uses + ? WHERE post_id = ?", (n, post_id))
 
     async def prune(self, older_than: float = 86400.0) -> None:
-        async with self.storage.transaction() as db:
-            await db.execute("DELETE FROM door_context WHERE created_at < ?", (time.time() - older_than,))
+        await self.storage.execute(
+            "DELETE FROM door_context WHERE created_at < ?", (time.time() - older_than,)
+        )

@@ -21,6 +21,7 @@ from mchat_bot.pipeline.inbox import Inbox, InboxItem
 from mchat_bot.pipeline.replying import PermanentSendError, ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity, detect_lang
 from mchat_bot.pipeline.turn import Chain, Delivery, Turn
+from mchat_bot.storage import StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -165,6 +166,12 @@ class WorkerPool:
     async def _work(self, item: InboxItem) -> None:
         try:
             await self._process(item)
+        except StorageUnavailable as exc:
+            # the database went away mid-turn (a PostgreSQL restart): the item is still claimed
+            # and its thread blocked, so it goes back to pending once the database answers; the
+            # sent-log and the saved reply make the next attempt post only what is missing
+            log.warning("workers.storage_unavailable", post_id=item.post_id, error=str(exc))
+            await self._release_when_back(item.post_id)
         except Exception:  # a bug in our own code: keep the pool alive, fail the item
             log.exception("workers.process_crashed", post_id=item.post_id)
             with contextlib.suppress(Exception):
@@ -175,6 +182,11 @@ class WorkerPool:
         if (task := asyncio.current_task()) is not None:
             self._jobs.discard(task)
         self.inbox.changed.set()  # the claimer may take the next item
+
+    async def _release_when_back(self, post_id: str) -> None:
+        """Release the item, retrying until the storage answers (stop() cancels the wait)."""
+        back = RetryPolicy(first_delay=self.poll_interval, max_delay=5.0, tries=None)
+        await back.call(lambda: self.inbox.release(post_id))
 
     async def _process(self, item: InboxItem) -> None:
         msg = item.message

@@ -19,7 +19,7 @@ import pytest_asyncio
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.pipeline.audit import Audit, AuditRow
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage
 from tests.support.daemon import DaemonProcess, running_daemon, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -37,7 +37,7 @@ async def dev() -> AsyncIterator[DevServer]:
 async def bot(dev: DevServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DaemonProcess]:
     folder = tmp_path_factory.mktemp("audit")
     # rows from before: one past the retention period (10 days here), one inside it
-    async with Storage(folder / "mchat_bot.sqlite3") as storage:
+    async with SqliteStorage(folder / "mchat_bot.sqlite3") as storage:
         audit = Audit(storage)
         await audit.record(
             AuditRow(at=time.time() - 11 * DAY, action="search", user_name="ghost", detail="old")

@@ -17,6 +17,8 @@ from mchat_bot.config import load_settings
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.support.daemon import DaemonProcess
+from tests.support.fixtures import create_database
+from tests.support.postgres import PostgresCluster
 
 GOOD = """
 [mattermost]
@@ -66,6 +68,11 @@ def run_cli(
             {"MCHAT_MATTERMOST_TOKEN": "t0ken-value", "MCHAT_WEBHOOKS_RESPONSE_BUDGET": "inf"},
             "webhooks.response_budget",
         ),
+        (  # several daemons on PostgreSQL, an embedded memory store each: refused
+            GOOD,
+            {"MCHAT_MATTERMOST_TOKEN": "t0ken-value", "MCHAT_STORAGE_URL": "postgresql://bot@127.0.0.1:1/x"},
+            "memory.url",
+        ),
     ],
 )
 def test_settings_errors_exit_2_and_name_the_key(
@@ -104,12 +111,37 @@ async def test_check_reports_a_working_setup_and_a_bad_token(dev: DevServer, tmp
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "✓ Mattermost REST" in ok.stdout and "@memorybot" in ok.stdout
     assert "✓ Mattermost WebSocket" in ok.stdout
+    assert "✓ mode: single daemon: SQLite state + embedded memory store" in ok.stdout
     bad = await asyncio.to_thread(
         run_cli, "check", "--config", str(config), env={"MCHAT_MATTERMOST_TOKEN": "wrong-token-123"}
     )
     assert bad.returncode == 1
     assert "refused the token" in bad.stdout
     assert "wrong-token-123" not in bad.stdout + bad.stderr
+
+
+async def test_check_names_postgres_and_tests_it(
+    dev: DevServer, pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    url = create_database(pg_cluster, "mchat_check")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mattermost]\nurl = "{dev.url}"\n[memory]\npath = "q"\n')
+    env = {"MCHAT_MATTERMOST_TOKEN": dev.seed.bot.token, "MCHAT_STORAGE_URL": url}
+    refused = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert refused.returncode == 2 and "memory.url" in refused.stderr  # no shared memory store
+    env["MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE"] = "true"
+    ok = await asyncio.to_thread(run_cli, "check", "--config", str(config), env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "✓ mode: several daemons on shared PostgreSQL state, each with its own embedded" in ok.stdout
+    assert "✓ storage: PostgreSQL" in ok.stdout and f"127.0.0.1:{pg_cluster.port}/mchat_check" in ok.stdout
+    assert pg_cluster.password not in ok.stdout + ok.stderr
+    wrong = url.replace(pg_cluster.password, "not-the-password")
+    bad = await asyncio.to_thread(
+        run_cli, "check", "--config", str(config), env={**env, "MCHAT_STORAGE_URL": wrong}
+    )
+    assert bad.returncode == 1 and "✗ storage: PostgreSQL" in bad.stdout
+    assert "password authentication failed" in bad.stdout  # the server's words
+    assert "not-the-password" not in bad.stdout + bad.stderr
 
 
 async def test_sigterm_stops_the_daemon_with_exit_0(dev: DevServer, tmp_path: Path) -> None:

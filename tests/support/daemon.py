@@ -134,3 +134,25 @@ def message_in_qa(post: dict[str, Any], dev: DevServer) -> IncomingMessage:
         message=post["message"],
         create_at=post["create_at"],
     )
+
+
+def shared_state_daemons(
+    dev: DevServer, llm: FakeLLM, folder: Path, url: str, n: int, *, lease: float = 3.0
+) -> list[DaemonProcess]:
+    """``n`` daemons on one PostgreSQL (active-active), each in its own folder under a name of its
+    own (``d0``, ``d1``, …) with a short claim lease. No Qdrant server can run here, so each keeps an
+    embedded memory store (``memory.allow_embedded_with_shared_state``)."""
+    group = []
+    for i in range(n):
+        home = folder / f"d{i}"
+        home.mkdir(parents=True)
+        env = {
+            "MCHAT_STORAGE_URL": url,
+            "MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true",
+            "MCHAT_BOT_INSTANCE_ID": f"d{i}",
+            "MCHAT_BOT_CLAIM_LEASE": str(lease),
+            "MCHAT_BOT_WORKERS": "8",
+            "MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "1000",
+        }
+        group.append(DaemonProcess(dev, llm, home, env))
+    return group

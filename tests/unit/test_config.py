@@ -148,3 +148,22 @@ def test_llm_model_and_api_base_take_one_name_or_a_list(tmp_path: Path) -> None:
     config.write_text("[llm]\nmodel = 3\n")
     with pytest.raises(ConfigError, match=r"llm\.model: expected a string or list of strings"):
         load_settings(config, ENV)
+
+
+def test_storage_url_is_a_postgres_url_kept_secret_with_its_password(tmp_path: Path) -> None:
+    url = "postgresql://bot:pg-pass-42@db.internal:5432/mchat"
+    s = _load(tmp_path, '[memory]\nurl = "http://qdrant:6333"\n', env={"MCHAT_STORAGE_URL": url})
+    assert s.storage.url.get() == url and "pg-pass-42" not in repr(s)
+    assert url in s.secrets and "pg-pass-42" in s.secrets  # the log filter hides either form
+    with pytest.raises(ConfigError, match=r"storage\.url"):
+        _load(tmp_path, "", env={"MCHAT_STORAGE_URL": "mysql://bot@db/mchat"})
+    assert not _load(tmp_path, "").storage.url  # unset: the SQLite file
+
+
+def test_shared_state_needs_a_shared_memory_store_unless_told_otherwise(tmp_path: Path) -> None:
+    shared = {"MCHAT_STORAGE_URL": "postgresql://bot@db.internal/mchat"}
+    with pytest.raises(ConfigError, match=r"memory\.url: .*Qdrant server"):
+        _load(tmp_path, "", env=shared)
+    allowed = _load(tmp_path, "", env={**shared, "MCHAT_MEMORY_ALLOW_EMBEDDED_WITH_SHARED_STATE": "true"})
+    assert allowed.memory.allow_embedded_with_shared_state and not allowed.memory.url
+    assert _load(tmp_path, '[memory]\nurl = "http://qdrant:6333"\n', env=shared).memory.url

@@ -130,9 +130,9 @@ async def test_the_gateway_is_restarted_after_its_event_callback_raises() -> Non
 async def test_a_prune_loop_is_restarted_after_its_table_was_unreadable(tmp_path, loop: str) -> None:  # type: ignore[no-untyped-def]
     from mchat_bot.pipeline.audit import Audit
     from mchat_bot.pipeline.inbox import Inbox
-    from mchat_bot.storage import Storage
+    from mchat_bot.storage import SqliteStorage
 
-    async with Storage(tmp_path / "db.sqlite3") as storage:
+    async with SqliteStorage(tmp_path / "db.sqlite3") as storage:
         table = "inbox" if loop == "inbox" else "audit_log"
         await storage.execute(f"ALTER TABLE {table} RENAME TO {table}_away")  # the fault
         run = (
@@ -159,9 +159,9 @@ class FlakyStorage:
 
     @staticmethod
     async def open(path) -> Any:  # type: ignore[no-untyped-def]
-        from mchat_bot.storage import Storage
+        from mchat_bot.storage import SqliteStorage
 
-        class _Flaky(Storage):
+        class _Flaky(SqliteStorage):
             fail = 0
 
             async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:

@@ -17,7 +17,7 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, Storage
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, tries=None, retryable=lambda _e: True)
 
@@ -30,7 +30,7 @@ async def dev() -> AsyncIterator[DevServer]:
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    st = await Storage(tmp_path / "bot.sqlite").open()
+    st = await SqliteStorage(tmp_path / "bot.sqlite").open()
     yield st
     await st.close()
 
@@ -167,6 +167,7 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     dev: DevServer, rest: RestClient, storage: Storage
 ) -> None:
     intake = make_intake(dev, rest, storage)
+    await intake.catch_up_after_restart()  # it leads: the cursor is its to write
     gap = int(time.time() * 1000) - 60_000
     dev.faults.rest_outage(30)
     task = await running(intake)
@@ -180,3 +181,27 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     intake._flushed_at = 0.0
     await intake._advance(Post.from_dict(post))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
+
+
+async def test_only_the_leading_intake_writes_the_cursor(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    from mchat_bot.mattermost.events import Post
+
+    held = str(int(time.time() * 1000) - 60_000)
+    await storage.set_kv(CURSOR_KEY, held)  # held at a gap by a leader that died
+    follower = make_intake(dev, rest, storage)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
+    await follower._advance(Post.from_dict(post))
+    assert await storage.get_kv(CURSOR_KEY) == held  # the next leader still reads from the gap
+    socket_up = asyncio.Event()
+    socket_up.set()
+    leader = asyncio.create_task(follower.run_as_leader(socket_up))
+    await until(lambda: follower.catch_up_passes >= 1)
+    follower._flushed_at = 0.0
+    await follower._advance(Post.from_dict(post))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) >= post["create_at"]
+    await stop(leader)
+    follower._flushed_at = 0.0
+    await follower._advance(Post.from_dict({**post, "create_at": post["create_at"] + 5_000}))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) < post["create_at"] + 5_000  # the lead ended

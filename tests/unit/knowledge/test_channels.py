@@ -1,10 +1,14 @@
-"""Which channels learn, on a real SQLite file: the operator's list, "*", and what channel admins
+"""Which channels learn, on SQLite and PostgreSQL: the operator's list, "*", and what channel admins
 turned on or off, kept across a restart (a new LearningChannels on the same database)."""
 
 from __future__ import annotations
 
+import pytest
+
 from mchat_bot.knowledge.channels import LearningChannels
 from mchat_bot.storage import Storage
+
+pytestmark = pytest.mark.both_dialects
 
 
 async def test_configured_ids_learn_in_public_and_private_channels_only(storage: Storage) -> None:

@@ -1,12 +1,16 @@
-"""The chat log of learning channels on a real SQLite file: masking, versions (the indexer's
+"""The chat log of learning channels, on SQLite and PostgreSQL: masking, versions (the indexer's
 backlog), the conversation around a line, retention, and the in-memory set of channels."""
 
 from __future__ import annotations
+
+import pytest
 
 from mchat_bot.knowledge.lines import ChatLog, Line
 from mchat_bot.storage import Storage
 
 CARD = "4111111111111111"  # passes Luhn: the redaction module masks it as [REDACTED:card]
+
+pytestmark = pytest.mark.both_dialects
 
 
 def line(post_id: str, text: str, at: int, *, channel: str = "c1", root: str = "") -> Line:

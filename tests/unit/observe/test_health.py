@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from mchat_bot.doors.web.server import HttpServer
 from mchat_bot.memory.store import EdgeMemoryStore
 from mchat_bot.observe import health
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -80,7 +80,7 @@ async def test_readyz_is_200_when_socket_storage_and_memory_answer(
 ) -> None:
     authenticated = asyncio.Event()
     authenticated.set()
-    async with Storage(tmp_path / "db.sqlite3") as storage:
+    async with SqliteStorage(tmp_path / "db.sqlite3") as storage:
         readiness = health.Readiness(
             checks={
                 "socket": health.socket_check(authenticated),
@@ -98,7 +98,7 @@ async def test_readyz_names_each_failing_part_and_healthz_stays_up(
     tmp_path: Path, store: EdgeMemoryStore
 ) -> None:
     """A lost socket, a storage that raises and a part that hangs: 503 with one reason each."""
-    storage = Storage(tmp_path / "db.sqlite3")
+    storage = SqliteStorage(tmp_path / "db.sqlite3")
     await storage.open()
     await storage.close()  # every query on it now raises
 
@@ -119,7 +119,7 @@ async def test_readyz_names_each_failing_part_and_healthz_stays_up(
         (status, body), (alive, _) = await asyncio.gather(get(base, "/readyz"), get(base, "/healthz"))
         took = time.monotonic() - started  # a hanging part holds /readyz only for its timeout
         await store.count()  # the store opens lazily: not inside the 0.3 s a check is given
-        async with Storage(tmp_path / "good.sqlite3") as good:
+        async with SqliteStorage(tmp_path / "good.sqlite3") as good:
             authenticated = asyncio.Event()
             authenticated.set()
             readiness.checks.update(

@@ -9,14 +9,16 @@ import pytest
 
 from mchat_bot.config import ConfigError, load_settings
 from mchat_bot.pipeline.audit import Audit, AuditRow, short_detail
-from mchat_bot.storage import Storage
+from mchat_bot.storage import storage_at
 
 DAY = 86400.0
 
+pytestmark = pytest.mark.both_dialects
 
-async def test_prune_keeps_exactly_the_retention_period(tmp_path: Path) -> None:
+
+async def test_prune_keeps_exactly_the_retention_period(storage_target: str | Path) -> None:
     now = 1_800_000_000.0
-    async with Storage(tmp_path / "a.sqlite3") as storage:
+    async with storage_at(storage_target) as storage:
         audit = Audit(storage, retention_days=90)
         for age_days in (91, 90.01, 89.99, 1):
             await audit.record(AuditRow(at=now - age_days * DAY, action="search", detail=f"{age_days}"))
@@ -26,8 +28,8 @@ async def test_prune_keeps_exactly_the_retention_period(tmp_path: Path) -> None:
         assert await audit.prune(now) == 0
 
 
-async def test_query_filters_by_user_channel_action_and_time(tmp_path: Path) -> None:
-    async with Storage(tmp_path / "a.sqlite3") as storage:
+async def test_query_filters_by_user_channel_action_and_time(storage_target: str | Path) -> None:
+    async with storage_at(storage_target) as storage:
         audit = Audit(storage)
         rows = [
             AuditRow(
@@ -70,7 +72,7 @@ def test_retention_days_setting_is_validated() -> None:
         load_settings(None, env | {"MCHAT_AUDIT_RETENTION_DAYS": "ninety"})
 
 
-async def test_a_failing_write_never_raises(tmp_path: Path) -> None:
-    storage = await Storage(tmp_path / "a.sqlite3").open()
+async def test_a_failing_write_never_raises(storage_target: str | Path) -> None:
+    storage = await storage_at(storage_target).open()
     await storage.close()
     await Audit(storage).record(AuditRow(at=time.time(), action="search"))  # closed: logged, not raised

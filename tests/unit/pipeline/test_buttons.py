@@ -3,9 +3,12 @@ Mattermost message attachments pointing at the daemon's action door."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from mchat_bot.pipeline.buttons import ActionSigner, Button, ButtonMaker, Click, new_key
+from mchat_bot.pipeline.buttons import ActionSigner, Button, ButtonMaker, Click, new_key, stored_key
+from mchat_bot.storage import Storage
 
 KEY = new_key()
 UNDO = Button("undo", "Undo", ("m1",), user_id="u_kim")
@@ -78,3 +81,8 @@ async def test_replies_carry_buttons_only_where_the_daemon_has_an_action_door(st
     assert (await answer(without, "@ai forget release")).buttons == ()
     offered = await answer(with_door, "@ai forget release")
     assert [b.kind for b in offered.buttons] == ["forget"]
+
+
+async def test_daemons_starting_together_on_one_state_share_one_key(storage: Storage) -> None:
+    first, second = await asyncio.gather(stored_key(storage), stored_key(storage))
+    assert first == second == await stored_key(storage)

@@ -4,9 +4,7 @@ memories only when they choose, nobody else's anything."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
+import pytest
 import pytest_asyncio
 
 from mchat_bot.knowledge.index import MessageIndex
@@ -25,10 +23,7 @@ from tests.support.factories import BOT, KIM, LEE, SITE, answer, in_dm, mem, mes
 AT = 1_700_000_000_000
 
 
-@pytest_asyncio.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
-        yield st
+pytestmark = pytest.mark.both_dialects  # the `storage` fixture: SQLite and PostgreSQL
 
 
 @pytest_asyncio.fixture

@@ -1,4 +1,4 @@
-"""The SQLite storage and the durable inbox, on a real database file."""
+"""The durable inbox on both engines (a real SQLite file, a real PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.message import IncomingMessage
-from mchat_bot.storage import MIGRATIONS, Storage
+from mchat_bot.storage import MIGRATIONS, SqliteStorage, Storage, storage_at
 from tests.support.factories import message
 
 
@@ -22,15 +22,12 @@ def msg(
     )
 
 
-@pytest.fixture
-async def storage(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with Storage(tmp_path / "db" / "bot.sqlite3") as st:
-        yield st
+pytestmark = pytest.mark.both_dialects
 
 
 async def test_storage_pragmas_migrations_and_kv(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
-    async with Storage(path) as st:
+    async with SqliteStorage(path) as st:
         assert await st.schema_version() == len(MIGRATIONS)
         row = await st.fetchone("PRAGMA journal_mode")
         assert row is not None and row[0] == "wal"
@@ -38,13 +35,13 @@ async def test_storage_pragmas_migrations_and_kv(tmp_path: Path) -> None:
         assert await st.get_kv("cursor", "0") == "0"
         await st.set_kv("cursor", "1764057600000")
         await st.set_kv("cursor", "1764057600001")
-    async with Storage(path) as st:  # reopened: no second migration, value kept
+    async with SqliteStorage(path) as st:  # reopened: no second migration, value kept
         assert await st.get_kv("cursor") == "1764057600001"
     con = sqlite3.connect(path)
     con.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     con.close()
     with pytest.raises(RuntimeError, match="newer"):
-        await Storage(path).open()
+        await SqliteStorage(path).open()
 
 
 async def test_put_dedupes_by_post_id_even_after_done(storage: Storage) -> None:
@@ -91,16 +88,15 @@ async def test_retry_later_counts_attempts_and_blocks_the_thread_until_due(stora
     assert [i.post_id for i in await inbox.claim(5)] == ["a2"]  # a failed item no longer blocks
 
 
-async def test_recover_after_a_crash_and_sent_log_survive_restart(tmp_path: Path) -> None:
-    path = tmp_path / "bot.sqlite3"
-    async with Storage(path) as st:
+async def test_recover_after_a_crash_and_sent_log_survive_restart(storage_target: str | Path) -> None:
+    async with storage_at(storage_target) as st:
         inbox = Inbox(st)
         await inbox.put(msg("p1"))
         await inbox.claim(1)
         await inbox.save_reply("p1", "the answer")
         await inbox.record_sent("p1", 0, "reply-0")
         # the process dies here: no ack
-    async with Storage(path) as st:
+    async with storage_at(storage_target) as st:
         inbox = Inbox(st)
         assert await inbox.claim(1) == []  # still claimed by the dead process
         assert await inbox.recover() == 1
@@ -273,9 +269,72 @@ async def test_the_prune_loop_forgets_old_items_and_empties_the_log(storage: Sto
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert _wal_size(storage.path) == 0
+    if isinstance(storage, SqliteStorage):
+        assert _wal_size(storage.path) == 0
 
 
 def _wal_size(db_path: str) -> int:
     wal = Path(db_path + "-wal")
     return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_a_live_daemons_claim_is_not_taken_released_or_recovered_by_another(storage: Storage) -> None:
+    a, b = Inbox(storage, instance="a"), Inbox(storage, instance="b")
+    await a.put(msg("p1", root="r", at=1))
+    await a.put(msg("p2", root="r", at=2))
+    assert [i.post_id for i in await a.claim(5)] == ["p1"]
+    assert await b.claim(5) == []  # its thread is held by a live daemon
+    assert await b.recover() == (1 if storage.dialect == "sqlite" else 0)  # SQLite: one daemon a file
+    if storage.dialect == "postgresql":
+        await b.release("p1")
+        await b.retry_later("p1", "not mine", 0)
+        assert await b.claim(5) == []
+        assert await a.renew() == 1
+
+
+async def test_an_expired_claim_is_taken_over_as_a_resend_and_its_old_holder_lets_go(
+    storage: Storage,
+) -> None:
+    dead, live = Inbox(storage, instance="dead", lease=0.2), Inbox(storage, instance="live")
+    await dead.put(msg("p1", root="r", at=1))
+    await dead.put(msg("p2", root="r", at=2))
+    await dead.claim(1)
+    await dead.save_reply("p1", "the answer")
+    await dead.record_sent("p1", 0, "reply-0")
+    assert await live.claim(5) == []  # the lease still runs
+    await asyncio.sleep(0.3)
+    [item] = await live.claim(5)  # the holder died: the same item, never the thread's next one
+    assert (item.post_id, item.reply) == ("p1", "the answer")
+    assert await live.sent_parts("p1") == {0: "reply-0"}
+    await dead.release("p1")  # the old holder wakes up: the item is no longer its to give back
+    assert await dead.renew() == 0
+    assert await dead.claim(5) == []
+    await live.ack("p1")
+    assert [i.post_id for i in await live.claim(5)] == ["p2"]
+
+
+async def test_renewing_keeps_a_claim_past_its_first_lease(storage: Storage) -> None:
+    holder, other = Inbox(storage, instance="a", lease=0.4), Inbox(storage, instance="b")
+    await holder.put(msg("p1"))
+    await holder.claim(1)
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        assert await holder.renew() == 1
+    assert await other.claim(5) == []
+    await asyncio.sleep(0.5)
+    assert [i.post_id for i in await other.claim(5)] == ["p1"]
+
+
+async def test_while_a_gap_is_read_newer_posts_wait_and_the_hold_ends(storage: Storage) -> None:
+    inbox = Inbox(storage)
+    await inbox.put(msg("old", root="r1", at=1000))
+    await inbox.put(msg("new", root="r2", at=5000))
+    await inbox.hold_after(2000)
+    assert [i.post_id for i in await inbox.claim(5)] == ["old"]  # "new" may follow a missed post
+    await inbox.stop_holding()
+    assert [i.post_id for i in await inbox.claim(5)] == ["new"]
+    await inbox.put(msg("later", root="r3", at=9000))
+    await inbox.hold_after(2000, seconds=0.1)
+    assert await inbox.claim(5) == []
+    await asyncio.sleep(0.2)  # a hold nobody ends (its catch-up died) runs out
+    assert [i.post_id for i in await inbox.claim(5)] == ["later"]

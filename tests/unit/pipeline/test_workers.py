@@ -20,7 +20,7 @@ from mchat_bot.pipeline.replying import ReplyWriter
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.pipeline.turn import Chain, Turn
 from mchat_bot.pipeline.workers import WorkerPool
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, StorageUnavailable
 from tests.support.factories import message
 
 
@@ -86,7 +86,7 @@ async def _value(v: Any) -> Any:
 
 @pytest.fixture
 async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
-    async with Storage(tmp_path / "bot.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "bot.sqlite3") as st:
         yield Inbox(st)
 
 
@@ -211,7 +211,7 @@ async def test_a_part_already_sent_is_never_sent_again(inbox: Inbox) -> None:
 async def test_restart_after_crash_sends_only_missing_parts(tmp_path: Path) -> None:
     path = tmp_path / "bot.sqlite3"
     reply = "A" * 150 + "\n\n" + "B" * 150
-    async with Storage(path) as st:  # the first process posted part 0 and died
+    async with SqliteStorage(path) as st:  # the first process posted part 0 and died
         inbox = Inbox(st)
         await inbox.put(msg("p1"))
         await inbox.claim(1)
@@ -222,7 +222,7 @@ async def test_restart_after_crash_sends_only_missing_parts(tmp_path: Path) -> N
     async def must_not_run(m: IncomingMessage) -> str:
         raise AssertionError("the saved reply must be reused")
 
-    async with Storage(path) as st:
+    async with SqliteStorage(path) as st:
         inbox = Inbox(st)
         assert await inbox.recover() == 1
         async with pool_for(inbox, poster, must_not_run, limit=200):
@@ -385,3 +385,28 @@ async def test_stop_gives_in_flight_work_its_grace_while_run_is_supervised(inbox
     assert [p["message"] for p in poster.posts] == ["p1"]  # finished within the grace
     assert await inbox.state("p1") == "done"
     assert await inbox.state("p2") == "pending"  # never started: left for the next start
+
+
+async def test_a_storage_outage_mid_turn_puts_the_item_back_and_posts_once(tmp_path: Path) -> None:
+    """The ack fails as a PostgreSQL restart would fail it: the item is released when the storage
+    answers again, taken again, and the reply (already posted) is not posted a second time."""
+
+    class Outage(SqliteStorage):
+        down = 0  # the next writes that fail
+
+        async def execute(self, sql: str, params: Any = ()) -> int:
+            if self.down and sql.startswith("UPDATE inbox SET state = 'done'"):
+                self.down -= 1
+                raise StorageUnavailable("the database is restarting")
+            return await super().execute(sql, params)
+
+    async with Outage(tmp_path / "bot.sqlite3") as st:
+        inbox = Inbox(st)
+        st.down = 2
+        poster = Poster()
+        async with pool_for(inbox, poster, echo):
+            await inbox.put(msg("p1"))
+            await inbox.put(msg("p2", root="p1", at=1))  # the same thread: blocked while p1 is claimed
+            await until(lambda: _depth_zero(inbox))
+        assert [p["message"] for p in poster.posts] == ["answer to p1", "answer to p2"]
+        assert await inbox.state("p1") == "done" and st.down == 0

@@ -33,7 +33,7 @@ from mchat_bot.pipeline.steps.gate import ChannelGate
 from mchat_bot.pipeline.turn import Chain, Turn
 from mchat_bot.pipeline.waiters import DoorContexts, Waiters
 from mchat_bot.pipeline.workers import WorkerPool
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage
 
 TOKEN = "outgoing-token-123"
 SLASH = "slash-token-456"
@@ -75,7 +75,7 @@ class _NoPost:
 @contextlib.asynccontextmanager
 async def serve(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[str, WebhookEndpoints, Inbox]]:
     allow_from = kw.pop("allow_from", ())
-    async with Storage(tmp_path / "db.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "db.sqlite3") as st:
         inbox = Inbox(st)
         mappings = Mappings(st)
         endpoints = WebhookEndpoints(

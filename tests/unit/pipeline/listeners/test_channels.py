@@ -14,7 +14,7 @@ import pytest
 from mchat_bot.devserver import DevServer
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.listeners.channels import GREETED, LEFT, Channels
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, Storage
 from tests.support.gateway import running_gateway
 
 QUIET_S = 1.0  # how long "nothing more is posted" is watched
@@ -29,7 +29,7 @@ async def dev() -> AsyncIterator[DevServer]:
 
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "db.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "db.sqlite3") as st:
         yield st
 
 

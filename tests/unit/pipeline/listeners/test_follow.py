@@ -18,7 +18,7 @@ from mchat_bot.memory.store import EdgeMemoryStore, Memory, Viewer, new_memory_i
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.listeners.follow import Follower
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage
 from tests.support.gateway import running_gateway
 
 QUIET_S = 1.0  # how long "nothing happens" is watched
@@ -63,7 +63,7 @@ class World:
 async def world(tmp_path: Path, store: EdgeMemoryStore) -> AsyncIterator[World]:
     async with (
         DevServer() as dev,
-        Storage(tmp_path / "db.sqlite3") as storage,
+        SqliteStorage(tmp_path / "db.sqlite3") as storage,
         RestClient(dev.url, dev.seed.bot.token) as bot_rest,
         RestClient(dev.url, dev.seed.users["kim"].token) as kim,
     ):

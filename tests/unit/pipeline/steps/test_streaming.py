@@ -23,7 +23,7 @@ from mchat_bot.pipeline.steps.attachments import chunk_text, decode
 from mchat_bot.pipeline.steps.feedback import Feedback
 from mchat_bot.pipeline.steps.streaming import MARKER, MAX_INTERVAL, Streams, StreamSession
 from mchat_bot.pipeline.turn import Turn
-from mchat_bot.storage import Storage
+from mchat_bot.storage import SqliteStorage, Storage
 from tests.support.chat import FakeChat
 from tests.support.daemon import message_in_qa
 
@@ -36,7 +36,7 @@ async def dev() -> AsyncIterator[DevServer]:
 
 @pytest_asyncio.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    async with Storage(tmp_path / "s.sqlite3") as st:
+    async with SqliteStorage(tmp_path / "s.sqlite3") as st:
         yield st
 
 
