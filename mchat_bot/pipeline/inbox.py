@@ -75,6 +75,10 @@ _DUE = f"""
                         AND (e.create_at < i.create_at OR (e.create_at = i.create_at AND e.seq < i.seq)))
     ORDER BY i.create_at, i.seq
     LIMIT ?"""
+# An item whose holder died with it (an expired claim taken over, a claim found at start) counts an
+# attempt: an item that kills every daemon that handles it is given up after bot.max_attempts, not
+# taken over for ever. SET reads the row as it was, so ``state`` is the state before this claim.
+_TAKEN_OVER = "attempts = attempts + CASE WHEN state = 'claimed' THEN 1 ELSE 0 END"
 # One statement: mark the due items claimed by this daemon until its lease ends and return them with
 # the parts of their answer already in the sent-log. SQLite: the subquery is read before any row
 # changes, and one statement is one atomic transaction. PostgreSQL: the rows are locked as they are
@@ -82,7 +86,7 @@ _DUE = f"""
 # elsewhere has no other candidate, since that item is still open in this statement's snapshot.
 _CLAIM: dict[Dialect, str] = {
     "sqlite": f"""
-UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = ?
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = ?, {_TAKEN_OVER}
 WHERE seq IN ({_DUE})
 RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at, seq,
     (SELECT json_group_array(json_array(part, reply_post_id)) FROM sent_log
@@ -92,7 +96,8 @@ RETURNING post_id, payload, attempts, enqueued_at, last_error, reply, create_at,
 WITH claim_time AS (SELECT ?::double precision AS now),
 due AS ({_DUE}
     FOR UPDATE OF i SKIP LOCKED)
-UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = claim_time.now
+UPDATE inbox SET state = 'claimed', claimed_by = ?, lease_until = ?, updated_at = claim_time.now,
+    {_TAKEN_OVER}
 FROM due, claim_time WHERE inbox.seq = due.seq
 RETURNING inbox.post_id, inbox.payload, inbox.attempts, inbox.enqueued_at, inbox.last_error,
     inbox.reply, inbox.create_at, inbox.seq,
@@ -285,7 +290,8 @@ class Inbox:
             where = "state = 'claimed' AND (claimed_by = ? OR lease_until < ?)"
             params = (self.instance, now)
         n = await self.storage.execute(
-            f"UPDATE inbox SET state = 'pending', updated_at = ? WHERE {where}", (now, *params)
+            f"UPDATE inbox SET state = 'pending', attempts = attempts + 1, updated_at = ? WHERE {where}",
+            (now, *params),
         )
         if n:
             log.info("inbox.recovered", items=n)

@@ -191,6 +191,12 @@ class WorkerPool:
     async def _process(self, item: InboxItem) -> None:
         msg = item.message
         turn = Turn.start(msg, self.bot, item.reply)
+        if item.attempts >= self.max_attempts:  # its daemons died with it, again and again
+            lang = detect_lang(msg.message)
+            await self._give_up(
+                turn, item, "abandoned: every attempt ended with its daemon", texts.internal_error(lang)
+            )
+            return
         if not turn.resent:
             try:
                 async with asyncio.timeout(self.handle_timeout):

@@ -338,3 +338,18 @@ async def test_while_a_gap_is_read_newer_posts_wait_and_the_hold_ends(storage: S
     assert await inbox.claim(5) == []
     await asyncio.sleep(0.2)  # a hold nobody ends (its catch-up died) runs out
     assert [i.post_id for i in await inbox.claim(5)] == ["later"]
+
+
+async def test_a_claim_taken_over_or_found_at_start_counts_an_attempt(storage: Storage) -> None:
+    dead, live = Inbox(storage, instance="dead", lease=0.1), Inbox(storage, instance="live")
+    await dead.put(msg("p1", root="r", at=1))
+    [first] = await dead.claim(1)
+    await asyncio.sleep(0.2)
+    [taken] = await live.claim(1)  # its holder died with it
+    assert (first.attempts, taken.attempts) == (0, 1)
+    await live.release("p1")
+    [again] = await live.claim(1)  # released by a live daemon: not an attempt
+    assert again.attempts == 1
+    await live.recover()  # found claimed at start: the daemon died with it
+    [after_start] = await live.claim(1)
+    assert after_start.attempts == 2

@@ -410,3 +410,25 @@ async def test_a_storage_outage_mid_turn_puts_the_item_back_and_posts_once(tmp_p
             await until(lambda: _depth_zero(inbox))
         assert [p["message"] for p in poster.posts] == ["answer to p1", "answer to p2"]
         assert await inbox.state("p1") == "done" and st.down == 0
+
+
+async def test_an_item_that_its_daemons_die_with_is_given_up_not_retried_for_ever(inbox: Inbox) -> None:
+    """Each start finds it claimed (the daemon died handling it): that counts an attempt, and after
+    max_attempts the item fails with a notice instead of killing the next daemon too."""
+    await inbox.put(msg("p1", text="@ai 이 질문이 데몬을 죽입니다"))
+    for _ in range(3):  # three daemons died in the middle of it
+        [item] = await inbox.claim(1)
+        assert item.post_id == "p1"
+        await inbox.recover()
+    handled: list[str] = []
+
+    async def handle(m: IncomingMessage) -> str:
+        handled.append(m.post_id)
+        return "never"
+
+    poster = Poster()
+    async with pool_for(inbox, poster, handle, max_attempts=3) as pool:
+        await until(lambda: _depth_zero(inbox))
+        await until(lambda: len(poster.posts) == 1)
+    assert handled == [] and await inbox.state("p1") == "failed" and pool.stats.failed == 1
+    assert poster.posts[0]["pending_post_id"] == "mchat-p1-fail"
