@@ -11,7 +11,7 @@ import pytest
 from mchat_bot.devserver.fake_llm import FakeLLM
 from mchat_bot.knowledge.index import open_message_store
 from mchat_bot.memory.embedder import Embedder, load_embedder
-from mchat_bot.memory.store import AnyStore, EdgeMemoryStore
+from mchat_bot.memory.store import AnyStore, EdgeMemoryStore, QdrantMemoryStore, open_store
 from mchat_bot.storage import Storage, storage_at
 from tests.support.postgres import ClusterUnavailable, PostgresCluster, start_cluster, unavailable
 
@@ -103,10 +103,31 @@ async def store(tmp_path: Path, embedder: Embedder) -> AsyncIterator[EdgeMemoryS
     await s.close()
 
 
+def store_on(engine: str, path: Path, embedder: Embedder, **options: object) -> AnyStore:
+    """A memory store on ``engine``: the embedded engine at ``path``, or the Qdrant-server code path
+    (``QdrantMemoryStore`` over qdrant-client) against qdrant-client's local mode at ``path``, the
+    stand-in for a Qdrant server here: what a cluster would run is what these tests run."""
+    if engine == "edge":
+        return open_store(path, None, embedder, **options)  # type: ignore[arg-type]
+    from qdrant_client import AsyncQdrantClient
+
+    return QdrantMemoryStore(AsyncQdrantClient(path=str(Path(path) / "qdrant-local")), embedder, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Run the test on both store engines (see :func:`store_on`)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def messages(tmp_path: Path, embedder: Embedder) -> AsyncIterator[AnyStore]:
-    """The channel messages' collection, opened as the daemon opens it, in the test's own folder."""
-    s = open_message_store(tmp_path / "store", None, embedder)
+async def messages(tmp_path: Path, embedder: Embedder, engine: str) -> AsyncIterator[AnyStore]:
+    """The channel messages' collection, opened as the daemon opens it (the options of
+    ``open_message_store``), in the test's own folder, on both engines."""
+    if engine == "edge":
+        s = open_message_store(tmp_path / "store", None, embedder)
+    else:
+        s = store_on(engine, tmp_path / "store", embedder, kind="messages", rerank="off")
     yield s
     await s.close()
 

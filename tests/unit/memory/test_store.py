@@ -1,4 +1,5 @@
-"""Memory store on the real embedded engine (qdrant-edge, tmp dir) with the real offline embedder."""
+"""The memory store with the real offline embedder, on both engines: the embedded one (qdrant-edge, tmp
+dir) and the Qdrant-server code path (qdrant-client against its local mode, a server stand-in)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from mchat_bot.memory.store import (
     QdrantMemoryStore,
     Viewer,
     new_memory_id,
-    open_store,
 )
+from tests.support.fixtures import store_on
 
 
 def mem(
@@ -41,8 +42,8 @@ def may_see(m: Memory, v: Viewer) -> bool:
     return m.scope == "team" and m.team_id == v.team_id
 
 
-async def test_remember_then_search_finds_it(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_remember_then_search_finds_it(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     target = mem("백엔드 주간회의는 매주 월요일 오전 10시, 3층 소회의실에서 합니다.", at=1)
     await store.add(mem("점심 메뉴는 김치찌개로 정했습니다.", at=2))
     await store.add(target)
@@ -55,8 +56,8 @@ async def test_remember_then_search_finds_it(tmp_path, embedder):
     await store.close()
 
 
-async def test_korean_query_matches_other_particles(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_korean_query_matches_other_particles(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     target = mem("새솔유통은 결제일이 매월 25일이고 담당자는 김지훈 과장입니다.", at=1)
     for i, text in enumerate(
         [
@@ -72,8 +73,8 @@ async def test_korean_query_matches_other_particles(tmp_path, embedder):
     await store.close()
 
 
-async def test_newer_version_of_a_fact_ranks_first(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_newer_version_of_a_fact_ranks_first(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     old = mem("운영 DB 서버 주소는 10.0.3.15 입니다.", at=1000)
     new = mem("운영 DB 서버 주소가 10.0.3.27 로 바뀌었습니다.", at=2000)
     await store.add(new)
@@ -85,8 +86,8 @@ async def test_newer_version_of_a_fact_ranks_first(tmp_path, embedder):
     await store.close()
 
 
-async def test_delete_removes_memory(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_delete_removes_memory(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     keep = mem("회의실 예약은 그룹웨어에서 합니다.", at=1)
     gone = mem("VPN 접속은 OTP 앱으로 인증합니다.", at=2)
     await store.add(keep)
@@ -101,12 +102,12 @@ async def test_delete_removes_memory(tmp_path, embedder):
     await store.close()
 
 
-async def test_memories_persist_across_reopen(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_memories_persist_across_reopen(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     m = mem("분기 보고서 마감은 4월 5일입니다.", at=1)
     await store.add(m)
     await store.close()
-    again = open_store(tmp_path, None, embedder)
+    again = store_on(engine, tmp_path, embedder)
     assert await again.count() == 1
     assert await again.get(m.id) == m
     hits = await again.search("보고서 마감일", V, limit=1)
@@ -114,8 +115,8 @@ async def test_memories_persist_across_reopen(tmp_path, embedder):
     await again.close()
 
 
-async def test_recent_is_newest_first_and_visible_only(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_recent_is_newest_first_and_visible_only(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     mine = [mem(f"메모 {i}", at=100 + i) for i in (3, 1, 4, 2)]
     other = mem("다른 채널 메모", "c2", at=999)
     for m in [*mine, other]:
@@ -169,7 +170,7 @@ async def check_isolation(store: MemoryStore, seed: int) -> None:
     assert await store.search(TOPICS[0], Viewer("", "dm-1", "u1"), limit=10) == []
 
 
-async def test_no_query_returns_an_invisible_memory_edge(tmp_path, embedder):
+async def test_no_query_returns_an_invisible_memory_edge(tmp_path, embedder, engine):
     store = EdgeMemoryStore(tmp_path, embedder)
     await check_isolation(store, seed=7)
     await store.close()
@@ -188,8 +189,8 @@ async def test_no_query_returns_an_invisible_memory_qdrant_client(embedder):
     await store.close()
 
 
-async def test_team_and_personal_scopes(tmp_path, embedder):
-    store = open_store(tmp_path, None, embedder)
+async def test_team_and_personal_scopes(tmp_path, embedder, engine):
+    store = store_on(engine, tmp_path, embedder)
     team_fact = mem("전사 보안 교육은 6월에 있습니다", "c-x", at=1, scope="team", team="t1")
     personal = mem("내 연차는 12일 남았습니다", "c-y", at=2, scope="user", team="t1", user="u9")
     other_person = mem("내 연차는 3일 남았습니다", "c1", at=3, scope="user", team="t1", user="u2")
