@@ -18,13 +18,13 @@ As Mattermost does (server/public/model/post.go, app/integration_action.go, api4
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
+from mchat_bot.devserver import wire
 from mchat_bot.devserver.errors import AppError, forbidden, invalid_param, json_response
 from mchat_bot.devserver.state import Store, is_valid_id, new_id
 
@@ -56,10 +56,18 @@ def generate_action_ids(props: dict[str, Any]) -> None:
 
 def for_client(post: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``post`` as clients see it: no action carries its integration."""
-    out = copy.deepcopy(post)
+    out: dict[str, Any] = wire.copied(post)
     for action in _actions(out.get("props") or {}):
         action.pop("integration", None)
     return out
+
+
+def client_json(post: dict[str, Any]) -> str:
+    """``post`` as clients see it, as JSON text: copied first only when an action must be stripped
+    (a post without buttons, nearly every post, is encoded as it is stored)."""
+    if any("integration" in action for action in _actions(post.get("props") or {})):
+        return wire.dumps(for_client(post))
+    return wire.dumps(post)
 
 
 def _integration_error(detail: str) -> AppError:

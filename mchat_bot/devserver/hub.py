@@ -7,7 +7,6 @@ with `connection_id` + `sequence_number`. The socket side (aiohttp) lives in `ws
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from mchat_bot.devserver import wire
 from mchat_bot.devserver.state import VERSION_ID, new_id
 
 log = structlog.get_logger(__name__)
@@ -47,13 +47,37 @@ def broadcast(
     return b
 
 
+class EventText:
+    """One event as JSON, encoded once for every socket it goes to: each socket only appends its
+    own ``seq``, the last field, as the server writes it (``{"event", "data", "broadcast", "seq"}``)."""
+
+    __slots__ = ("_head", "event")
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self._head = ""
+
+    @property
+    def name(self) -> str:
+        return str(self.event.get("event", ""))
+
+    def with_seq(self, seq: int) -> str:
+        if not self._head:
+            self._head = wire.dumps({k: v for k, v in self.event.items() if k != "seq"})[:-1]
+        return f'{self._head},"seq":{seq}}}'
+
+
 @dataclass
 class Item:
     """One queued outbound frame: an event (seq assigned when written), a reply, or raw text."""
 
-    kind: str  # "event" | "reply" | "raw"
+    kind: str  # "event" (payload: EventText) | "reply" (a dict) | "raw" (text)
     payload: Any
     tag: str = ""  # bench timing: the post id of a `posted` event (see timing.py)
+
+    @classmethod
+    def event(cls, event: dict[str, Any]) -> Item:
+        return cls("event", EventText(event))
 
 
 @dataclass
@@ -72,7 +96,7 @@ class Conn:
     on_overflow: Callable[[], None] | None = None
 
     def enqueue(self, item: Item) -> bool:
-        if item.kind == "event" and item.payload.get("event") in DROPPABLE_WHEN_BUSY:
+        if item.kind == "event" and item.payload.name in DROPPABLE_WHEN_BUSY:
             if len(self.queue) >= BUSY_QUEUE_SIZE:
                 return True
         if len(self.queue) >= SEND_QUEUE_SIZE:
@@ -86,12 +110,11 @@ class Conn:
         if item.kind == "raw":
             return str(item.payload)
         if item.kind == "reply":
-            return json.dumps(item.payload, ensure_ascii=False)
-        ev = dict(item.payload)
-        ev["seq"] = self.next_seq
+            return wire.dumps(item.payload)
+        seq = self.next_seq
         self.next_seq += 1
-        text = json.dumps(ev, ensure_ascii=False)
-        self.dead.append((ev["seq"], text))
+        text: str = item.payload.with_seq(seq)
+        self.dead.append((seq, text))
         return text
 
     def hello(self) -> dict[str, Any]:
@@ -112,7 +135,7 @@ class Hub:
     def register_fresh(self, user_id: str) -> Conn:
         conn = Conn(id=new_id(), user_id=user_id, active=True)
         self.conns[conn.id] = conn
-        conn.enqueue(Item("event", conn.hello()))
+        conn.enqueue(Item.event(conn.hello()))
         return conn
 
     def reap(self) -> None:
@@ -144,7 +167,7 @@ class Hub:
             conn.id = new_id()
             self.conns[conn.id] = conn
             conn.next_seq = 0
-            conn.queue.appendleft(Item("event", conn.hello()))
+            conn.queue.appendleft(Item.event(conn.hello()))
         conn.wakeup.set()
         return conn
 
@@ -170,9 +193,10 @@ class Hub:
         """Queue an event for every connection whose user is in `audience` (None = everyone).
 
         `per_user(user_id)` may return a (data, broadcast) pair to tailor the event per recipient,
-        or None to skip that recipient.
+        or None to skip that recipient. Recipients given the same pair share one encoding.
         """
         omit = bc.get("omit_users") or {}
+        texts: dict[tuple[int, int], EventText] = {}
         for conn in list(self.conns.values()):
             uid = conn.user_id
             if audience is not None and uid not in audience:
@@ -187,7 +211,10 @@ class Hub:
                 if tailored is None:
                     continue
                 d, b = tailored
-            if not conn.enqueue(Item("event", {"event": event, "data": d, "broadcast": b}, tag)):
+            text = texts.get((id(d), id(b)))
+            if text is None:
+                text = texts[id(d), id(b)] = EventText({"event": event, "data": d, "broadcast": b})
+            if not conn.enqueue(Item("event", text, tag)):
                 log.info("devserver.ws.queue_full", connection_id=conn.id)
                 self.conns.pop(conn.id, None)
                 if conn.on_overflow is not None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any
 
-from mchat_bot.devserver import mentions
-from mchat_bot.devserver.actions import for_client, generate_action_ids
+from mchat_bot.devserver import mentions, wire
+from mchat_bot.devserver.actions import client_json, for_client, generate_action_ids
 from mchat_bot.devserver.errors import AppError, forbidden, invalid_param
 from mchat_bot.devserver.hub import Hub, broadcast
 from mchat_bot.devserver.state import Channel, Reaction, Store, User, is_valid_id, new_id, new_post
@@ -167,7 +166,7 @@ class PostService:
         self.hub.touch_user(user.id)
         self._notify()
         for callback in self.after_create:
-            callback(copy.deepcopy(post), channel, user)
+            callback(wire.copied(post), channel, user)
         if self.bot_reply_delay > 0 and user.is_bot:
             await asyncio.sleep(self.bot_reply_delay)  # the post exists; the answer is late
         return for_client(post)
@@ -193,7 +192,7 @@ class PostService:
         if user.is_bot:
             props["from_bot"] = "true"
         generate_action_ids(props)
-        if len(json.dumps(props, ensure_ascii=False)) > MAX_PROPS_RUNES:
+        if props and len(wire.dumps(props)) > MAX_PROPS_RUNES:
             raise AppError(400, "model.post.is_valid.props.app_error", "Invalid Props.")
         at = self.store.clock.now_ms()
         post = new_post(
@@ -235,7 +234,7 @@ class PostService:
         self.ephemeral.append({**sent, "to_user_id": user_id})
         self.hub.publish(
             "ephemeral_message",
-            {"post": json.dumps(sent, ensure_ascii=False)},
+            {"post": wire.dumps(sent)},
             broadcast(channel_id=sent["channel_id"], user_id=user_id),
             {user_id},
         )
@@ -246,6 +245,8 @@ class PostService:
         members = set(channel.members)
         if channel.type in ("D", "G"):
             out = set(members)
+        elif "@" not in post["message"]:
+            return set()  # every mention (@name, @channel, @all, @here) starts with "@"
         else:
             by_name = {self.store.users[u].username.lower(): u for u in members if u in self.store.users}
             found = mentions.parse(post["message"], set(by_name))
@@ -269,7 +270,7 @@ class PostService:
             "channel_display_name": self._channel_display(channel, sender),
             "channel_name": channel.name,
             "channel_type": channel.type,
-            "post": json.dumps(for_client(post), ensure_ascii=False),
+            "post": client_json(post),
             "sender_name": "@" + sender.username,
             "set_online": set_online,
             "team_id": channel.team_id,
@@ -281,7 +282,7 @@ class PostService:
             if uid not in mentioned:
                 return base, bc
             d = dict(base)
-            d["mentions"] = json.dumps([uid])
+            d["mentions"] = wire.dumps([uid])
             return dict(sorted(d.items())), bc
 
         self.hub.publish("posted", base, bc, set(channel.members), tailor, tag=post["id"])
@@ -357,7 +358,7 @@ class PostService:
         p["update_at"] = at
         self.hub.publish(
             "post_edited",
-            {"post": json.dumps(for_client(p), ensure_ascii=False)},
+            {"post": client_json(p)},
             broadcast(channel_id=channel.id),
             set(channel.members),
         )
@@ -370,7 +371,7 @@ class PostService:
         if p["user_id"] != user.id and not user.is_admin:
             raise forbidden()
         channel = self.store.channels[p["channel_id"]]
-        before = json.dumps(p, ensure_ascii=False)
+        before = wire.dumps(p)
         at = self.store.clock.now_ms()
         p["delete_at"] = at
         p["update_at"] = at
@@ -428,7 +429,7 @@ class PostService:
             rs.append(found)
         p["has_reactions"] = True
         p["update_at"] = self.store.clock.now_ms()
-        data = {"reaction": json.dumps(found.to_json())}
+        data = {"reaction": wire.dumps(found.to_json())}
         self.hub.publish("reaction_added", data, broadcast(channel_id=channel.id), set(channel.members))
         return found.to_json()
 
@@ -446,7 +447,7 @@ class PostService:
         rs.remove(found)
         p["has_reactions"] = bool(rs)
         p["update_at"] = self.store.clock.now_ms()
-        data = {"reaction": json.dumps(found.to_json())}
+        data = {"reaction": wire.dumps(found.to_json())}
         self.hub.publish("reaction_removed", data, broadcast(channel_id=channel.id), set(channel.members))
 
     def typing(self, user: User, channel_id: Any, parent_id: Any) -> None:

@@ -148,25 +148,32 @@ class Socket:
                 await self.state.unfrozen.wait()
                 if self.held:
                     await self._never.wait()
-                tag = ""
-                if conn.prelude:
-                    text = conn.prelude.pop(0)
-                elif conn.queue:
-                    item = conn.queue.popleft()
-                    tag = item.tag
-                    text = conn.render(item)
-                else:
+                if not conn.prelude and not conn.queue:
                     conn.wakeup.clear()
                     await conn.wakeup.wait()
                     continue
-                await asyncio.wait_for(self.ws.send_str(text), WRITE_WAIT)
-                if tag and self.timings is not None:
-                    self.timings.on_sent(conn.user_id, tag)
+                # Everything queued goes out under one write deadline: a timer per frame cost more
+                # than the frame, thousands of times a second. A freeze still stops between frames.
+                async with asyncio.timeout(WRITE_WAIT):
+                    while (conn.prelude or conn.queue) and not (self.silent or self.dead):
+                        await self._write_next(conn)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             log.debug("devserver.ws.write_failed", error=repr(e))
             self.abort()
+
+    async def _write_next(self, conn: Conn) -> None:
+        tag = ""
+        if conn.prelude:
+            text = conn.prelude.pop(0)
+        else:
+            item = conn.queue.popleft()
+            tag = item.tag
+            text = conn.render(item)
+        await self.ws.send_str(text)
+        if tag and self.timings is not None:
+            self.timings.on_sent(conn.user_id, tag)
 
     async def monitor(self) -> None:
         """Auth ticker, server pings, and the pong read deadline."""
