@@ -84,7 +84,19 @@ class Intake:
         if not isinstance(event, Posted):
             return
         await self._advance(event.post)
+        if not self._may_matter(event):
+            self.ignored += 1
+            return
         await self.accept_many([message_from_posted(event)], live=True)
+
+    def _may_matter(self, event: Posted) -> bool:
+        """A cheap test before any message is built: False only for a post the route would ignore
+        (no "@", so no mention of any name, and not a DM) that no learning channel wants. Most of a
+        busy server's posts end here."""
+        if event.channel_type == "D" or "@" in event.post.message:
+            return True
+        learner = self._learner
+        return learner is not None and learner.channels.learns(event.post.channel_id, event.channel_type)
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""

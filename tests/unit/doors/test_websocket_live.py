@@ -1,0 +1,78 @@
+"""The WebSocket door's live path over the dev server's socket: which posts are queued for an answer,
+which are learned, and which are dropped before any message is built."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mchat_bot.devserver import DevServer
+from mchat_bot.doors.websocket import Intake
+from mchat_bot.knowledge.channels import LearningChannels
+from mchat_bot.knowledge.learner import Learner
+from mchat_bot.knowledge.lines import ChatLog
+from mchat_bot.mattermost.gateway import Gateway
+from mchat_bot.mattermost.rest import RestClient
+from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.router import BotIdentity
+from mchat_bot.storage import SqliteStorage, Storage
+
+
+@pytest.fixture
+async def dev() -> AsyncIterator[DevServer]:
+    async with DevServer(host="127.0.0.1", port=0) as server:
+        yield server
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
+    st = await SqliteStorage(tmp_path / "bot.sqlite").open()
+    yield st
+    await st.close()
+
+
+async def rows(storage: Storage, sql: str) -> list[str]:
+    return [str(r[0]) for r in await storage.fetchall(sql)]
+
+
+async def test_only_mentions_dms_and_learning_channels_get_past_the_socket(
+    dev: DevServer, storage: Storage
+) -> None:
+    qa, town = dev.seed.channels["qa"], dev.seed.channels["town-square"]
+    bot = BotIdentity(user_id=dev.seed.bot.id, username=dev.seed.bot.username, aliases=("@ai",))
+    learner = Learner(
+        await LearningChannels(storage, [qa]).load(), await ChatLog(storage).load(), bot.user_id, lambda: None
+    )
+    rest = RestClient(dev.url, dev.seed.bot.token, max_tries=1, timeout=5.0)
+    intake = Intake(rest, Inbox(storage), storage, bot, learner=learner)
+
+    async def no_gap(_since_ms: int) -> None:
+        return None
+
+    gateway = Gateway(dev.url, dev.seed.bot.token, intake.on_event, no_gap)
+    reader = asyncio.create_task(gateway.run())
+    try:
+        await asyncio.wait_for(gateway.authenticated.wait(), 10)
+        alias = await dev.user_post("kim", town, "@ai 불량률 알려줘")
+        dm = await dev.user_post("kim", dev.seed.dm["kim"], "no mention needed here")
+        learned = await dev.user_post("kim", qa, "the release freeze starts on Friday")
+        await dev.user_post("kim", town, "just chatting, nothing for the bot")
+        await dev.user_post("kim", dev.seed.gm, "a group chat without the bot's name")
+        await dev.user_post("kim", town, "mail me at kim@example.com")  # an "@", but not the bot
+        async with asyncio.timeout(10):
+            while gateway.stats.events < 7:  # noqa: ASYNC110 - polled counter: the hello and six posts
+                await asyncio.sleep(0.02)
+        await learner.flush()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await rest.aclose()
+
+    assert sorted(await rows(storage, "SELECT post_id FROM inbox")) == sorted([alias["id"], dm["id"]])
+    assert await rows(storage, "SELECT post_id FROM knowledge_line") == [learned["id"]]
+    assert (intake.accepted, intake.ignored) == (2, 4)
