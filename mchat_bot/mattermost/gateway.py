@@ -31,10 +31,6 @@ __all__ = ["Decision", "Gateway", "GatewaySession", "GatewayStats", "websocket_u
 log = structlog.get_logger(__name__)
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # server->client frames are unbounded and double-escaped (3.9)
-# Frames read off the socket ahead of the reader (websockets' default: 16). A short pause of the loop
-# (a SQLite write waited on, a collection) under thousands of events a second must not back up into
-# the server's send queue, which drops the connection at 256 events; ~200 ms at 5,000/s.
-READ_AHEAD_FRAMES = 1024
 
 
 class Decision(enum.Enum):
@@ -231,7 +227,6 @@ class Gateway:
             user_agent_header="mchat-bot",
             open_timeout=self.open_timeout,
             max_size=MAX_FRAME_BYTES,
-            max_queue=READ_AHEAD_FRAMES,
             # Library keepalive stays on for the TCP path; liveness of the server is judged by our
             # own application pings and the silence watchdog below.
             ping_interval=max(self.ping_interval * 2, 1.0),
