@@ -109,7 +109,9 @@ class Daemon:
             self._install_signals()
             if await self._authenticated(core.gateway):
                 log.info("socket_up", since_start_s=round(time.monotonic() - _STARTED, 3))
-                from mchat_bot.app.parts import build  # the heavy imports, now the socket is up
+                # the heavy imports, now the socket is up, in a thread: the loop keeps reading frames
+                await asyncio.to_thread(_import_parts)
+                from mchat_bot.app.parts import build
 
                 pipeline = await build(core, closing)
                 warm_up = WarmUp(pipeline.embedder, pipeline.llm, _STARTED)
@@ -227,6 +229,10 @@ class Daemon:
             if interval and supervisor.healthy():
                 sd_notify("WATCHDOG=1")
         sd_notify("STOPPING=1")
+
+
+def _import_parts() -> None:
+    import mchat_bot.app.parts  # noqa: F401  (numpy, the store, FastAPI, uvicorn: most of the import time)
 
 
 async def run_daemon(settings: Settings) -> int:
