@@ -114,16 +114,16 @@ class Daemon:
                 from mchat_bot.app.parts import build
 
                 pipeline = await build(core, closing)
+                closing.push_async_callback(supervisor.stop)  # on an error: before the parts close
                 warm_up = WarmUp(pipeline.embedder, pipeline.llm, _STARTED)
                 core.readiness.checks["embedder"] = warm_up.check
+                await core.fanout.attach(pipeline.listeners)  # what they missed, before any answer
                 for name, loop in pipeline.loops.items():
                     supervisor.start(name, loop)
                 # the singleton jobs: run by the one daemon that leads (always this one on SQLite)
-                closing.push_async_callback(supervisor.stop)  # on an error: before the parts close
                 supervisor.start("leader", core.leadership.run)
                 for name, job in pipeline.singletons.items():
                     supervisor.start(name, core.leadership.singleton(name, job))
-                await core.fanout.attach(pipeline.listeners)
                 sd_notify("READY=1")
                 log.info("ready", startup_s=round(time.monotonic() - _STARTED, 3))
                 self._background.append(asyncio.create_task(warm_up.run(), name="warm-up"))
