@@ -53,12 +53,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, run_only: bool = False) -> argparse.ArgumentParser:
+    """All the commands, or `run` alone: the other commands' modules (the memory store, numpy,
+    the backfill) cost the daemon a large part of its start-up to import, and it never uses them."""
     parser = argparse.ArgumentParser(prog="mchat-bot", description="An AI memory bot for Mattermost.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, default=Path("config.toml"))
     run.set_defaults(func=_cmd_run)
+    if run_only:
+        return parser
     check = sub.add_parser("check", help="validate settings and try the server and the LLM")
     check.add_argument("--config", type=Path, default=Path("config.toml"))
     check.set_defaults(func=_cmd_check)
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    for name in _SINGLE_THREADED_MATH:  # before numpy is first imported (the parser's commands do)
+    for name in _SINGLE_THREADED_MATH:  # before numpy is first imported (most commands import it)
         os.environ.setdefault(name, "1")
     # What mchat-bot writes (the SQLite state and its WAL, the memory store, exports) is the bot's
     # alone: 0600 files and 0700 folders, as the unit's UMask=0077 gives, also when run by hand.
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devserver"]:
         return _cmd_devserver(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(run_only=argv[:1] == ["run"]).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

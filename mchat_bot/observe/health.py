@@ -2,16 +2,13 @@
 
 ``/healthz`` answers from the daemon's own event loop, so an answer proves the loop is alive.
 ``/readyz`` asks each part with a short timeout: the WebSocket is authenticated, storage answers
-a query, the memory store answers ``count()``; 200 when all do, 503 with the reasons otherwise.
+a query, the memory store answers ``count()``, the embedding model is loaded; 200 when all do,
+503 with the reasons otherwise (the checks themselves: ``readiness``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -19,65 +16,18 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mchat_bot.observe import metrics
+from mchat_bot.observe.readiness import (
+    CHECK_TIMEOUT,
+    Check,
+    Readiness,
+    memory_check,
+    socket_check,
+    storage_check,
+)
+
+__all__ = ["CHECK_TIMEOUT", "Check", "Readiness", "install", "memory_check", "socket_check", "storage_check"]
 
 log = structlog.get_logger(__name__)
-
-CHECK_TIMEOUT = 2.0
-Check = Callable[[], Awaitable[str | None]]  # None = fine, else the reason it is not
-
-
-@dataclass(slots=True)
-class Readiness:
-    """The parts /readyz asks; filled in by the daemon as it builds them (absent = not ready)."""
-
-    checks: dict[str, Check] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    timeout: float = CHECK_TIMEOUT
-
-    async def report(self) -> tuple[bool, dict[str, Any]]:
-        names = ("socket", "storage", "memory")
-        results = await asyncio.gather(*(self._run(n) for n in names))
-        checks = {
-            n: ({"ok": True} if r is None else {"ok": False, "reason": r})
-            for n, r in zip(names, results, strict=True)
-        }
-        ready = all(r is None for r in results)
-        return ready, {"ready": ready, "checks": checks}
-
-    async def _run(self, name: str) -> str | None:
-        check = self.checks.get(name)
-        if check is None:
-            return "starting"
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await check()
-        except TimeoutError:
-            return f"no answer within {self.timeout:g}s"
-        except Exception as exc:
-            return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def socket_check(authenticated: asyncio.Event) -> Check:
-    async def check() -> str | None:
-        return None if authenticated.is_set() else "websocket not connected/authenticated"
-
-    return check
-
-
-def storage_check(storage: Any) -> Check:
-    async def check() -> str | None:
-        row = await storage.fetchone("SELECT 1")
-        return None if row is not None and row[0] == 1 else "storage gave no answer"
-
-    return check
-
-
-def memory_check(store: Any) -> Check:
-    async def check() -> str | None:
-        await store.count()
-        return None
-
-    return check
 
 
 def ops_router(readiness: Readiness) -> APIRouter:

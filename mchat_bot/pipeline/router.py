@@ -11,9 +11,12 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mchat_bot.memory.store import Scope
 from mchat_bot.pipeline.message import IncomingMessage
+
+if TYPE_CHECKING:  # the store (and numpy) load after the socket is up: see mchat_bot/app
+    from mchat_bot.memory.store import Scope
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 

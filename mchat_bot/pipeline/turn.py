@@ -1,7 +1,7 @@
 """One message's way through the bot: the :class:`Turn`, and the ordered :class:`Chain` of steps it passes.
 
 A turn carries the message, its route (computed once, here), the reply the handler made and how
-its delivery ended. The chain is one list of steps, built in one place (``app.py``), each a
+its delivery ended. The chain is one list of steps, built in one place (``mchat_bot.app.parts``), each a
 middleware around the rest (``await next(turn)``), the handler last. After the worker has
 delivered the reply (or given up, or put it back for a retry) each step is told how it ended
 (``settle``), in reverse order: that is when the reactions change and a stream is cleaned up.

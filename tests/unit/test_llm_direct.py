@@ -230,7 +230,7 @@ async def test_openai_model_never_imports_litellm() -> None:
         script = textwrap.dedent(
             f"""
             import asyncio, sys
-            import mchat_bot.app  # everything the daemon imports
+            import mchat_bot.app.parts  # everything the daemon imports
             from mchat_bot.llm import LLM
 
             async def main():

@@ -113,6 +113,7 @@ class HttpServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
+            sock.listen(128)  # a request made before the server runs waits for it, not refused
         except OSError:
             sock.close()
             raise
@@ -154,7 +155,7 @@ class HttpServer:
 
 
 class WebDoors:
-    """The HTTP doors, built in one place for ``app.py``.
+    """The HTTP doors, built in one place for ``mchat_bot.app.parts``.
 
     ``waiters`` and ``hooks`` go to the reply writer (the waiting requests, and what late answers
     need); ``enabled`` says whether an HTTP door is configured, and ``run`` serves it.
