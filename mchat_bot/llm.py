@@ -24,7 +24,6 @@ outside provider; and a prompt holding a placeholder tells the model what it mea
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 import time
@@ -33,9 +32,11 @@ from types import ModuleType
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 
 from mchat_bot.llm_pool import Deployment, DeploymentPool, deployments_of
+from mchat_bot.net.idle import IdleTimeout
 from mchat_bot.net.retry import RetryPolicy, is_transient
 from mchat_bot.observe import metrics
 from mchat_bot.redaction import PLACEHOLDER, redact
@@ -309,7 +310,7 @@ class LLM:
         body |= self._sampling()
         if stream:
             body["stream"] = True
-        return json.dumps(body, ensure_ascii=False).encode()
+        return orjson.dumps(body)  # UTF-8, non-ASCII as is (what json.dumps(ensure_ascii=False) gave)
 
     async def _send(self, body: bytes, dep: Deployment) -> aiohttp.ClientResponse:
         """POST /chat/completions, body unread; a non-2xx answer or a broken connection raises a
@@ -342,7 +343,7 @@ class LLM:
         finally:
             response.release()
         try:
-            data = json.loads(raw)
+            data = orjson.loads(raw)
         except ValueError as exc:
             raise _TransportError("APIError") from exc
         if not isinstance(data, dict):
@@ -464,7 +465,7 @@ class LLM:
         for attempt in range(1, self.max_tries + 1):
             started = time.monotonic()
             dep = self.pool.pick(tried) if self.direct else None
-            pieces: list[str] = []
+            so_far = ""
             usage: Any = None  # the provider's token counts, when a chunk carries them (metrics)
             stream: Any = None
             try:
@@ -473,18 +474,14 @@ class LLM:
                         stream = await self._open_stream(messages, dep)
                     else:
                         stream = await litellm.acompletion(**kwargs)
-                iterator = stream.__aiter__()
-                while True:
-                    try:
-                        async with asyncio.timeout(self.timeout):
-                            chunk = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    delta = _delta(chunk)
-                    usage = _field(chunk, "usage") or usage
-                    if delta:
-                        pieces.append(delta)
-                        on_text("".join(pieces))
+                async with IdleTimeout(self.timeout) as idle:  # no chunk for `timeout` s: a timeout
+                    async for chunk in stream:
+                        idle.touch()
+                        delta = _delta(chunk)
+                        usage = _field(chunk, "usage") or usage
+                        if delta:
+                            so_far += delta
+                            on_text(so_far)
             except TimeoutError as exc:
                 self._failed(dep, exc, tried)
                 metrics.observe_llm_error(self.model, "timeout", final=True)
@@ -495,7 +492,7 @@ class LLM:
             except Exception as exc:
                 last = _describe(exc)
                 self._failed(dep, exc, tried)
-                if pieces or self.policy.gives_up(exc, attempt) or "Timeout" in last:
+                if so_far or self.policy.gives_up(exc, attempt) or "Timeout" in last:
                     metrics.observe_llm_error(self.model, "retryable" if _retryable(exc) else "fatal", True)
                     log.warning("llm.failed", model=self.model, attempt=attempt, error=last, stream=True)
                     raise LLMError(f"LLM call failed: {last}") from exc
@@ -516,7 +513,7 @@ class LLM:
                     await stream.aclose()
             if dep is not None:
                 self.pool.succeeded(dep)
-            text = "".join(pieces).strip()
+            text = so_far.strip()
             if not text:
                 metrics.observe_llm_error(self.model, "empty", final=True)
                 raise LLMError("LLM returned an empty answer")
@@ -547,8 +544,7 @@ class _SSE:
         done = False
         after_done = 0
         try:
-            async for raw in self._response.content:  # one line at a time
-                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            async for line in self._response.content:  # one line at a time, as bytes
                 if done:
                     # Read on to the end of the body so the connection goes back to the pool: a
                     # response closed half-read costs a new TCP connection for every answer.
@@ -556,15 +552,15 @@ class _SSE:
                     if after_done > _DRAIN_LIMIT:
                         return
                     continue
-                if not line.startswith("data:"):
+                if not line.startswith(b"data:"):
                     continue  # blank separators, ": keep-alive" comments, event:/id: fields
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
                     done = True
                     continue
                 try:
-                    chunk = json.loads(data)
-                except ValueError as exc:
+                    chunk = orjson.loads(data)  # the UTF-8 bytes as they came: no decode, no copy
+                except orjson.JSONDecodeError as exc:
                     raise _TransportError("APIError") from exc
                 if isinstance(chunk, dict) and chunk.get("error"):
                     raise _TransportError("APIError")  # an error reported inside the stream

@@ -9,7 +9,9 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from mchat_bot.cli.settings import settings_or_exit
 from mchat_bot.observe.logging import configure_logging
@@ -18,7 +20,17 @@ from mchat_bot.observe.logging import configure_logging
 # embedding runs in its own worker thread. Pools of spinning BLAS threads burned a core between
 # mentions (bench/run.py: 108 ms of CPU per mention at 10/s with the USE embedder). An operator's
 # own setting wins.
+T = TypeVar("T")
 _SINGLE_THREADED_MATH = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """The daemon's event loop: uvloop (libuv underneath, the asyncio API on top), whose own work
+    per socket event and callback is a fraction of the pure-Python loop's; everything the daemon
+    reads and writes goes through it."""
+    import uvloop
+
+    return uvloop.run(main)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -27,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(settings.log.level, secrets=settings.secrets)
     from mchat_bot.app import run_daemon
 
-    return asyncio.run(run_daemon(settings))
+    return run_event_loop(run_daemon(settings))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 import structlog
 
 from mchat_bot.net.http import LazySession, timeouts
@@ -110,7 +111,7 @@ class _Answer:
         """AppError JSON when present; the rate limiter's plain-text 429 otherwise."""
         error_id, message, request_id = "", "", self.headers.get("x-request-id", "")
         try:
-            body = jsonlib.loads(self.body)
+            body = orjson.loads(self.body)
         except ValueError:
             body = None
         if isinstance(body, dict):
@@ -130,7 +131,7 @@ class _Answer:
         if not self.body:
             return None
         try:
-            return jsonlib.loads(self.body)
+            return orjson.loads(self.body)  # the server's JSON is UTF-8: ~4x faster than json
         except ValueError:
             return _text(self.body, self.charset)  # e.g. "ok" from webhooks
 

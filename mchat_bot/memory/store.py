@@ -162,6 +162,7 @@ class MemoryStore(Protocol):
     async def search(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]: ...
     async def search_all(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]: ...
     async def get(self, memory_id: str) -> Memory | None: ...
+    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]: ...
     async def delete(self, memory_id: str) -> bool: ...
     async def delete_many(self, memory_ids: Sequence[str]) -> None: ...
     async def supersede(self, old_id: str, new_id: str, at: float) -> bool: ...
@@ -403,9 +404,13 @@ class _BaseStore:
         """The best memories for `query` the viewer may see; current facts only unless told otherwise."""
         if limit <= 0 or not query.strip() or not visibility_clauses(viewer):
             return []
-        qvec = await asyncio.to_thread(self.embedder.embed_query, query)
-        sparse_q = await asyncio.to_thread(self.sparse_query, query) if self.mode == "hybrid" else None
+        qvec, sparse_q = await asyncio.to_thread(self.query_vectors, query)
         return await self.search_vectors(qvec, sparse_q, viewer, limit, current_only=current_only)
+
+    def query_vectors(self, query: str) -> tuple[list[float], SparseQuery | None]:
+        """The query's dense vector and (hybrid mode) keyword vector, made in one thread hop."""
+        qvec = self.embedder.embed_query(query)
+        return qvec, self.sparse_query(query) if self.mode == "hybrid" else None
 
     async def search_all(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         """Like `search`, superseded memories included (history, supersession candidates)."""
@@ -648,6 +653,15 @@ class EdgeMemoryStore(_BaseStore):
     async def get(self, memory_id: str) -> Memory | None:
         recs = await self._run(lambda s: s.retrieve([point_id(memory_id)], True, False))
         return Memory.from_payload(recs[0].payload) if recs else None
+
+    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """Those of the memories that exist, by id, in one engine call (not one per id)."""
+        if not memory_ids:
+            return {}
+        ids = [point_id(m) for m in dict.fromkeys(memory_ids)]
+        recs = await self._run(lambda s: s.retrieve(ids, True, False))
+        found = (Memory.from_payload(r.payload) for r in recs)
+        return {m.id: m for m in found}
 
     async def delete(self, memory_id: str) -> bool:
         import qdrant_edge as qe
@@ -905,6 +919,16 @@ class QdrantMemoryStore(_BaseStore):
         await self._ensure()
         recs = await self._client.retrieve(self._collection, [point_id(memory_id)], with_payload=True)
         return Memory.from_payload(recs[0].payload or {}) if recs else None
+
+    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """Those of the memories that exist, by id, in one request."""
+        if not memory_ids:
+            return {}
+        await self._ensure()
+        ids = [point_id(m) for m in dict.fromkeys(memory_ids)]
+        recs = await self._client.retrieve(self._collection, ids, with_payload=True)
+        found = (Memory.from_payload(r.payload or {}) for r in recs)
+        return {m.id: m for m in found}
 
     async def delete(self, memory_id: str) -> bool:
         from qdrant_client import models as qm

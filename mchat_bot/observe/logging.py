@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from mchat_bot.redaction import redact
+from mchat_bot.redaction import lowered, redact
 
 REDACTED = "[REDACTED]"
 _PATTERNS = [
@@ -28,6 +28,10 @@ _PATTERNS = [
     re.compile(r"(?i)\b(access_token|api_key|apikey|password|secret|token)=([^&\s\"']+)"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),
 ]
+# A value none of the patterns above can match without one of these words is left to the memory filter.
+_PATTERN_WORDS = ("bearer", "token", "authorization", "api_key", "apikey", "password", "secret", "sk-")
+# Fields the processors add themselves (never a caller's data): nothing to mask in them.
+_OWN_FIELDS = frozenset({"timestamp", "level", "service"})
 
 
 class Redactor:
@@ -47,8 +51,10 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        for pattern in _PATTERNS:
-            value = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}" if m.lastindex else REDACTED, value)
+        low = lowered(value)
+        if any(word in low for word in _PATTERN_WORDS):
+            for pattern in _PATTERNS:
+                value = pattern.sub(lambda m: f"{m.group(1)} {REDACTED}" if m.lastindex else REDACTED, value)
         # personal data too (phone, e-mail, card, 주민등록번호, passwords, token shapes)
         return redact(value).text
 
@@ -63,7 +69,8 @@ class Redactor:
 
     def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key in list(event):
-            event[key] = REDACTED if _secret_key(key) else self.value(event[key])
+            if key not in _OWN_FIELDS:
+                event[key] = REDACTED if _secret_key(key) else self.value(event[key])
         return event
 
 

@@ -471,12 +471,15 @@ class Handlers:
 
     async def _previous(self, hits: Sequence[Hit], viewer: Viewer) -> dict[str, Memory]:
         """For each hit that replaced an older version the viewer may see: that version."""
+        replaced = [hit.memory.replaces for hit in hits if hit.memory.replaces]
+        if not replaced:
+            return {}
+        olds = await self.store.get_many(replaced)
         out: dict[str, Memory] = {}
         for hit in hits:
-            if hit.memory.replaces:
-                old = await self.store.get(hit.memory.replaces)
-                if old is not None and is_visible(old, viewer):
-                    out[hit.memory.id] = old
+            old = olds.get(hit.memory.replaces) if hit.memory.replaces else None
+            if old is not None and is_visible(old, viewer):
+                out[hit.memory.id] = old
         return out
 
     # --- questions --------------------------------------------------------------------------

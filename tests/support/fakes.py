@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from mchat_bot.memory.store import Hit, Memory, Viewer, is_visible
 
 
@@ -33,6 +35,10 @@ class FakeStore:
     async def get(self, memory_id: str) -> Memory | None:
         self._check()
         return self.memories.get(memory_id)
+
+    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        self._check()
+        return {m: self.memories[m] for m in memory_ids if m in self.memories}
 
     async def delete(self, memory_id: str) -> bool:
         self._check()

@@ -400,3 +400,46 @@ def test_masking_masked_text_changes_nothing(text: str) -> None:
     assert once.found
     again = redact(once.text)
     assert again.text == once.text and not again.found
+
+
+def unguarded(text: str) -> list[tuple[str, int, int]]:
+    """Every finder run on the text, no cheap test first: what the guards must never hide."""
+    from mchat_bot import redaction
+
+    folded = redaction.fold_width(text)
+    found = {(f.kind, f.start, f.end) for finder, _ in redaction._FINDERS for f in finder(folded)}
+    return sorted(found)
+
+
+GUARD_CASES = [
+    *[p[0] for p in POSITIVES],
+    *NEGATIVES,
+    "PASSWORD: hunter2x",
+    "pa\u017f\u017fword: hunter2x",  # long s: (?i) reads it as s
+    "ap\u0131_key=abcd1234efgh5678",  # dotless i
+    "api_\u212aey=abcd1234efgh5678",  # the Kelvin sign is a K
+    "BEARER abcdef1234567890",
+    "토큰: abcdefgh1234",
+    "시크릿 wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY",
+    "mail me at kim@example.co.kr",
+    "part P123 at 45% since 2026-11-20",
+]
+
+
+@pytest.mark.parametrize("text", GUARD_CASES)
+def test_the_cheap_tests_never_hide_a_finding(text: str) -> None:
+    # each finding that all six patterns make on their own is still found with the guards
+    assert set(unguarded(text)) >= {(f.kind, f.start, f.end) for f in find_sensitive(text)}
+    for kind, start, end in unguarded(text):
+        assert any(f.start <= start and end <= f.end for f in find_sensitive(text)) or any(
+            f.start < end and start < f.end for f in find_sensitive(text)
+        ), (kind, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aksPWpw0189@-_:= 토큰키비번\u017f\u0131\u212a"), max_size=40))
+def test_the_cheap_tests_agree_with_the_patterns(text: str) -> None:
+    # a finding made without the guards overlaps one made with them
+    guarded = find_sensitive(text)
+    for _kind, start, end in unguarded(text):
+        assert any(f.start < end and start < f.end for f in guarded)

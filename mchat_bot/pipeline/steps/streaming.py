@@ -61,7 +61,14 @@ class StreamSession:
         self.skipped = 0  # edits not sent: a reply waited for its turn
         self._changed = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name=f"stream-{msg.post_id}")
+        # Most answers are done before the first post would be due: a timer, not a task, waits for
+        # that moment, so a quick answer costs no task at all.
+        self._task: asyncio.Task[None] | None = None
+        self._due = asyncio.get_running_loop().call_later(streams.first_post_after, self._begin)
+
+    def _begin(self) -> None:
+        if not self._stopped.is_set():
+            self._task = asyncio.create_task(self._run(), name=f"stream-{self.msg.post_id}")
 
     def feed(self, text: str) -> None:
         """The model's text so far (called for every chunk; cheap)."""
@@ -72,12 +79,16 @@ class StreamSession:
         """No more text: stop editing after the write in flight (the final edit is the sender's)."""
         self._stopped.set()
         self._changed.set()
-        with contextlib.suppress(Exception):
-            await self._task
+        self._due.cancel()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
 
     def cancel(self) -> None:
         self._stopped.set()
-        self._task.cancel()
+        self._due.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; False when stopped meanwhile."""
@@ -87,9 +98,7 @@ class StreamSession:
         return not self._stopped.is_set()
 
     async def _run(self) -> None:
-        s = self.streams
-        if not await self._pause(s.first_post_after):
-            return  # a quick answer: posted once by the normal send
+        s = self.streams  # started once first_post_after has passed without the answer being done
         while not self.text and not self._stopped.is_set():
             self._changed.clear()
             await self._changed.wait()

@@ -51,6 +51,15 @@ def test_concurrent_embedding_is_consistent(embedder):
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(embedder.embed_query, texts))
     assert np.allclose(np.array(got), np.array(expected), atol=1e-5)
+    # questions and documents at the same time (the engine runs them side by side, no lock)
+    embedder._queries.clear()
+    documents = embedder.embed_documents(texts[:4])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        queries = [pool.submit(embedder.embed_query, t) for t in texts]
+        batches = [pool.submit(embedder.embed_documents, texts[:4]) for _ in range(3)]
+        assert np.allclose(np.array([f.result() for f in queries]), np.array(expected), atol=1e-5)
+        for batch in batches:
+            assert np.allclose(np.array(batch.result()), np.array(documents), atol=1e-5)
 
 
 def test_bigrams_ignore_particles_and_spacing():

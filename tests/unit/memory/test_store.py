@@ -96,6 +96,9 @@ async def test_delete_removes_memory(tmp_path, embedder, engine):
     assert await store.delete(gone.id) is False
     assert await store.get(gone.id) is None
     assert await store.get(keep.id) == keep
+    # several at once: the ones that exist, by id (a deleted or unknown id is simply absent)
+    assert await store.get_many([keep.id, gone.id, "no-such-id", keep.id]) == {keep.id: keep}
+    assert await store.get_many([]) == {}
     hits = await store.search("VPN 인증 방법", V, limit=5)
     assert gone.id not in [h.memory.id for h in hits]
     assert await store.count() == 1
