@@ -18,6 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 Replier = Callable[[list[dict[str, Any]]], str]
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8089)
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port))
+        uvloop.run(_serve(args.host, args.port))  # as the daemon and the dev server run
 
 
 if __name__ == "__main__":
