@@ -29,8 +29,14 @@ postgres-binaries:
 	  echo "note: no initdb found; install PostgreSQL (apt-get install postgresql) or its tests are skipped"; \
 	fi
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (`make test TEST_WORKERS=0` for one process).
+# Most of its time is e2e tests waiting on a daemon subprocess, so more workers than cores still
+# helps; each test file stays on one worker (`--dist loadfile`) as its tests share one daemon and
+# dev server, and each worker starts its own PostgreSQL cluster (tests/support/fixtures.py).
+TEST_WORKERS ?= 3
+
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check mchat_bot tests bench

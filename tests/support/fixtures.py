@@ -39,7 +39,8 @@ def dialect(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    """One throwaway PostgreSQL cluster for the whole run (initdb, 127.0.0.1, a free port)."""
+    """One throwaway PostgreSQL cluster for the whole run (initdb, 127.0.0.1, a free port); under
+    pytest-xdist each worker has its own, so a test that restarts or stops it disturbs no other."""
     try:
         cluster = start_cluster()
     except ClusterUnavailable as exc:

@@ -244,9 +244,9 @@ def test_sixteen_thousand_characters_are_fast() -> None:
         f"order 1234567890123456, card {CARD}, password: x1y2, token: a1b2c3d4e5f6, mail a@b.io. "
     )
     text = (chunk * (16000 // len(chunk) + 1))[:16000]
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time: tests running alongside (pytest-xdist) do not count
     result = redact(text)
-    elapsed = time.perf_counter() - start
+    elapsed = time.thread_time() - start
     assert result.counts()["phone"] > 50
     assert "010-1234-5678" not in result.text
     assert elapsed < 0.25, elapsed  # measured ~6 ms on the 2-core box
