@@ -96,3 +96,24 @@ async def test_batch_posts_reach_the_socket_in_order(dev: DevServer) -> None:
         assert set(ids) <= set(dev.posts.timings.posted_sent[dev.seed.bot.id])
     finally:
         await ws.close()
+
+
+async def test_loop_lag_is_sampled_once_asked_and_cleared(dev: DevServer) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def lag() -> dict[str, Any]:
+            async with http.get(f"{dev.url}/__dev/loop_lag") as r:
+                assert r.status == 200
+                return dict(await r.json())
+
+        assert (await lag())["samples"] == []  # nothing ran before the first call
+        await asyncio.sleep(0.2)
+        before = time.monotonic()
+        got = await lag()
+        assert got["every_s"] > 0
+        assert 5 <= len(got["samples"]) <= 0.2 / got["every_s"] + 5
+        assert all(-0.001 <= late < 0.2 and at <= before for at, late in got["samples"])
+
+        async with http.post(f"{dev.url}/__dev/timings/clear", json={}) as r:
+            assert r.status == 200
+        assert all(at >= before for at, _ in (await lag())["samples"])
