@@ -814,7 +814,7 @@ async def run_knowledge(
             f"({x['absorbed_per_s']:.0f}/s)  cpu {x['cpu_pct']:5.1f}% ({x['cpu_us_per_event']:.0f} µs/event, "
             f"loop {x['loop_cpu_us_per_event']:.0f})  socket lag p99 {x['socket_lag_p99_ms']:.0f} ms  "
             f"trailing mention {x['trailing_e2e_ms']:.0f} ms  reconnects {ph.reconnects}  "
-            f"{'ok' if ph.sustained else 'BEHIND'}",
+            f"{instrument(ph)}  {'ok' if ph.sustained else 'BEHIND'}",
             flush=True,
         )
         print(
@@ -1408,8 +1408,8 @@ def knowledge_report(res: dict[str, Any], args: argparse.Namespace) -> list[str]
         "",
         "| asked / offered | absorbed | socket lag p99 / max | CPU per event (loop) | trailing mention | "
         "backlog peak (growth under load; embedded meanwhile) | drain after the load | "
-        "mentions elsewhere while draining p50 / max |",
-        "|---|---|---|---|---|---|---|---|",
+        "mentions elsewhere while draining p50 / max | dev server CPU, loop lag p99 (the instrument) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for ph in phases:
         x = ph.extra
@@ -1427,7 +1427,8 @@ def knowledge_report(res: dict[str, Any], args: argparse.Namespace) -> list[str]
             f"{fmt(x['indexed_during_load_per_s'], 0)}/s) | "
             f"{fmt(x['drain_per_s'], 1)} lines/s over {x['drain_s']:.0f} s "
             f"({x['drain_backlog_start']:,.0f} → {x['drain_backlog_end']:,.0f}, {empty}) | "
-            f"{fmt(pct(d, 50), 0)} / {fmt(max(d, default=NAN), 0)} ms ({len(d)}/{args.knowledge_mentions}) |"
+            f"{fmt(pct(d, 50), 0)} / {fmt(max(d, default=NAN), 0)} ms ({len(d)}/{args.knowledge_mentions}) | "
+            f"{fmt(ph.dev_cpu_pct, 0)}% of a core, {fmt(ph.dev_lag_ms.get('p99', NAN), 1)} ms |"
         )
     idle = phases[0].extra["idle_mention_ms"]
     lines += [
