@@ -74,7 +74,12 @@ def control_routes(dev: DevServer) -> list[web.RouteDef]:
     async def timings_clear(request: web.Request) -> web.Response:
         dev.posts.timings.clear()
         dev.post_timestamps.clear()
+        dev.posts.timings.loop_lag.start()  # a bench run begins: watch the loop from now on
         return json_response({"status": "OK"})
+
+    async def loop_lag(request: web.Request) -> web.Response:
+        dev.posts.timings.loop_lag.start()
+        return json_response(dev.posts.timings.loop_lag.to_json())
 
     async def fault(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -125,6 +130,7 @@ def control_routes(dev: DevServer) -> list[web.RouteDef]:
         web.post("/__dev/user_posts", user_posts),
         web.get("/__dev/timings", timings),
         web.post("/__dev/timings/clear", timings_clear),
+        web.get("/__dev/loop_lag", loop_lag),
         web.post("/__dev/faults/{name}", fault),
         web.post("/__dev/restart", restart),
     ]

@@ -96,3 +96,27 @@ async def test_batch_posts_reach_the_socket_in_order(dev: DevServer) -> None:
         assert set(ids) <= set(dev.posts.timings.posted_sent[dev.seed.bot.id])
     finally:
         await ws.close()
+
+
+async def test_loop_lag_is_sampled_once_asked_and_cleared(dev: DevServer) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def lag() -> dict[str, Any]:
+            async with http.get(f"{dev.url}/__dev/loop_lag") as r:
+                assert r.status == 200
+                return dict(await r.json())
+
+        started = time.monotonic()
+        assert (await lag())["samples"] == []  # nothing ran before the first call
+        await asyncio.sleep(0.2)
+        got = await lag()
+        after = time.monotonic()
+        assert got["every_s"] > 0
+        # on this process's monotonic clock, never early, at most one per `every_s` (a busy loop wakes later)
+        assert 1 <= len(got["samples"]) <= (after - started) / got["every_s"] + 1
+        assert all(started <= at <= after and late >= -0.001 for at, late in got["samples"])
+
+        cleared = time.monotonic()
+        async with http.post(f"{dev.url}/__dev/timings/clear", json={}) as r:
+            assert r.status == 200
+        assert all(at >= cleared for at, _ in (await lag())["samples"])
