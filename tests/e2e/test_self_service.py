@@ -125,6 +125,16 @@ async def test_forget_me_leaves_nothing_of_the_asker_and_takes_nothing_of_others
         assert "1 channel and team memories you wrote" in everything, everything
         _, lees = await bot.ask("lee", "qa", f"@ai search 교정 {mark}")
         assert f"검사 장비 교정은 매월 {mark}" in lees
+        # a line is found by its keywords before it is embedded: stop only once the index holds it
+        metrics = f"{await bot.http_url()}/metrics"
+        async with httpx.AsyncClient(timeout=5.0) as http:
+
+            async def backlog() -> str:
+                return (await http.get(metrics)).text
+
+            await wait_for(
+                backlog, lambda text: "\nmchat_knowledge_backlog 0.0" in text, timeout=30, every=0.3
+            )
 
     db = tmp_path / "mchat_bot.sqlite3"
     assert rows_naming(db, "knowledge_line", "user_id", kim) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,22 +16,9 @@ from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import SqliteStorage, Storage
+from mchat_bot.storage import Storage
 
 FAST = RetryPolicy(first_delay=0.05, max_delay=0.2, tries=None, retryable=lambda _e: True)
-
-
-@pytest.fixture
-async def dev() -> AsyncIterator[DevServer]:
-    async with DevServer(host="127.0.0.1", port=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    st = await SqliteStorage(tmp_path / "bot.sqlite").open()
-    yield st
-    await st.close()
 
 
 @pytest.fixture

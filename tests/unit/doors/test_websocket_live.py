@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.doors.websocket import Intake
@@ -19,20 +15,7 @@ from mchat_bot.mattermost.gateway import Gateway
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.router import BotIdentity
-from mchat_bot.storage import SqliteStorage, Storage
-
-
-@pytest.fixture
-async def dev() -> AsyncIterator[DevServer]:
-    async with DevServer(host="127.0.0.1", port=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
-    st = await SqliteStorage(tmp_path / "bot.sqlite").open()
-    yield st
-    await st.close()
+from mchat_bot.storage import Storage
 
 
 async def rows(storage: Storage, sql: str) -> list[str]:
