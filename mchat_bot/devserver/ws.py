@@ -152,10 +152,14 @@ class Socket:
                     conn.wakeup.clear()
                     await conn.wakeup.wait()
                     continue
-                # Everything queued goes out under one write deadline: a timer per frame cost more
-                # than the frame, thousands of times a second. A freeze still stops between frames.
+                # What is queued now goes out under one write deadline: a timer per frame cost more
+                # than the frame, thousands of times a second. Only what is queued now, so that a
+                # queue refilled as fast as it drains cannot stretch one deadline over a healthy
+                # socket's endless stream. A freeze still stops between frames.
                 async with asyncio.timeout(WRITE_WAIT):
-                    while (conn.prelude or conn.queue) and not (self.silent or self.dead):
+                    for _ in range(len(conn.prelude) + len(conn.queue)):
+                        if self.silent or self.dead:
+                            break
                         await self._write_next(conn)
         except asyncio.CancelledError:
             raise
