@@ -25,6 +25,7 @@ from mchat_bot.memory.relevance import Relevance
 from mchat_bot.memory.store import open_store
 from mchat_bot.net.pacing import Priority
 from mchat_bot.observe import health, metrics
+from mchat_bot.observe.readiness import memory_check
 from mchat_bot.pipeline.audience import Audience
 from mchat_bot.pipeline.audit import Audit
 from mchat_bot.pipeline.buttons import ActionSigner, ButtonMaker, stored_key
@@ -97,7 +98,7 @@ async def build(core: Core, closing: contextlib.AsyncExitStack) -> Pipeline:
         Backfill(rest, core.learner, learning, bot), learning, rest, days=s.knowledge.backfill_days
     )
     audit = Audit(storage, retention_days=s.audit.retention_days)
-    core.readiness.checks["memory"] = health.memory_check(store)
+    core.readiness.checks["memory"] = memory_check(store)
     llm: LLM | None = None
     if s.llm.model:
         llm = LLM(

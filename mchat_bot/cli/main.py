@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 from mchat_bot.cli.settings import settings_or_exit
 from mchat_bot.observe.logging import configure_logging
 
+T = TypeVar("T")
+
 # One BLAS/OpenMP thread: the daemon's numpy work is small (a few hundred floats per search) and
 # embedding runs in its own worker thread. Pools of spinning BLAS threads burned a core between
 # mentions (bench/run.py: 108 ms of CPU per mention at 10/s with the USE embedder). An operator's
 # own setting wins.
-T = TypeVar("T")
 _SINGLE_THREADED_MATH = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

@@ -16,16 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mchat_bot.observe import metrics
-from mchat_bot.observe.readiness import (
-    CHECK_TIMEOUT,
-    Check,
-    Readiness,
-    memory_check,
-    socket_check,
-    storage_check,
-)
-
-__all__ = ["CHECK_TIMEOUT", "Check", "Readiness", "install", "memory_check", "socket_check", "storage_check"]
+from mchat_bot.observe.readiness import Readiness
 
 log = structlog.get_logger(__name__)
 

@@ -15,13 +15,14 @@ from fastapi import FastAPI
 from mchat_bot.doors.web.server import HttpServer
 from mchat_bot.memory.store import EdgeMemoryStore
 from mchat_bot.observe import health
+from mchat_bot.observe.readiness import Readiness, memory_check, socket_check, storage_check
 from mchat_bot.storage import SqliteStorage
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 @contextlib.asynccontextmanager
-async def serving(readiness: health.Readiness) -> AsyncIterator[str]:
+async def serving(readiness: Readiness) -> AsyncIterator[str]:
     """The operator endpoints installed on an app, as the daemon does, on a free port of 127.0.0.1."""
     app = FastAPI()
     health.install(app, readiness)
@@ -58,7 +59,7 @@ async def get(base: str, path: str) -> tuple[int, Any]:
 
 
 async def test_healthz_says_alive_with_the_uptime() -> None:
-    readiness = health.Readiness(started_at=time.time() - 5)
+    readiness = Readiness(started_at=time.time() - 5)
     async with serving(readiness) as base:
         status, body = await get(base, "/healthz")
     assert status == 200
@@ -66,7 +67,7 @@ async def test_healthz_says_alive_with_the_uptime() -> None:
 
 
 async def test_readyz_is_503_while_the_parts_are_not_built_yet() -> None:
-    async with serving(health.Readiness()) as base:
+    async with serving(Readiness()) as base:
         status, body = await get(base, "/readyz")
     assert status == 503
     assert body == {
@@ -81,11 +82,11 @@ async def test_readyz_is_200_when_socket_storage_and_memory_answer(
     authenticated = asyncio.Event()
     authenticated.set()
     async with SqliteStorage(tmp_path / "db.sqlite3") as storage:
-        readiness = health.Readiness(
+        readiness = Readiness(
             checks={
-                "socket": health.socket_check(authenticated),
-                "storage": health.storage_check(storage),
-                "memory": health.memory_check(store),
+                "socket": socket_check(authenticated),
+                "storage": storage_check(storage),
+                "memory": memory_check(store),
             }
         )
         async with serving(readiness) as base:
@@ -106,10 +107,10 @@ async def test_readyz_names_each_failing_part_and_healthz_stays_up(
         await asyncio.Event().wait()
         return None
 
-    readiness = health.Readiness(
+    readiness = Readiness(
         checks={
-            "socket": health.socket_check(asyncio.Event()),  # never authenticated
-            "storage": health.storage_check(storage),
+            "socket": socket_check(asyncio.Event()),  # never authenticated
+            "storage": storage_check(storage),
             "memory": hangs,
         },
         timeout=0.3,
@@ -123,9 +124,9 @@ async def test_readyz_names_each_failing_part_and_healthz_stays_up(
             authenticated = asyncio.Event()
             authenticated.set()
             readiness.checks.update(
-                socket=health.socket_check(authenticated),
-                storage=health.storage_check(good),
-                memory=health.memory_check(store),
+                socket=socket_check(authenticated),
+                storage=storage_check(good),
+                memory=memory_check(store),
             )
             recovered, _ = await get(base, "/readyz")
     assert alive == 200
@@ -139,7 +140,7 @@ async def test_readyz_names_each_failing_part_and_healthz_stays_up(
 
 
 async def test_metrics_are_served_as_prometheus_text() -> None:
-    async with serving(health.Readiness()) as base, aiohttp.ClientSession(timeout=TIMEOUT) as session:
+    async with serving(Readiness()) as base, aiohttp.ClientSession(timeout=TIMEOUT) as session:
         async with session.get(f"{base}/metrics") as resp:
             text = await resp.text()
             assert resp.status == 200
