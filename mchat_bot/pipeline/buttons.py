@@ -63,13 +63,10 @@ def new_key() -> str:
 async def stored_key(storage: Storage) -> str:
     """The key kept in the daemon's state (made on first use), for a daemon given none: it
     survives restarts, so the buttons of earlier replies keep working. Daemons sharing the state
-    that start together keep the first key written (``DO NOTHING``), so all of them sign alike."""
+    that start together keep the first key written, so all of them sign alike."""
     key = await storage.get_kv(KEY_KV)
     if not key:
-        await storage.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (KEY_KV, new_key())
-        )
-        key = await storage.get_kv(KEY_KV) or ""
+        key = await storage.setdefault_kv(KEY_KV, new_key())
     return key
 
 

@@ -101,3 +101,11 @@ class Storage(ABC):
             "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    async def setdefault_kv(self, key: str, value: str) -> str:
+        """The value kept under ``key``, ``value`` written first when there is none: of daemons
+        sharing the state that write at once, the first one's value stays and all read it."""
+        await self.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, value)
+        )
+        return await self.get_kv(key) or ""
