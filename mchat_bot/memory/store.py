@@ -412,6 +412,13 @@ class _BaseStore:
         qvec = self.embedder.embed_query(query)
         return qvec, self.sparse_query(query) if self.mode == "hybrid" else None
 
+    async def get(self, memory_id: str) -> Memory | None:
+        return (await self.get_many([memory_id])).get(memory_id)
+
+    async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """Those of the memories that exist, by id, in one engine call (not one per id)."""
+        raise NotImplementedError
+
     async def search_all(self, query: str, viewer: Viewer, limit: int = 5) -> list[Hit]:
         """Like `search`, superseded memories included (history, supersession candidates)."""
         return await self.search(query, viewer, limit, current_only=False)
@@ -650,12 +657,7 @@ class EdgeMemoryStore(_BaseStore):
         points = await self._run(lambda s: s.query(req))
         return [_edge_candidate(p) for p in points]
 
-    async def get(self, memory_id: str) -> Memory | None:
-        recs = await self._run(lambda s: s.retrieve([point_id(memory_id)], True, False))
-        return Memory.from_payload(recs[0].payload) if recs else None
-
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        """Those of the memories that exist, by id, in one engine call (not one per id)."""
         if not memory_ids:
             return {}
         ids = [point_id(m) for m in dict.fromkeys(memory_ids)]
@@ -915,13 +917,7 @@ class QdrantMemoryStore(_BaseStore):
             out.append(_Candidate(Memory.from_payload(p.payload or {}), _unit(vec), float(p.score)))
         return out
 
-    async def get(self, memory_id: str) -> Memory | None:
-        await self._ensure()
-        recs = await self._client.retrieve(self._collection, [point_id(memory_id)], with_payload=True)
-        return Memory.from_payload(recs[0].payload or {}) if recs else None
-
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        """Those of the memories that exist, by id, in one request."""
         if not memory_ids:
             return {}
         await self._ensure()
