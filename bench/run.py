@@ -9,7 +9,7 @@ per phase. The dev server records when it wrote each `posted` event to the bot's
 reply POST (props.mchat_reply_to) arrived (mchat_bot/devserver/timing.py); overhead = the difference.
 
 The daemon runs with its defaults: the dev server's rate limiter is off, as Mattermost's is by default,
-so the daemon paces to its safety cap (mattermost.safety_rate_per_sec, 100 REST calls/s, replies before
+so the daemon paces to its safety cap (mattermost.safety_rate_per_sec, 1000 REST calls/s, replies before
 courtesy calls). Writes bench/results.md, bench/results.png (latency CDFs per phase),
 bench/results-steps.png (replies/s over time per step) and bench/out/raw.json; prints the tables.
 Every mchat-bot figure carries its multiple of mmpy_bot's (×N); per phase the bot's CPU is split into
@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import plots  # noqa: E402
 from bench.profile_summary import write_summary  # noqa: E402
+from mchat_bot.config import BotSettings, MattermostSettings  # noqa: E402
 from mchat_bot.devserver.daemon import write_config  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -59,6 +60,8 @@ PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOTAL_BUDGET_S = 1800.0  # hard stop for the whole run (~15 min on a 2-core Xeon with the knowledge phase)
 NAN = float("nan")
+DEFAULT_REST_CAP = MattermostSettings().safety_rate_per_sec  # the report states the defaults it ran with
+DEFAULT_WORKERS = BotSettings().workers
 FAST = "mchat-bot, use"  # the daemon with memory.embedder = "use"
 PROFILE_HZ = 250  # py-spy's sampling rate (--profile)
 
@@ -1332,8 +1335,9 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> tuple[str, dict[str
         f"Run {res['started']} on {machine()}. Load generator, dev server, fake LLM (zero delay) and the "
         f"bot each in their own process; overhead measured on the dev server from writing `posted` to "
         f"the bot's socket to the reply POST arriving. The daemon runs with its defaults "
-        f"(REST paced to its safety cap of 100 calls/s, the server sending no rate headers; "
-        f"4 workers, durable SQLite inbox, retrieval over {args.memories} memories in the channel)"
+        f"(REST paced to its safety cap of {DEFAULT_REST_CAP:.0f} calls/s, the server sending no rate "
+        f"headers; {DEFAULT_WORKERS} workers, durable SQLite inbox, retrieval over {args.memories} memories "
+        f"in the channel)"
         + (f"; extra daemon settings: {', '.join(args.daemon_env)}." if args.daemon_env else ".")
         + " ×N: the figure divided by mmpy_bot's in this run (for rates, higher is better; for "
         "everything else, lower).",

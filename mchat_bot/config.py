@@ -64,7 +64,9 @@ class MattermostSettings:
     aliases: list[str] = field(default_factory=lambda: ["@ai"])
     request_timeout: float = 10.0
     rate_per_sec: float = 0.0  # the operator's cap on REST calls per second; 0 = none (pace to the server)
-    safety_rate_per_sec: float = 100.0  # the cap while the server sends no X-RateLimit-* (its limiter off)
+    # the cap while the server sends no X-RateLimit-* (its limiter off): a guard against a runaway, set
+    # above what the daemon can use (1-2 calls per answer), so that it never holds answers back
+    safety_rate_per_sec: float = 1000.0
     ws_ping_interval: float = 10.0
     ws_silence_timeout: float = 30.0
     ws_max_backoff: float = 30.0
@@ -148,7 +150,9 @@ class WebhookSettings:
 
 @dataclass(slots=True)
 class BotSettings:
-    workers: int = 4
+    # items worked on at once: answers/s is at most workers / seconds per answer (an LLM answer takes
+    # seconds, and under load the CPU-bound part waits its turn too)
+    workers: int = 16
     shutdown_grace: float = 10.0
     max_attempts: int = 5
     # several daemons on one PostgreSQL: the name of this one in the inbox's claims ("" = host-pid;

@@ -184,7 +184,7 @@ class RestClient:
         *,
         timeout: float = 10.0,
         rate_per_sec: float | None = None,
-        safety_rate_per_sec: float = 100.0,
+        safety_rate_per_sec: float = 1000.0,
         max_tries: int = 3,
         backoff_factor: float = 0.5,
         max_backoff: float = 8.0,

@@ -139,7 +139,7 @@ class Pacer:
     def __init__(
         self,
         *,
-        safety_rate: float = 100.0,
+        safety_rate: float = 1000.0,
         cap_rate: float | None = None,
         reserve: float = RESERVE,
         on_wait: Callable[[str, float], None] = _no_wait,

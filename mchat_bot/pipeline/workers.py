@@ -55,7 +55,7 @@ class WorkerPool:
         writer: ReplyWriter,
         bot: BotIdentity,
         *,
-        workers: int = 4,
+        workers: int = 16,
         poll_interval: float = 0.2,
         max_attempts: int = 5,
         retry_base: float = 1.0,

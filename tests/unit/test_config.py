@@ -36,7 +36,7 @@ NUMERIC = _numeric_keys()
 
 
 def test_the_defaults_pass(tmp_path: Path) -> None:
-    assert _load(tmp_path, "").bot.workers == 4
+    assert _load(tmp_path, "").bot.workers == 16
 
 
 @pytest.mark.parametrize(("section", "key", "kind"), NUMERIC, ids=[f"{s}.{k}" for s, k, _ in NUMERIC])
@@ -84,7 +84,7 @@ def test_out_of_range_values_are_refused(tmp_path: Path, extra: str, key: str) -
 def test_rate_limits_follow_the_server_by_default(tmp_path: Path) -> None:
     mm = _load(tmp_path, "").mattermost
     assert mm.rate_per_sec == 0  # no explicit cap: pace to the server's X-RateLimit-*
-    assert mm.safety_rate_per_sec == 100  # only while the server sends none
+    assert mm.safety_rate_per_sec == 1000  # only while the server sends none
     env = {"MCHAT_MATTERMOST_SAFETY_RATE_PER_SEC": "500"}
     mm = _load(tmp_path, "[mattermost]\nrate_per_sec = 25\n", env=env).mattermost
     assert (mm.rate_per_sec, mm.safety_rate_per_sec) == (25, 500)
