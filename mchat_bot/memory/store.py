@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol
 
@@ -53,6 +53,7 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 DEFAULT_MODE: SearchMode = "hybrid"
 DEFAULT_TOKENIZER: sparse.Tokenizer = "mixed"
 DEFAULT_WEIGHTS = (1.0, 1.0)  # RRF weights: dense, sparse
+FILTER_CACHE = 1024  # viewers whose search filter an embedded store keeps built
 DEFAULT_CANDIDATES = 1  # the tie-break reorders the retrieved list only; it never pulls in lower items
 DEFAULT_RERANK: Rerank = "values"
 
@@ -120,10 +121,12 @@ class Memory:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Memory:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in payload.items() if k in known}
+        data = {k: v for k, v in payload.items() if k in _MEMORY_FIELDS}
         data["id"] = payload["memory_id"]
         return cls(**data)
+
+
+_MEMORY_FIELDS = frozenset(f.name for f in fields(Memory))  # what a payload may set
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,8 +543,12 @@ class EdgeMemoryStore(_BaseStore):
         self._shard: Any = None
         self._lock = threading.Lock()
         self._open_lock = asyncio.Lock()
+        self._kit = _EdgeKit()
+        self._filters: dict[tuple[Viewer, bool], Any] = {}  # oldest first
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any, then: Callable[[Any], Any] | None = None) -> Any:
+        """``fn(shard, *args)`` in a worker thread under the shard's lock; ``then`` turns its answer
+        into ours in the same thread, after the lock (the engine's points into memories, off the loop)."""
         if self._shard is None:
             async with self._open_lock:
                 if self._shard is None:
@@ -551,7 +558,8 @@ class EdgeMemoryStore(_BaseStore):
             with self._lock:
                 if self._shard is None:
                     raise RuntimeError("memory store is closed")
-                return fn(self._shard, *args)
+                out = fn(self._shard, *args)
+            return out if then is None else then(out)
 
         return await asyncio.to_thread(call)
 
@@ -632,7 +640,11 @@ class EdgeMemoryStore(_BaseStore):
     ) -> list[_Candidate]:
         import qdrant_edge as qe
 
-        flt = _viewer_filter(_EdgeKit(), viewer, current_only)
+        flt = self._filters.get((viewer, current_only))
+        if flt is None:  # the same askers ask again: their filter is built once
+            flt = self._filters[(viewer, current_only)] = _viewer_filter(self._kit, viewer, current_only)
+            while len(self._filters) > FILTER_CACHE:
+                del self._filters[next(iter(self._filters))]
         if sparse_q is None:
             req = qe.QueryRequest(
                 limit=k,
@@ -654,8 +666,10 @@ class EdgeMemoryStore(_BaseStore):
                 with_payload=True,
                 with_vector=[DENSE],
             )
-        points = await self._run(lambda s: s.query(req))
-        return [_edge_candidate(p) for p in points]
+        found: list[_Candidate] = await self._run(
+            lambda s: s.query(req), then=lambda points: [_edge_candidate(p) for p in points]
+        )
+        return found
 
     async def get_many(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
         if not memory_ids:
@@ -761,8 +775,10 @@ class EdgeMemoryStore(_BaseStore):
 
 
 def _edge_candidate(p: Any) -> _Candidate:
-    vec = p.vector[DENSE] if isinstance(p.vector, dict) else p.vector
-    return _Candidate(Memory.from_payload(p.payload), _unit(vec), float(p.score))
+    vec = p.vector  # a property: each read converts the engine's vectors anew
+    return _Candidate(
+        Memory.from_payload(p.payload), _unit(vec[DENSE] if isinstance(vec, dict) else vec), p.score
+    )
 
 
 # ================================================================================================
