@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from mchat_bot.memory import store as store_module
 from mchat_bot.memory.store import (
     EdgeMemoryStore,
     Memory,
@@ -176,6 +177,16 @@ async def check_isolation(store: MemoryStore, seed: int) -> None:
 async def test_no_query_returns_an_invisible_memory_edge(tmp_path, embedder, engine):
     store = EdgeMemoryStore(tmp_path, embedder)
     await check_isolation(store, seed=7)
+    await store.close()
+
+
+async def test_filters_stay_exact_while_the_kept_ones_roll_over(tmp_path, embedder, monkeypatch):
+    """The embedded store keeps each viewer's filter built: one kept for another viewer, or an old
+    one pushed out, must never decide what a search returns."""
+    monkeypatch.setattr(store_module, "FILTER_CACHE", 3)
+    store = EdgeMemoryStore(tmp_path, embedder)
+    await check_isolation(store, seed=5)
+    assert 0 < len(store._filters) <= 3
     await store.close()
 
 
