@@ -3,7 +3,8 @@
 Runs the dev server and the fake LLM in this process and the real daemon as a child process:
     .venv/bin/python bench/reply_latency.py [--n 50] [--gap 0.2]
 Requests are spaced by `--gap` seconds, so what is measured is one reply at a time, not the daemon's
-REST pacing (at most mattermost.safety_rate_per_sec, 1000 calls/s by default, against a server without rate headers).
+REST pacing (at most mattermost.safety_rate_per_sec, 1000 calls/s by default, against a server
+without rate headers).
 """
 
 from __future__ import annotations
