@@ -1514,6 +1514,8 @@ def main(argv: list[str] | None = None) -> int:
         args.knowledge_duration, args.knowledge_drain, args.knowledge_mentions = 2.0, 8.0, 4
     if args.knowledge_only and args.skip_knowledge:
         ap.error("--knowledge-only and --skip-knowledge exclude each other")
+    if args.profile and not (Path(PY).parent / "py-spy").exists():
+        ap.error(f"--profile needs py-spy beside {PY}: {Path(PY).parent / 'pip'} install py-spy")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (BENCH / "out").mkdir(exist_ok=True)  # raw.json, the profiles and py-spy's log
