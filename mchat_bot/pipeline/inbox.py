@@ -316,10 +316,22 @@ class Inbox:
             return 0.0
         return max(0.0, self._now() - float(row[0]))
 
+    async def claim_event(self, key: str) -> bool:
+        """True for exactly one of the daemons sharing the state that ask with the same ``key`` (an
+        event each of their sockets delivers: an edit, a deletion), the first; one hop. The claims
+        are forgotten with the finished items."""
+        rows = await self.storage.execute_returning(
+            "INSERT INTO event_claim (key, claimed_by, at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            (key, self.instance, self._now()),
+        )
+        return bool(rows)
+
     async def prune(self, older_than: float = 14 * 86400.0) -> int:
-        """Forget finished items (and their sent-log) older than ``older_than`` seconds."""
+        """Forget finished items (and their sent-log) and event claims older than ``older_than`` s."""
         cutoff = self._now() - older_than
         async with self.storage.transaction() as db:
+            await db.execute("DELETE FROM event_claim WHERE at < ?", (cutoff,))
             await db.execute(
                 "DELETE FROM sent_log WHERE source_post_id IN (SELECT post_id FROM inbox"
                 " WHERE state IN ('done', 'failed') AND updated_at < ?)",

@@ -131,6 +131,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE inbox ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE inbox ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     """,
+    # 6: an event every daemon's socket delivers (an edit, a deletion) is acted on by the one daemon
+    # that claims it first
+    """
+    CREATE TABLE event_claim (
+        key        TEXT PRIMARY KEY,
+        claimed_by TEXT NOT NULL,
+        at         REAL NOT NULL
+    );
+    CREATE INDEX event_claim_at ON event_claim (at);
+    """,
 )
 
 

@@ -5,7 +5,9 @@ the socket reader never waits for embedding or REST. Only posts that can have ma
 looked up (a ``remember`` addressed to the bot, a post with files, or any post of a channel with
 automatic extraction). The edit keeps the old memory as history (``supersede``), the deletion
 removes every memory made from the post (earlier versions and attachment pieces too) and says so
-in the thread, or in the channel when the thread went with the post.
+in the thread, or in the channel when the thread went with the post. Several daemons on one state
+each get the event on their own socket: the one that claims it first (``Inbox.claim_event``)
+follows it, so an edit makes one new version, not one per daemon.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class Follower:
     async def edited(self, post: Post) -> None:
         if not post.edit_at or not self._may_have_memories(post):
             return  # a props-only change (reactions, pins), or nothing that makes memories
+        if not await self.inbox.claim_event(f"post_edited:{post.id}:{post.edit_at}"):
+            return  # another daemon's socket brought the same edit, and that daemon follows it
         found = [
             m for m in await memories_from_post(self.store, post.channel_id, post.id) if m.valid_until <= 0
         ]
@@ -230,6 +234,8 @@ class Follower:
 
     async def deleted(self, post: Post) -> None:
         if not self._may_have_memories(post):
+            return
+        if not await self.inbox.claim_event(f"post_deleted:{post.id}"):
             return
         found = await memories_from_post(self.store, post.channel_id, post.id)
         if not found:

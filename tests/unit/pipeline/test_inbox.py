@@ -123,6 +123,19 @@ async def test_depth_oldest_age_and_prune(storage: Storage) -> None:
     assert await inbox.put(msg("p1")) is True  # forgotten after the dedupe window
 
 
+async def test_an_event_is_claimed_by_one_daemon_and_the_claims_are_pruned(storage: Storage) -> None:
+    first, second = Inbox(storage, instance="a"), Inbox(storage, instance="b")
+    claims = await asyncio.gather(
+        *(inbox.claim_event("post_edited:p1:5") for inbox in (first, second, first))
+    )
+    assert sorted(claims) == [False, False, True]
+    assert await second.claim_event("post_edited:p1:6") is True  # a later edit is another event
+    assert await first.prune(older_than=3600) == 0
+    assert await first.claim_event("post_edited:p1:5") is False  # kept within the window
+    await first.prune(older_than=0)
+    assert await first.claim_event("post_edited:p1:5") is True  # forgotten after it
+
+
 async def test_put_sets_the_wakeup_event(storage: Storage) -> None:
     inbox = Inbox(storage)
     inbox.changed.clear()

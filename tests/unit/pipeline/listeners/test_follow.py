@@ -16,7 +16,7 @@ from mchat_bot.devserver import DevServer
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, Viewer, new_memory_id
 from mchat_bot.pipeline.inbox import Inbox
-from mchat_bot.pipeline.listeners.follow import Follower
+from mchat_bot.pipeline.listeners.follow import Follower, memories_from_post
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.storage import SqliteStorage
 from tests.support.gateway import running_gateway
@@ -98,6 +98,36 @@ async def test_an_edit_supersedes_the_memory_and_rewrites_the_confirmation(world
     assert before is not None and before.valid_until > 0 and before.superseded_by == current.id
     await asyncio.sleep(QUIET_S)
     assert [p["id"] for p in world.bot_posts() if p["user_id"] == bot] == [confirmation["id"]]  # no new post
+
+
+async def test_with_two_daemons_on_one_state_an_edit_makes_one_new_version(
+    world: World, tmp_path: Path
+) -> None:
+    """A second daemon (its own socket, store client and inbox instance, the same state) gets the
+    same edit: only one of them follows it."""
+    second = Follower(
+        world.store,
+        world.bot_rest,
+        Inbox(world.inbox.storage, instance="second"),
+        BotIdentity(world.dev.seed.bot.id, "memorybot", ("@ai",)),
+    )
+    task = asyncio.create_task(second.run())
+    try:
+        async with running_gateway(world.dev.url, world.dev.seed.bot.token, second.on_event):
+            post, old = await world.remembered("The audit is on Monday")
+            await world.kim.patch_post(post["id"], message="@ai remember The audit is on Tuesday")
+            await world.dev.wait_for_posts(
+                lambda p: p["user_id"] == world.dev.seed.bot.id and p["root_id"] == post["id"], timeout=15
+            )
+            await asyncio.sleep(QUIET_S)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    [current] = await world.store.recent(world.viewer)
+    assert current.text == "The audit is on Tuesday" and current.replaces == old.id
+    assert len(await memories_from_post(world.store, world.qa, post["id"])) == 2  # old + one new
+    assert len([p for p in world.bot_posts() if p["root_id"] == post["id"]]) == 1
 
 
 async def test_an_edit_without_a_confirmation_says_so_in_the_thread(world: World) -> None:
