@@ -212,6 +212,11 @@ class Intake:
                     if not delays.failures:  # a failing pass holds nothing past its first try's hold
                         await self._inbox.hold_after(since)
                     await self._catch_up(since)
+                except asyncio.CancelledError:
+                    # stopped mid-pass (shutdown, or the lead lost): the gap is still unread, and
+                    # the cursor written after this must keep holding at it
+                    self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
+                    raise
                 except Exception as exc:
                     # Put the gap back (merged with any newer one) and try again after a pause.
                     self._gap_since = since if self._gap_since is None else min(since, self._gap_since)

@@ -149,6 +149,26 @@ async def test_the_cursor_survives_a_restart_and_the_next_start_reads_the_gap(
     assert await queued(storage) == [missed["id"]]
 
 
+async def test_a_pass_stopped_while_it_reads_holds_the_durable_cursor_at_its_gap(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    intake = make_intake(dev, rest, storage)
+    await intake.catch_up_after_restart()
+    gap = int(time.time() * 1000) - 60_000
+    task = await running(intake)
+    await intake.on_gap(gap)
+    async with asyncio.timeout(10):
+        while intake._reading_since is None:  # noqa: ASYNC110 - the pass's first REST call is in flight
+            await asyncio.sleep(0)
+    await stop(task)
+    post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
+    from mchat_bot.mattermost.events import Post
+
+    intake._flushed_at = 0.0
+    await intake._advance(Post.from_dict(post))
+    assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
+
+
 async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     dev: DevServer, rest: RestClient, storage: Storage
 ) -> None:
