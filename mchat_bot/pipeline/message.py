@@ -97,10 +97,17 @@ class Reply:
     def saved_form(self) -> str:
         """What the inbox keeps for a retry: the text, with what else a retry must keep when there
         is any (the file ids: never the text without the file it is about; a failure's outcome: an
-        apology sent again still gets ⚠️, not ✅)."""
-        if not self.file_ids and not self.outcome.is_failure:
+        apology sent again still gets ⚠️, not ✅; the buttons: a reply sent again after a failed send
+        or a crash still offers Undo, signed anew when it is posted)."""
+        if not self.file_ids and not self.outcome.is_failure and not self.buttons:
             return self.text
-        fields = {"text": self.text, "file_ids": list(self.file_ids), "outcome": self.outcome.value}
+        fields: dict[str, Any] = {
+            "text": self.text,
+            "file_ids": list(self.file_ids),
+            "outcome": self.outcome.value,
+        }
+        if self.buttons:
+            fields["buttons"] = [asdict(b) for b in self.buttons]
         return SAVED_WITH_FIELDS + json.dumps(fields, ensure_ascii=False)
 
     @classmethod
@@ -114,7 +121,12 @@ class Reply:
             outcome = Outcome.RESENT
         if not outcome.is_failure:
             outcome = Outcome.RESENT
-        return cls(str(data["text"]), outcome, file_ids=tuple(map(str, data.get("file_ids") or ())))
+        return cls(
+            str(data["text"]),
+            outcome,
+            file_ids=tuple(map(str, data.get("file_ids") or ())),
+            buttons=tuple(_saved_button(b) for b in data.get("buttons") or ()),
+        )
 
     @property
     def empty(self) -> bool:
@@ -140,3 +152,15 @@ SAVED_WITH_FIELDS = "\x1e"  # a record separator: no reply text starts with one
 
 def unique(*ids: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for i in ids if i))
+
+
+def _saved_button(data: dict[str, Any]) -> Button:
+    """A button as ``Reply.saved_form`` kept it (its tuples came back as JSON lists)."""
+    return Button(
+        kind=str(data["kind"]),
+        label=str(data["label"]),
+        memory_ids=tuple(map(str, data.get("memory_ids") or ())),
+        user_id=str(data.get("user_id", "")),
+        style=str(data.get("style", "default")),
+        extra=tuple((str(k), str(v)) for k, v in data.get("extra") or ()),
+    )

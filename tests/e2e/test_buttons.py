@@ -18,6 +18,8 @@ from tests.support.daemon import DaemonProcess, free_port, running_daemon, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+SEND_TRIES = 3  # RestClient's max_tries
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bot(
@@ -94,6 +96,23 @@ async def test_undo_is_for_its_author_and_removes_the_memory(bot: DaemonProcess,
             "SELECT outcome, user_name FROM audit_log WHERE action = 'click_undo' ORDER BY id"
         ).fetchall()
     assert rows[-2:] == [("refused", "lee"), ("ok", "kim")], rows
+
+
+async def test_a_reply_sent_again_after_a_failed_send_keeps_a_working_undo(
+    bot: DaemonProcess, dev: DevServer
+) -> None:
+    """Every try of the first send answers 503; the retry posts the saved reply, buttons included,
+    signed anew."""
+    mark = tag()
+    dev.faults.fail_posts(SEND_TRIES, 503)  # the REST client's tries of one send: the item is retried
+    try:
+        shown = await reply_with_buttons(bot, "kim", "qa", f"@ai remember 교대 근무표는 금요일에 공지 {mark}")
+    finally:
+        dev.faults.fail_posts(0)
+    [undo] = [b for b in buttons_of(shown) if "되돌리기" in b["name"]]
+    assert (await press(dev, "kim", shown["id"], undo["id"])).status_code == 200
+    assert "되돌렸습니다" in (await client_post(dev, "kim", shown["id"]))["message"]
+    assert f"금요일에 공지 {mark}" not in await search(bot, "kim", f"교대 근무표 {mark}")
 
 
 async def test_forget_buttons_one_per_candidate(bot: DaemonProcess, dev: DevServer) -> None:

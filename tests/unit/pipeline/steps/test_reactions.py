@@ -60,12 +60,3 @@ async def test_an_apology_sent_again_after_a_failed_send_still_gets_a_warning(in
     """The retry sends the saved reply; its outcome is kept with it, so the apology is not a ✅."""
     apology = Reply("모델이 지금 답하지 못했어요", Outcome.LLM_FAILED)
     assert await reactions_after(inbox, apology, fail=[503], attempts=3) == [FAILED]
-
-
-def test_the_saved_form_keeps_files_and_a_failure_and_nothing_else() -> None:
-    assert Reply("답", Outcome.ANSWERED).saved_form() == "답"
-    back = Reply.from_saved(Reply("사과", Outcome.FAILED, file_ids=("f1",)).saved_form())
-    assert (back.text, back.outcome, back.file_ids) == ("사과", Outcome.FAILED, ("f1",))
-    assert (
-        Reply.from_saved(Reply("답", Outcome.LISTED, file_ids=("f1",)).saved_form()).outcome is Outcome.RESENT
-    )
