@@ -37,6 +37,7 @@ class ExtrasApi:
             web.get("/api/v4/files/{file_id}", self.download),
             web.get("/api/v4/files/{file_id}/info", self.info),
             web.delete("/api/v4/channels/{channel_id}/members/{user_id}", self.remove_member),
+            web.delete("/api/v4/channels/{channel_id}", self.archive_channel),
         ]
 
     # ---- Python API
@@ -118,6 +119,37 @@ class ExtrasApi:
 
     async def info(self, request: web.Request) -> web.Response:
         return json_response(dict(self._readable(request).info))
+
+    async def archive_channel(self, request: web.Request) -> web.Response:
+        """app.DeleteChannel: the channel is archived (``delete_at`` set, its posts kept) and the team
+        hears ``channel_deleted`` {channel_id, delete_at} on a team broadcast. A DM or group DM cannot be
+        archived. Who may: a system admin or a member (the default channel_user role carries
+        delete_public/private_channel; not checked by the conformance suite)."""
+        me = self.rest.user(request)
+        channel = self.rest.readable_channel(me, request.match_info["channel_id"])
+        if channel.type in ("D", "G"):
+            raise AppError(
+                400,
+                "api.channel.delete_channel.type.invalid",
+                "Cannot delete direct or group message channels",
+            )
+        if channel.delete_at:
+            raise AppError(
+                400,
+                "api.channel.delete_channel.deleted.app_error",
+                "The channel has been archived or deleted.",
+            )
+        if me.id not in channel.members and not me.is_admin:
+            raise forbidden()
+        channel.delete_at = self.store.clock.now_ms()
+        team = self.store.teams.get(channel.team_id)
+        self.hub.publish(
+            "channel_deleted",
+            {"channel_id": channel.id, "delete_at": channel.delete_at},
+            broadcast(team_id=channel.team_id),
+            set(team.members) if team is not None else set(channel.members),
+        )
+        return json_response({"status": "OK"})
 
     async def remove_member(self, request: web.Request) -> web.Response:
         """Leave (self) or remove (admin, or any member of a public channel): emits `user_removed`."""

@@ -121,6 +121,10 @@ class PostService:
             channel = self.store.channels[channel_id]
         else:
             channel = self.channel_for(user, channel_id)
+        if channel.delete_at:
+            raise AppError(
+                400, "api.post.create_post.can_not_post_to_deleted.error", "Can not post to deleted channel."
+            )
         message = body.get("message", "")
         root_id = body.get("root_id", "") or ""
         props = body.get("props") or {}

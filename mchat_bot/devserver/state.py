@@ -126,13 +126,14 @@ class Channel:
     admins: set[str] = field(default_factory=set)  # members with the channel_admin role (scheme_admin)
     last_post_at: int = 0
     total_msg_count: int = 0
+    delete_at: int = 0  # archived (DELETE /channels/{id}): kept, readable, closed to new posts
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "create_at": self.create_at,
-            "update_at": self.create_at,
-            "delete_at": 0,
+            "update_at": max(self.create_at, self.delete_at),
+            "delete_at": self.delete_at,
             "team_id": self.team_id,
             "type": self.type,
             "display_name": self.display_name,

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from mchat_bot.devserver import DevServer
+from mchat_bot.devserver.errors import AppError
 from mchat_bot.devserver.fake_llm import FakeLLM
 from tests.support.daemon import DaemonProcess, running_daemon, tag
 from tests.support.ops import wait_for
@@ -193,3 +194,43 @@ async def test_backfill_of_2000_posts_resumes_after_a_kill(
     async with running_daemon(dev, llm, tmp_path, env=NO_LLM) as bot:
         _, found = await bot.ask("park", "town-square", f"@ai search K1234X{marker}")
         assert f"note 1234: item K1234X{marker}" in found, found
+
+
+async def test_an_archived_learning_channel_is_forgotten(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A member archives the channel (DELETE /channels/{id}): the team hears `channel_deleted`, and
+    the daemon deletes what it learned there and stops learning it."""
+    seed = dev.seed
+    channel = dev.store.add_channel(seed.team_id, "O", f"line-{tag().lower()}", "Line 4")
+    for user in (seed.users["kim"].id, seed.users["lee"].id, seed.bot.id):
+        dev.store.join(channel, user)
+    marker = f"Seal{tag()}"
+    db = tmp_path / "mchat_bot.sqlite3"
+    env = NO_LLM | {"MCHAT_KNOWLEDGE_CHANNELS": channel.id, "MCHAT_KNOWLEDGE_BACKFILL_DAYS": "0"}
+    async with running_daemon(dev, llm, tmp_path, env=env):
+        await dev.user_post("lee", channel.id, f"The {marker} on line 4 is replaced every 500 hours.")
+        await wait_for(
+            lambda: asyncio.sleep(0, lines_with(db, channel.id, marker)), bool, timeout=15, every=0.1
+        )
+        async with httpx.AsyncClient(base_url=dev.url, timeout=10) as http:
+            r = await http.delete(
+                f"/api/v4/channels/{channel.id}",
+                headers={"Authorization": f"Bearer {seed.users['kim'].token}"},
+            )
+            assert r.status_code == 200, r.text
+            again = await http.delete(
+                f"/api/v4/channels/{channel.id}",
+                headers={"Authorization": f"Bearer {seed.users['kim'].token}"},
+            )
+            assert again.status_code == 400, again.text  # archived once
+        await wait_for(
+            lambda: asyncio.sleep(0, lines_with(db, channel.id, marker)), lambda n: n == 0, timeout=15
+        )
+        with pytest.raises(AppError, match=r"400 api\.post\.create_post\.can_not_post_to_deleted"):
+            await dev.user_post("lee", channel.id, "one more")  # the channel takes no posts any more
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT learning FROM knowledge_channel WHERE channel_id = ?", (channel.id,)
+        ).fetchone()
+    assert row is not None and row[0] == 0, row
