@@ -100,6 +100,10 @@ class Backfill:
             return await self._rest.get_channel_posts(channel_id, before=before, per_page=PER_PAGE)
         return await self._rest.get_channel_posts(channel_id, page=0, per_page=PER_PAGE)
 
+    async def kept_in(self, channel_id: str) -> int:
+        """The channel's lines in the knowledge log: what its progress line reports."""
+        return await self._learner.lines.size(channel_id)
+
 
 def since_ms(days: float) -> int:
     """The epoch-ms time ``days`` ago (0 days: everything)."""
@@ -146,7 +150,13 @@ class BackfillRunner:
 
     async def _one(self, channel_id: str, lang: str) -> None:
         since = since_ms(self.days)
-        post_id = ""
+        # a resumed backfill (a restart, a failed page) edits the line it posted, in its language
+        post_id, saved_lang = await self.channels.progress_line(channel_id)
+        if saved_lang:
+            lang = saved_lang
+        else:
+            await self.channels.set_progress_line(channel_id, post_id, lang)
+        before = await self.backfill.kept_in(channel_id)  # what earlier runs (and the socket) kept
         shown_at = 0.0
 
         async def show(progress: Progress) -> None:
@@ -155,13 +165,17 @@ class BackfillRunner:
             if not progress.done and now - shown_at < self.progress_every:
                 return
             shown_at = now
-            text = texts.backfill_progress(lang, progress.kept, progress.oldest_ms, done=progress.done)
+            kept = await self.backfill.kept_in(channel_id) if progress.done else before + progress.kept
+            text = texts.backfill_progress(lang, kept, progress.oldest_ms, done=progress.done)
             try:  # the line is a courtesy: a failure to show it never stops the reading
                 if not post_id:
                     post_id = str((await self.rest.create_post(channel_id, text)).get("id", ""))
+                    await self.channels.set_progress_line(channel_id, post_id, lang)
                 else:
                     await self.rest.patch_post(post_id, message=text)
             except Exception as exc:
+                if post_id and getattr(exc, "status", None) == 404:
+                    post_id = ""  # someone deleted the line: the next page posts a new one
                 log.warning("knowledge.backfill_progress_failed", error=type(exc).__name__)
 
         try:

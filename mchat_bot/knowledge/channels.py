@@ -30,6 +30,9 @@ class LearningChannel:
     backfill_done: bool
 
 
+PROGRESS_KV = "backfill_line:"  # kv key prefix of a backfill's progress line: "<post id>|<language>"
+
+
 class LearningChannels:
     def __init__(self, storage: Storage, configured: Iterable[str] = ()) -> None:
         self._db = storage
@@ -83,6 +86,7 @@ class LearningChannels:
             " backfill_done = 0",
             (channel_id, by, time.time()),
         )
+        await self.set_progress_line(channel_id, "", "")  # turned on again: a new backfill, a new line
         self._turned_on.discard(channel_id)
         self._turned_off.add(channel_id)
         return was
@@ -121,6 +125,16 @@ class LearningChannels:
             "UPDATE knowledge_channel SET backfill_done = 1, backfill_before = '' WHERE channel_id = ?",
             (channel_id,),
         )
+
+    async def progress_line(self, channel_id: str) -> tuple[str, str]:
+        """(post id, language) of the backfill's progress line in the channel; ("", "") if none yet:
+        a backfill resumed after a restart edits the same line, in the language it was asked in."""
+        raw = await self._db.get_kv(f"{PROGRESS_KV}{channel_id}")
+        post_id, _, lang = (raw or "").partition("|")
+        return post_id, lang
+
+    async def set_progress_line(self, channel_id: str, post_id: str, lang: str) -> None:
+        await self._db.set_kv(f"{PROGRESS_KV}{channel_id}", f"{post_id}|{lang}")
 
     async def pending_backfills(self) -> list[str]:
         """Channels turned on whose backfill has not finished (resumed after a restart)."""

@@ -106,3 +106,14 @@ async def test_backfill_cursor_done_and_pending(storage: Storage) -> None:
     assert await ch.pending_backfills() == []  # not learning: nothing to read
     await ch.turn_on("c1", "t1", "품질검사", "u-admin")
     assert await ch.pending_backfills() == ["c1"]
+
+
+async def test_the_progress_line_is_kept_until_learning_is_turned_off(storage: Storage) -> None:
+    channels = await LearningChannels(storage).load()
+    assert await channels.progress_line("c1") == ("", "")
+    await channels.set_progress_line("c1", "", "ko")  # asked in Korean, nothing posted yet
+    assert await (await LearningChannels(storage).load()).progress_line("c1") == ("", "ko")
+    await channels.set_progress_line("c1", "p1", "ko")
+    assert await channels.progress_line("c1") == ("p1", "ko")
+    await channels.turn_off("c1", "u1")  # turned on again later: a new backfill, a new line
+    assert await channels.progress_line("c1") == ("", "")
