@@ -530,14 +530,27 @@ def internal_error(lang: str) -> str:
     )
 
 
+def _waited(waited: float) -> tuple[str, str]:
+    if waited < 120:
+        return f"{int(waited)}초", f"{int(waited)} s"
+    if waited < 7200:
+        return f"{int(waited // 60)}분", f"{int(waited // 60)} min"
+    return f"{int(waited // 3600)}시간", f"{int(waited // 3600)} h"
+
+
+def busy_note(lang: str, waited: float) -> str:
+    """The first line of an answer that waited behind many others (the bot was there all along)."""
+    ko, en = _waited(waited)
+    return pick(
+        lang,
+        f"_⏰ 질문이 한꺼번에 몰려 답이 늦었습니다 (질문 후 {ko})._",
+        f"_⏰ Sorry for the wait: many questions came in at once (asked {en} ago)._",
+    )
+
+
 def late_note(lang: str, waited: float) -> str:
     """The first line of an answer given long after its question: the bot was away, not slow."""
-    if waited < 120:
-        ko, en = f"{int(waited)}초", f"{int(waited)} s"
-    elif waited < 7200:
-        ko, en = f"{int(waited // 60)}분", f"{int(waited // 60)} min"
-    else:
-        ko, en = f"{int(waited // 3600)}시간", f"{int(waited // 3600)} h"
+    ko, en = _waited(waited)
     return pick(
         lang,
         f"_⏰ 봇이 잠시 오프라인이어서 밀린 메시지에 답하는 중입니다 (질문 후 {ko})._",

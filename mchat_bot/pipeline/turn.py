@@ -51,14 +51,22 @@ class Turn:
     reply: Reply | None = None  # set by the handler (or given: a reply saved by an earlier attempt)
     resent: bool = False  # the reply comes from an earlier attempt: some parts may be posted already
     preface: str = ""  # what the reply starts with, set before the handler (a stream shows it too)
+    enqueued_at: float = 0.0  # epoch s the post reached the inbox (0 = not known)
     sink: AnswerSink | None = None  # where the answer prompt goes (set by the streaming step)
     stream: StreamSession | None = None  # the answer being streamed into the thread, if any
     delivery: Delivery = Delivery.PENDING
 
     @classmethod
-    def start(cls, msg: IncomingMessage, bot: BotIdentity, saved_reply: str | None = None) -> Turn:
+    def start(
+        cls,
+        msg: IncomingMessage,
+        bot: BotIdentity,
+        saved_reply: str | None = None,
+        *,
+        enqueued_at: float = 0.0,
+    ) -> Turn:
         """A new turn, routed here once; ``saved_reply`` is the text an earlier attempt computed."""
-        turn = cls(msg, route(msg, bot))
+        turn = cls(msg, route(msg, bot), enqueued_at=enqueued_at)
         if saved_reply is not None:
             turn.reply, turn.resent = Reply.from_saved(saved_reply), True
         return turn

@@ -190,7 +190,7 @@ class WorkerPool:
 
     async def _process(self, item: InboxItem) -> None:
         msg = item.message
-        turn = Turn.start(msg, self.bot, item.reply)
+        turn = Turn.start(msg, self.bot, item.reply, enqueued_at=item.enqueued_at)
         if item.attempts >= self.max_attempts:  # its daemons died with it, again and again
             lang = detect_lang(msg.message)
             await self._give_up(

@@ -45,3 +45,26 @@ async def test_an_answer_caught_up_after_an_outage_starts_with_the_note(
     _, again = await bot.ask("kim", "qa", f"@ai {word} 모레 일정은?")
     assert again and "⏰" not in again  # caught up: prompt answers are plain again
     assert await bot.stop() == 0
+
+
+async def test_an_answer_that_waited_behind_others_says_so_not_that_the_bot_was_away(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """One worker and a model taking 1.5 s: the second of two questions posted together waits past
+    ux.late_after (1 s) in the inbox, though the socket brought it at once."""
+    bot = DaemonProcess(dev, llm, tmp_path, {"MCHAT_UX_LATE_AFTER": "1", "MCHAT_BOT_WORKERS": "1"})
+    await bot.start()
+    llm.delay(1.5)
+    try:
+        word = tag()
+        qa = dev.seed.channels["qa"]
+        first = await dev.user_post("kim", qa, f"@ai {word} what is on today?")
+        second = await dev.user_post("lee", qa, f"@ai {word} what is on tomorrow?")
+        [first_reply] = await bot.replies_to(first, timeout=30)
+        [second_reply] = await bot.replies_to(second, timeout=30)
+    finally:
+        llm.delay(0)
+        assert await bot.stop() == 0
+    assert "⏰" not in first_reply["message"]  # its turn started at once
+    assert second_reply["message"].startswith(texts.busy_note("en", 10).split("(")[0]), second_reply
+    assert "offline" not in second_reply["message"]

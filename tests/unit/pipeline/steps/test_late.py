@@ -1,6 +1,6 @@
-"""The late note: an answer given long after its question (caught up after an outage) starts by
-saying so, once, in the asker's language: in the first part only, from a stream's first edit on,
-and never on a prompt answer."""
+"""The late note: an answer given long after its question starts by saying why (caught up after an
+outage, or queued behind many questions), once, in the asker's language: in the first part only,
+from a stream's first edit on, and never on a prompt answer."""
 
 from __future__ import annotations
 
@@ -72,6 +72,37 @@ async def test_a_late_answer_starts_with_the_note_and_a_prompt_one_does_not(inbo
     assert en["message"].startswith("_⏰ I was offline") and en["message"].endswith("\n\nan answer")
     assert [p["message"] for p in chat.replies_to("new")] == ["an answer"]
     assert [p["message"] for p in chat.replies_to("unknown")] == ["an answer"]
+
+
+async def noted(step: LateNote, *, asked_ago: float, enqueued_ago: float | None) -> str:
+    """The reply's text after the step, for a question asked and put in the inbox that long ago."""
+    enqueued = 0.0 if enqueued_ago is None else NOW - enqueued_ago
+    turn = Turn.start(
+        message("q", "@ai when is the release?", at=ms_ago(asked_ago)), BOT, enqueued_at=enqueued
+    )
+
+    async def handler(t: Turn) -> None:
+        t.reply = Reply("an answer", Outcome.ANSWERED)
+
+    await step(turn, handler)
+    assert turn.reply is not None
+    return turn.reply.text
+
+
+async def test_a_question_that_waited_its_turn_is_not_told_the_bot_was_offline() -> None:
+    up_an_hour = LateNote(120, clock=lambda: NOW, started=NOW - 3600)
+    waited = await noted(up_an_hour, asked_ago=600, enqueued_ago=599.9)  # on time, then a queue
+    assert waited.startswith("_⏰ Sorry for the wait: many questions") and "offline" not in waited
+    assert waited.endswith("\n\nan answer")
+    caught_up = await noted(up_an_hour, asked_ago=600, enqueued_ago=100)  # read late: a catch-up
+    assert caught_up.startswith("_⏰ I was offline")
+    restarted = LateNote(120, clock=lambda: NOW, started=NOW - 60)  # it waited through a restart
+    assert (await noted(restarted, asked_ago=600, enqueued_ago=599.9)).startswith("_⏰ I was offline")
+    assert (await noted(up_an_hour, asked_ago=600, enqueued_ago=None)).startswith("_⏰ I was offline")
+    assert await noted(up_an_hour, asked_ago=60, enqueued_ago=59.9) == "an answer"  # not late at all
+    assert texts.busy_note("ko", 600).startswith("_⏰ 질문이 한꺼번에") and "10분" in texts.busy_note(
+        "ko", 600
+    )
 
 
 async def test_zero_switches_it_off(inbox: Inbox) -> None:
