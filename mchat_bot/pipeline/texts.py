@@ -538,19 +538,16 @@ def _waited(waited: float) -> tuple[str, str]:
     return f"{int(waited // 3600)}시간", f"{int(waited // 3600)} h"
 
 
-def busy_note(lang: str, waited: float) -> str:
-    """The first line of an answer that waited behind many others (the bot was there all along)."""
+def late_note(lang: str, waited: float, *, away: bool = True) -> str:
+    """The first line of an answer given long after its question: the bot was away (``away``), or
+    the question waited behind many others while the bot was there all along."""
     ko, en = _waited(waited)
-    return pick(
-        lang,
-        f"_⏰ 질문이 한꺼번에 몰려 답이 늦었습니다 (질문 후 {ko})._",
-        f"_⏰ Sorry for the wait: many questions came in at once (asked {en} ago)._",
-    )
-
-
-def late_note(lang: str, waited: float) -> str:
-    """The first line of an answer given long after its question: the bot was away, not slow."""
-    ko, en = _waited(waited)
+    if not away:
+        return pick(
+            lang,
+            f"_⏰ 질문이 한꺼번에 몰려 답이 늦었습니다 (질문 후 {ko})._",
+            f"_⏰ Sorry for the wait: many questions came in at once (asked {en} ago)._",
+        )
     return pick(
         lang,
         f"_⏰ 봇이 잠시 오프라인이어서 밀린 메시지에 답하는 중입니다 (질문 후 {ko})._",

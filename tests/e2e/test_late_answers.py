@@ -66,5 +66,7 @@ async def test_an_answer_that_waited_behind_others_says_so_not_that_the_bot_was_
         llm.delay(0)
         assert await bot.stop() == 0
     assert "⏰" not in first_reply["message"]  # its turn started at once
-    assert second_reply["message"].startswith(texts.busy_note("en", 10).split("(")[0]), second_reply
+    assert second_reply["message"].startswith(texts.late_note("en", 10, away=False).split("(")[0]), (
+        second_reply
+    )
     assert "offline" not in second_reply["message"]

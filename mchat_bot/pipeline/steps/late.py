@@ -49,8 +49,8 @@ class LateNote:
         waited = self.clock() - msg.create_at / 1000 if msg.create_at > 0 else 0.0
         late = self.after > 0 and waited > self.after
         if late:
-            note = texts.late_note if self.was_away(turn) else texts.busy_note
-            turn.preface = note(detect_lang(msg.message), waited) + "\n\n"
+            note = texts.late_note(detect_lang(msg.message), waited, away=self.was_away(turn))
+            turn.preface = note + "\n\n"
         await next(turn)
         reply = turn.reply
         if late and reply is not None and reply.text.strip():

@@ -100,9 +100,9 @@ async def test_a_question_that_waited_its_turn_is_not_told_the_bot_was_offline()
     assert (await noted(restarted, asked_ago=600, enqueued_ago=599.9)).startswith("_⏰ I was offline")
     assert (await noted(up_an_hour, asked_ago=600, enqueued_ago=None)).startswith("_⏰ I was offline")
     assert await noted(up_an_hour, asked_ago=60, enqueued_ago=59.9) == "an answer"  # not late at all
-    assert texts.busy_note("ko", 600).startswith("_⏰ 질문이 한꺼번에") and "10분" in texts.busy_note(
-        "ko", 600
-    )
+    assert texts.late_note("ko", 600, away=False).startswith(
+        "_⏰ 질문이 한꺼번에"
+    ) and "10분" in texts.late_note("ko", 600, away=False)
 
 
 async def test_zero_switches_it_off(inbox: Inbox) -> None:
