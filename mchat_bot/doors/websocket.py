@@ -193,8 +193,12 @@ class Intake:
         since = (since_ms if since_ms is not None else self._cursor_ms) - CATCH_UP_MARGIN_MS
         if since <= 0:
             return
-        self._gap_since = since if self._gap_since is None else min(self._gap_since, since)
+        self._merge_gap(since)
         self._gap_reported.set()
+
+    def _merge_gap(self, since: int) -> None:
+        """The earliest gap not yet read: ``since``, or one noted before it."""
+        self._gap_since = since if self._gap_since is None else min(self._gap_since, since)
 
     async def run_catch_up(self) -> None:
         """For the supervisor: read every gap reported, each pass retried with the policy until it
@@ -215,11 +219,11 @@ class Intake:
                 except asyncio.CancelledError:
                     # stopped mid-pass (shutdown, or the lead lost): the gap is still unread, and
                     # the cursor written after this must keep holding at it
-                    self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
+                    self._merge_gap(since)
                     raise
                 except Exception as exc:
                     # Put the gap back (merged with any newer one) and try again after a pause.
-                    self._gap_since = since if self._gap_since is None else min(since, self._gap_since)
+                    self._merge_gap(since)
                     self.catch_up_failures += 1
                     delay = delays.next(exc)
                     log.warning(
