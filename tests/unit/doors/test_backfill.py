@@ -44,7 +44,7 @@ async def test_a_backfill_resumed_after_a_failed_run_edits_its_one_progress_line
         try:
             async with asyncio.timeout(20):
                 while not progress_lines():  # noqa: ASYNC110 - the first page's line
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0.005)  # a busy poll (sleep 0) starves the backfill's reads
             dev.faults.rest_outage(60)  # the next page fails: the run ends as a crash would
             async with asyncio.timeout(20):
                 with contextlib.suppress(Exception):
