@@ -4,6 +4,7 @@ author; a forged click (wrong signature, a changed memory id) refused; every cli
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,11 +15,13 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
+from mchat_bot.mattermost.rest import RestClient
 from tests.support.daemon import DaemonProcess, free_port, running_daemon, tag
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SEND_TRIES = 3  # RestClient's max_tries
+# the tries of one send (the daemon builds its RestClient with the default)
+SEND_TRIES = int(inspect.signature(RestClient).parameters["max_tries"].default)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -100,11 +100,9 @@ async def test_an_edit_supersedes_the_memory_and_rewrites_the_confirmation(world
     assert [p["id"] for p in world.bot_posts() if p["user_id"] == bot] == [confirmation["id"]]  # no new post
 
 
-async def test_with_two_daemons_on_one_state_an_edit_makes_one_new_version(
-    world: World, tmp_path: Path
-) -> None:
-    """A second daemon (its own socket, store client and inbox instance, the same state) gets the
-    same edit: only one of them follows it."""
+async def test_with_two_daemons_on_one_state_an_edit_makes_one_new_version(world: World) -> None:
+    """A second daemon's follower (its own socket and inbox instance, the same state and memory
+    store) gets the same edit: only one of them follows it."""
     second = Follower(
         world.store,
         world.bot_rest,
