@@ -171,6 +171,7 @@ class Daemon:
         # the workers claim what is in the inbox when they start; until then a wake-up waits there
         intake = Intake(rest, inbox, storage, bot, wake=inbox.changed.set, learner=learner)
         fanout = EventFanout(intake.on_event)  # the listeners are attached once they are built
+        intake.on_missed = fanout.missed  # edits and deletions a catch-up finds
         gateway = Gateway(
             s.mattermost.url,
             s.mattermost.token.get(),

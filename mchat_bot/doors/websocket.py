@@ -3,9 +3,12 @@
 The gateway's reader calls `on_event` for every event in order; this only parses, routes and
 enqueues, so the socket is never held up by a slow reply. When the gateway reports a gap (a
 fresh `hello` after a lost connection, or missing `seq`), and once after a restart, the posts
-since the last event seen are read over REST and go through the same route and dedupe. The
-catch-up is a supervised part of its own (:meth:`Intake.run_catch_up`): a pass that fails is
-tried again with the one retry policy until it succeeds, so a gap is never given up.
+since the last event seen are read over REST and go through the same route and dedupe; the edits
+and deletions that the read finds go to the listeners (``on_missed``) as the events the socket
+would have brought, so a memory or a learned line follows an edit made while the socket was down
+as it follows one seen live. The catch-up is a supervised part of its own
+(:meth:`Intake.run_catch_up`): a pass that fails is tried again with the one retry policy until it
+succeeds, so a gap is never given up.
 
 When several daemons share the state, the catch-up and the cursor are the leader's
 (:meth:`Intake.run_as_leader`, a singleton job): the others' sockets feed the shared inbox, but
@@ -17,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.knowledge.lines import Line
-from mchat_bot.mattermost.events import ChannelType, Post, Posted, parse_channel_type
+from mchat_bot.mattermost.events import ChannelType, OtherEvent, Post, Posted, parse_channel_type
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
@@ -60,8 +63,10 @@ class Intake:
         wake: Callable[[], None] = lambda: None,
         policy: RetryPolicy = CATCH_UP_POLICY,
         learner: Learner | None = None,
+        on_missed: Callable[[OtherEvent], Awaitable[None]] | None = None,
     ) -> None:
         self._rest = rest
+        self.on_missed = on_missed  # the listeners: edits and deletions a catch-up finds
         self._inbox = inbox
         self._storage = storage
         self._bot = bot
@@ -242,44 +247,80 @@ class Intake:
                     self._reading_since = None
 
     async def _catch_up(self, since: int) -> None:
-        """Read every channel's new posts since `since` and feed them to `accept`; raise if a
-        channel could not be read (after reading the others), so that the whole pass is retried."""
+        """Read every channel's posts changed since `since`: new ones go to `accept`, edits and
+        deletions of older ones to `on_missed`; raise if a channel could not be read (after reading
+        the others), so that the whole pass is retried."""
         channels = await self._rest.get_my_channels(self._bot.user_id)
         found = 0
         failed = 0
+        changes = 0
         for channel in channels:
             try:
-                posts = await self._posts_since(channel["id"], since)
+                rows = await self._changed_since(channel["id"], since)
+                posts = [(Post.from_dict(row), row) for row in rows.values()]
             except Exception as exc:  # one unreadable channel must not stop the others
                 log.warning("catch_up_channel_failed", mchat_channel_id=channel.get("id"), error=str(exc))
                 failed += 1
                 continue
+            fresh = sorted(
+                (p for p, _ in posts if p.create_at > since and not p.delete_at and not p.original_id),
+                key=lambda p: p.create_at,
+            )
             msgs = []
-            for post in posts:
+            for post in fresh:
                 msgs.append(message_from_post(post, channel, await self._user_names.of(post.user_id)))
                 # a cursor flushed meanwhile is held at the gap being read (_reading_since)
                 await self._advance(post)
             found += await self.accept_many(msgs)
-        log.info("caught_up", since_ms=since, channels=len(channels), accepted=found, failed=failed)
+            if self.on_missed is not None:
+                for post, row in sorted(posts, key=lambda pair: pair[0].changed_at):
+                    if (event := missed_event(post, row, since)) is not None:
+                        await self.on_missed(event)
+                        changes += 1
+        log.info(
+            "caught_up",
+            since_ms=since,
+            channels=len(channels),
+            accepted=found,
+            changes=changes,
+            failed=failed,
+        )
         if failed:
             raise RuntimeError(f"{failed} channel(s) could not be read")
 
-    async def _posts_since(self, channel_id: str, since: int) -> list[Post]:
-        """New roots and replies created after `since`, oldest first; edits and deletions skipped."""
+    async def _changed_since(self, channel_id: str, since: int) -> dict[str, Any]:
+        """The channel's posts changed after `since` (new, edited, deleted, and the roots the server
+        adds for context), by id, as the server wrote them."""
         answer = await self._rest.get_channel_posts(channel_id, since=since)
         rows: dict[str, Any] = dict(answer.get("posts", {}))
         if len(answer.get("order", [])) >= SINCE_CAP:
             # `since` stops at 1000 rows: walk the channel newest first until we are past `since`.
             # Page numbers shift when posts arrive meanwhile; that only repeats rows, never skips.
+            # (Pages leave deleted posts out: past the cap, a deletion is not seen.)
             for page_no in range(MAX_PAGES):
                 page = await self._rest.get_channel_posts(channel_id, page=page_no, per_page=200)
                 rows.update(page.get("posts", {}))
                 oldest = _oldest(page)
                 if oldest is None or oldest[1] <= since:
                     break
-        posts = [Post.from_dict(p) for p in rows.values()]
-        fresh = [p for p in posts if p.create_at > since and not p.delete_at and not p.original_id]
-        return sorted(fresh, key=lambda p: p.create_at)
+        return rows
+
+
+def missed_event(post: Post, row: dict[str, Any], since: int) -> OtherEvent | None:
+    """The event the socket would have delivered for a change a catch-up read: ``post_deleted``
+    or ``post_edited`` for a post deleted or edited after `since`, else None (a reaction, a pin,
+    the context root of a new reply, an edit's hidden old version). A post made in the gap too is
+    also routed as a new post; the listeners find nothing to follow for one they never saw, and
+    one they did see (made just before the gap: the margin reads it again) needs its edit."""
+    if post.original_id:
+        return None
+    if post.delete_at > since:
+        kind = "post_deleted"
+    elif post.edit_at > since:
+        kind = "post_edited"
+    else:
+        return None
+    return OtherEvent(seq=0, event=kind, data={"post": row}, broadcast={"channel_id": post.channel_id})
 
 
 def _oldest(answer: dict[str, Any]) -> tuple[str, int] | None:

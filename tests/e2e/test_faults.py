@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from mchat_bot.devserver import DevServer
 from mchat_bot.devserver.fake_llm import FakeLLM
-from tests.support.daemon import DaemonProcess
+from tests.support.daemon import DaemonProcess, running_daemon
 
 SOAK = os.environ.get("MCHAT_SOAK") == "1"
 # The full counts of `make soak` take minutes; the quick ones stay inside the default timeout.
@@ -167,6 +167,37 @@ async def test_a_restart_without_replay_and_a_rest_outage_lose_no_mention(
     log = bot.log_tail(500_000)
     assert '"catch_up_failed"' in log and "Task exception was never retrieved" not in log
     assert await bot.stop() == 0
+
+
+async def test_edits_and_deletions_made_while_the_socket_was_down_are_followed(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The server restarts without replay while kim edits one remembered fact and deletes the post
+    of another: the socket never hears either, the REST catch-up does, and the memories follow."""
+    async with running_daemon(dev, llm, tmp_path, FAST) as bot:
+        word = uuid.uuid4().hex[:6]
+        edited, confirmed = await bot.ask("kim", "qa", f"@ai remember audit{word} is on Monday")
+        deleted, _ = await bot.ask("kim", "qa", f"@ai remember key{word} is in drawer 2")
+        assert "audit" in confirmed, confirmed
+        kim = dev.store.user_by_name("kim")
+        assert kim is not None
+        dev.faults.freeze_sockets(True)
+        dev.posts.patch(kim, edited["id"], {"message": f"@ai remember audit{word} is on Tuesday"})
+        dev.posts.delete(kim, deleted["id"])  # a root: its thread (the confirmation) goes with it
+        await dev.restart(lose_replay=True)
+        dev.faults.freeze_sockets(False)
+        [note] = await dev.wait_for_posts(
+            lambda p: p["user_id"] == dev.seed.bot.id and "source message was deleted" in p["message"],
+            timeout=30,
+        )
+        assert f"key{word}" in note["message"] and not note["root_id"], note
+        await dev.wait_for_posts(
+            lambda p: p["user_id"] == dev.seed.bot.id and "Tuesday" in p["message"], timeout=30
+        )
+        _, found = await bot.ask("kim", "qa", f"@ai search audit{word}")
+        assert f"audit{word} is on Tuesday" in found and "is on Monday" not in found, found
+        _, gone = await bot.ask("kim", "qa", f"@ai search key{word} drawer")
+        assert "drawer 2" not in gone, gone
 
 
 async def test_half_open_socket_is_noticed_by_the_watchdog(

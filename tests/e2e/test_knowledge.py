@@ -133,6 +133,40 @@ async def test_learn_off_forget_leaves_nothing(dev: DevServer, llm: FakeLLM, tmp
         await bot.start()
 
 
+async def test_a_learned_line_edited_or_deleted_while_the_socket_was_down_follows(
+    dev: DevServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """The server restarts without replay while one learned line is edited and another deleted:
+    the REST catch-up brings both, and search says what the channel says now."""
+    async with running_daemon(dev, llm, tmp_path, env=NO_LLM) as bot:
+        await make_channel_admin(dev, "qa-private", "kim")
+        _, notice = await bot.ask("kim", "qa-private", "@ai learn on")
+        assert "Learning from this channel" in notice, notice
+        word = f"Valve{tag()}"
+        channel = dev.seed.channels["qa-private"]
+        torque = await dev.user_post("lee", channel, f"The {word} torque is 12 Nm.")
+        spare = await dev.user_post("lee", channel, f"The {word} spare sits on shelf 4.")
+        await learned(bot, "kim", "qa-private", f"@ai search {word} torque", "12 Nm")
+        await learned(bot, "kim", "qa-private", f"@ai search {word} spare shelf", "shelf 4")
+        lee = dev.store.user_by_name("lee")
+        assert lee is not None
+        dev.faults.freeze_sockets(True)
+        try:
+            dev.posts.patch(lee, torque["id"], {"message": f"The {word} torque is 15 Nm."})
+            dev.posts.delete(lee, spare["id"])
+            await dev.restart(lose_replay=True)
+        finally:
+            dev.faults.freeze_sockets(False)
+        await learned(bot, "kim", "qa-private", f"@ai search {word} torque", "15 Nm")
+
+        async def search_spare() -> str:
+            return (await bot.ask("kim", "qa-private", f"@ai search {word} spare shelf"))[1]
+
+        await wait_for(search_spare, lambda text: f"{word} spare sits" not in text, timeout=20, every=0.3)
+        _, torque_now = await bot.ask("kim", "qa-private", f"@ai search {word} torque")
+        assert f"{word} torque is 12 Nm" not in torque_now, torque_now
+
+
 def cursor(db: Path, channel_id: str) -> str:
     with sqlite3.connect(db) as conn:
         row = conn.execute(

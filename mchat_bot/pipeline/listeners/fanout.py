@@ -32,6 +32,11 @@ class EventFanout:
         await self.door(event)
         if isinstance(event, Posted):
             return
+        await self.missed(event)
+
+    async def missed(self, event: object) -> None:
+        """To the listeners only: an edit or deletion the socket missed, found by the door's
+        catch-up (``Intake.on_missed``), is followed as if the socket had brought it."""
         if self._held is not None:
             if len(self._held) >= HOLD_WHILE_STARTING:
                 log.warning("ux.event_dropped_while_starting", held=len(self._held))

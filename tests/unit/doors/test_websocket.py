@@ -1,5 +1,6 @@
 """The WebSocket door's REST catch-up against the real dev server: paging past the `since` cap,
-the durable cursor, merging gaps, and retrying a pass that the server failed."""
+the durable cursor, merging gaps, retrying a pass that the server failed, and the edits and
+deletions of older posts handed to the listeners."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from mchat_bot.devserver import DevServer
 from mchat_bot.doors import websocket
 from mchat_bot.doors.websocket import CURSOR_KEY, Intake
+from mchat_bot.mattermost.events import OtherEvent
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
@@ -73,6 +75,49 @@ async def test_a_gap_is_read_and_only_mentions_are_queued(
         assert intake.accepted == 2
     finally:
         await stop(task)
+
+
+async def test_edits_and_deletions_of_older_posts_reach_the_listeners_as_events(
+    dev: DevServer, rest: RestClient, storage: Storage
+) -> None:
+    """What the socket would have said while it was down: an older post edited, another deleted.
+    A post both made and edited in the gap is a new post (its text as it is now) and an edit (for
+    a post the margin reads again, seen before the gap); a reaction or a pin is no edit; an edit's
+    hidden old version is no post of its own."""
+    intake = make_intake(dev, rest, storage)
+    heard: list[tuple[str, str, str]] = []
+
+    async def listener(event: OtherEvent) -> None:
+        post = event.post()
+        assert post is not None
+        heard.append((event.event, post.id, post.message))
+
+    intake.on_missed = listener
+    qa = dev.seed.channels["qa"]
+    kim = dev.store.user_by_name("kim")
+    assert kim is not None
+    edited = await dev.user_post("kim", qa, "@memorybot remember the audit is on Monday")
+    gone = await dev.user_post("kim", qa, "@memorybot remember the spare key is in drawer 2")
+    reacted = await dev.user_post("kim", qa, "just chatting")
+    since = reacted["create_at"]  # the server's clock: every change below is later
+    dev.posts.patch(kim, edited["id"], {"message": "@memorybot remember the audit is on Tuesday"})
+    dev.posts.delete(kim, gone["id"])
+    dev.posts.add_reaction(kim, {"user_id": kim.id, "post_id": reacted["id"], "emoji_name": "eyes"})
+    dev.posts.patch(kim, reacted["id"], {"is_pinned": True})
+    fresh = await dev.user_post("kim", qa, "@memorybot remember one")
+    dev.posts.patch(kim, fresh["id"], {"message": "@memorybot remember two"})
+    task = await running(intake)
+    try:
+        await intake.on_gap(since + websocket.CATCH_UP_MARGIN_MS)
+        await until(lambda: intake.catch_up_passes == 1)
+    finally:
+        await stop(task)
+    assert heard == [
+        ("post_edited", edited["id"], "@memorybot remember the audit is on Tuesday"),
+        ("post_deleted", gone["id"], "@memorybot remember the spare key is in drawer 2"),
+        ("post_edited", fresh["id"], "@memorybot remember two"),
+    ]
+    assert await queued(storage) == [fresh["id"]]  # the new post, once, as a new post
 
 
 async def test_a_pass_that_fails_on_503_is_retried_until_the_server_is_back(
