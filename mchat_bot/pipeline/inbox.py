@@ -318,11 +318,13 @@ class Inbox:
 
     async def claim_event(self, key: str) -> bool:
         """True for exactly one of the daemons sharing the state that ask with the same ``key`` (an
-        event each of their sockets delivers: an edit, a deletion), the first; one hop. The claims
-        are forgotten with the finished items."""
+        event each of their sockets delivers: an edit, a deletion), the first, and for that one
+        again (its retry of the same event); one hop. The claims are forgotten with the finished
+        items."""
         rows = await self.storage.execute_returning(
             "INSERT INTO event_claim (key, claimed_by, at) VALUES (?, ?, ?)"
-            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            " ON CONFLICT (key) DO UPDATE SET at = excluded.at"
+            " WHERE event_claim.claimed_by = excluded.claimed_by RETURNING key",
             (key, self.instance, self._now()),
         )
         return bool(rows)

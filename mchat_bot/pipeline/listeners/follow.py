@@ -27,6 +27,7 @@ from mchat_bot.pipeline import router, texts
 from mchat_bot.pipeline.audit import Audit, AuditRow
 from mchat_bot.pipeline.handlers import guess_category
 from mchat_bot.pipeline.inbox import Inbox
+from mchat_bot.pipeline.listeners.work import work_off
 from mchat_bot.pipeline.message import ChannelType, IncomingMessage
 from mchat_bot.pipeline.ports import ChatServer
 from mchat_bot.pipeline.router import BotIdentity, Command, detect_lang
@@ -101,19 +102,18 @@ class Follower:
             log.warning("follow.queue_full", post_id=post.id, event=event.event)
 
     async def run(self) -> None:
-        """Work off the queue until cancelled; one bad item never stops the loop."""
-        while True:
-            kind, post = await self.queue.get()
-            try:
-                async with asyncio.timeout(120):
-                    if kind == "post_edited":
-                        await self.edited(post)
-                    else:
-                        await self.deleted(post)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("follow.failed", post_id=post.id, event=kind)
+        """Work off the queue until cancelled (``work_off``: each item retried while it fails for
+        a passing reason, one bad item never stops the loop)."""
+        await work_off(
+            self.queue, self.apply, event="follow", fields=lambda i: {"kind": i[0], "post_id": i[1].id}
+        )
+
+    async def apply(self, item: tuple[str, Post]) -> None:
+        kind, post = item
+        if kind == "post_edited":
+            await self.edited(post)
+        else:
+            await self.deleted(post)
 
     # --- the two cases --------------------------------------------------------------------------
 
@@ -266,9 +266,9 @@ class Follower:
             await self.rest.create_post(post.channel_id, text, props=props, pending_post_id=f"mchat-{key}-c")
 
     async def _channel(self, channel_id: str) -> dict[str, Any]:
+        """The channel as REST gives it (its type decides what a DM's edit means); a failure
+        raises, and the item is tried again (a guessed type would read a DM's ``remember`` as
+        chat and leave the memory behind)."""
         if channel_id not in self._channels:
-            try:
-                self._channels[channel_id] = await self.rest.get_channel(channel_id)
-            except Exception:
-                return {}
+            self._channels[channel_id] = await self.rest.get_channel(channel_id)
         return self._channels[channel_id]

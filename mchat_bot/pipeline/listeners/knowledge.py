@@ -17,6 +17,7 @@ import structlog
 from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.mattermost.events import FrameError, OtherEvent
+from mchat_bot.pipeline.listeners.work import work_off
 
 log = structlog.get_logger(__name__)
 
@@ -57,16 +58,14 @@ class KnowledgeFollower:
             log.warning("knowledge.follow_queue_full", event=event.event)
 
     async def run(self) -> None:
-        """Work off the queue until cancelled; one bad item never stops the loop."""
-        while True:
-            kind, ident, text = await self.queue.get()
-            try:
-                async with asyncio.timeout(120):
-                    await self.apply(kind, ident, text)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("knowledge.follow_failed", event=kind)
+        """Work off the queue until cancelled (``work_off``: each item retried while it fails for
+        a passing reason, one bad item never stops the loop)."""
+        await work_off(
+            self.queue,
+            lambda item: self.apply(*item),
+            event="knowledge.follow",
+            fields=lambda item: {"kind": item[0], "id": item[1]},
+        )
 
     async def apply(self, kind: str, ident: str, text: str) -> None:
         if kind == "post_edited":

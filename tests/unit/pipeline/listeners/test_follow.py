@@ -128,6 +128,38 @@ async def test_with_two_daemons_on_one_state_an_edit_makes_one_new_version(world
     assert len([p for p in world.bot_posts() if p["root_id"] == post["id"]]) == 1
 
 
+async def test_an_edit_in_a_dm_during_a_rest_outage_is_followed_once_the_server_is_back(
+    world: World,
+) -> None:
+    """In a DM ``remember`` needs no mention, so the follower must know the channel's type: the
+    server's REST is away (503) when the edit comes, and the follow is tried again until it is
+    back, instead of reading the DM as a public channel (where the edit is no command)."""
+    dm = world.dev.seed.dm["kim"]
+    post = await world.dev.user_post("kim", dm, "remember the gate code changes on Monday")
+    memory = Memory(
+        id=new_memory_id(),
+        text="the gate code changes on Monday",
+        scope="personal",
+        channel_id=dm,
+        user_id=post["user_id"],
+        user_name="kim",
+        source_post_id=post["id"],
+    )
+    await world.store.add(memory)
+    kim = world.dev.store.user_by_name("kim")
+    assert kim is not None
+    world.dev.faults.rest_outage(4.0)  # longer than the REST client's own three tries
+    world.dev.posts.patch(kim, post["id"], {"message": "remember the gate code changes on Friday"})
+
+    async def current() -> list[str]:
+        found = await memories_from_post(world.store, dm, post["id"])
+        return [m.text for m in found if m.valid_until <= 0]
+
+    async with asyncio.timeout(60):
+        while await current() != ["the gate code changes on Friday"]:  # noqa: ASYNC110 - polled store
+            await asyncio.sleep(0.2)
+
+
 async def test_an_edit_without_a_confirmation_says_so_in_the_thread(world: World) -> None:
     post, _ = await world.remembered("The release freeze starts on December 1")
     await world.kim.patch_post(post["id"], message="@ai remember The release freeze starts on December 8")
