@@ -94,8 +94,8 @@ class Follower:
             return
         if post is None or post.user_id == self.bot.user_id or post.type.startswith("system_"):
             return
-        if post.original_id:
-            return
+        if post.original_id or not self._may_have_memories(post):
+            return  # most edits: queued, they would only take room from those that matter
         try:
             self.queue.put_nowait((event.event, post))
         except asyncio.QueueFull:
@@ -153,8 +153,8 @@ class Follower:
         )
 
     async def edited(self, post: Post) -> None:
-        if not post.edit_at or not self._may_have_memories(post):
-            return  # a props-only change (reactions, pins), or nothing that makes memories
+        if not post.edit_at:
+            return  # a props-only change (reactions, pins)
         if not await self.inbox.claim_event(f"post_edited:{post.id}:{post.edit_at}"):
             return  # another daemon's socket brought the same edit, and that daemon follows it
         found = [
@@ -233,8 +233,6 @@ class Follower:
         )
 
     async def deleted(self, post: Post) -> None:
-        if not self._may_have_memories(post):
-            return
         if not await self.inbox.claim_event(f"post_deleted:{post.id}"):
             return
         found = await memories_from_post(self.store, post.channel_id, post.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Any
 import pytest
 
 from mchat_bot.devserver import DevServer
+from mchat_bot.mattermost.events import OtherEvent
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.memory.store import EdgeMemoryStore, Memory, Viewer, new_memory_id
 from mchat_bot.pipeline.inbox import Inbox
 from mchat_bot.pipeline.listeners.follow import Follower, memories_from_post
 from mchat_bot.pipeline.router import BotIdentity
 from mchat_bot.storage import SqliteStorage
+from tests.support.chat import FakeChat
 from tests.support.gateway import running_gateway
 
 QUIET_S = 1.0  # how long "nothing happens" is watched
@@ -194,3 +197,23 @@ async def test_a_deletion_forgets_every_memory_of_the_post_and_says_so_in_the_ch
     assert said["channel_id"] == world.qa and said["root_id"] == ""  # the thread went with its root
     assert await world.store.get(memory.id) is None
     assert [m.id for m in await world.store.recent(world.viewer)] == [kept.id]  # another post's memory stays
+
+
+async def test_only_edits_of_posts_that_can_have_made_a_memory_are_queued(
+    store: EdgeMemoryStore, inbox: Inbox
+) -> None:
+    """A busy channel's edits and deletions (chat, typo fixes) take no room in the queue from the
+    ``remember`` posts' (a catch-up after a long outage brings them all at once)."""
+    follower = Follower(store, FakeChat(), inbox, BotIdentity("bot1", "memorybot", ("@ai",)))  # type: ignore[arg-type]
+
+    def changed(message: str, kind: str = "post_edited", **extra: object) -> OtherEvent:
+        post = {"id": "p1", "channel_id": "c1", "user_id": "u1", "message": message, "create_at": 1}
+        return OtherEvent(seq=1, event=kind, data={"post": json.dumps(post | extra)})
+
+    await follower.on_event(changed("lunch at noon?"))
+    await follower.on_event(changed("fixed a typo", "post_deleted", file_ids=[]))
+    assert follower.queue.qsize() == 0
+    await follower.on_event(changed("@ai remember lunch is at noon"))
+    await follower.on_event(changed("점심은 12시, 기억해줘", "post_deleted"))
+    await follower.on_event(changed("the spec", file_ids=["f1"]))
+    assert follower.queue.qsize() == 3
