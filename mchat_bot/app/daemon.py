@@ -180,6 +180,7 @@ class Daemon:
             silence_timeout=s.mattermost.ws_silence_timeout,
             ping_interval=s.mattermost.ws_ping_interval,
             max_backoff=s.mattermost.ws_max_backoff,
+            wants=intake.wants,
         )
         readiness.checks["socket"] = socket_check(gateway.authenticated)
         metrics.LIVE.gateway, metrics.LIVE.inbox = gateway, inbox

@@ -27,7 +27,14 @@ import structlog
 
 from mchat_bot.knowledge.learner import Learner
 from mchat_bot.knowledge.lines import Line
-from mchat_bot.mattermost.events import ChannelType, OtherEvent, Post, Posted, parse_channel_type
+from mchat_bot.mattermost.events import (
+    ChannelType,
+    OtherEvent,
+    PassedPost,
+    Post,
+    Posted,
+    parse_channel_type,
+)
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net.retry import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
@@ -86,22 +93,28 @@ class Intake:
         self.catch_up_passes = 0  # passes that read every channel
 
     async def on_event(self, event: object) -> None:
+        if isinstance(event, PassedPost):  # refused by `wants` in the reader: nothing was built
+            await self._advance_to(max(event.create_at, event.update_at))
+            self.ignored += 1
+            return
         if not isinstance(event, Posted):
             return
-        await self._advance(event.post)
-        if not self._may_matter(event):
+        post = event.post
+        await self._advance_to(max(post.create_at, post.update_at))
+        if not self.wants(post.channel_id, event.channel_type, post.message):
             self.ignored += 1
             return
         await self.accept_many([message_from_posted(event)], live=True)
 
-    def _may_matter(self, event: Posted) -> bool:
-        """A cheap test before any message is built: False only for a post the route would ignore
-        (no "@", so no mention of any name, and not a DM) that no learning channel wants. Most of a
-        busy server's posts end here."""
-        if event.channel_type == "D" or "@" in event.post.message:
+    def wants(self, channel_id: str, channel_type: ChannelType, message: str) -> bool:
+        """A cheap test before any message is built (the gateway's ``PostFilter``, so that it runs
+        before even the post is): False only for a post the route would ignore (no "@", so no
+        mention of any name, and not a DM) that no learning channel wants. Most of a busy server's
+        posts end here."""
+        if channel_type == "D" or "@" in message:
             return True
         learner = self._learner
-        return learner is not None and learner.channels.learns(event.post.channel_id, event.channel_type)
+        return learner is not None and learner.channels.learns(channel_id, channel_type)
 
     async def accept(self, msg: IncomingMessage) -> bool:
         """Route one message and put it into the inbox; True when it was new and addressed to us."""
@@ -151,9 +164,8 @@ class Intake:
             self._wake()
         return found
 
-    async def _advance(self, post: Post) -> None:
-        """Remember the newest post time seen, flushed to SQLite at most once a second."""
-        stamp = max(post.create_at, post.update_at)
+    async def _advance_to(self, stamp: int) -> None:
+        """Remember the newest post time seen (``stamp``), flushed to SQLite at most once a second."""
         if stamp > self._cursor_ms:
             self._cursor_ms = stamp
         now = time.monotonic()
@@ -270,7 +282,7 @@ class Intake:
             for post in fresh:
                 msgs.append(message_from_post(post, channel, await self._user_names.of(post.user_id)))
                 # a cursor flushed meanwhile is held at the gap being read (_reading_since)
-                await self._advance(post)
+                await self._advance_to(max(post.create_at, post.update_at))
             found += await self.accept_many(msgs)
             if self.on_missed is not None:
                 for post, row in sorted(posts, key=lambda pair: pair[0].changed_at):

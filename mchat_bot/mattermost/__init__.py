@@ -7,8 +7,10 @@ from mchat_bot.mattermost.events import (
     FrameError,
     Hello,
     OtherEvent,
+    PassedPost,
     Post,
     Posted,
+    PostFilter,
     parse_frame,
 )
 from mchat_bot.mattermost.gateway import Decision, Gateway, GatewaySession, GatewayStats
@@ -27,7 +29,9 @@ __all__ = [
     "MattermostError",
     "MattermostUnavailable",
     "OtherEvent",
+    "PassedPost",
     "Post",
+    "PostFilter",
     "Posted",
     "RestClient",
     "parse_frame",

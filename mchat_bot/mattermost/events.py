@@ -12,9 +12,9 @@ the standard library, rejecting what the protocol never sends (NaN, lone surroga
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 import orjson
 
@@ -283,18 +283,38 @@ class ActionReply:
         return self.ok and self.data.get("text") == "pong"
 
 
-Event = Hello | Posted | OtherEvent
-Frame = Hello | Posted | OtherEvent | ActionReply
+@dataclass(frozen=True, slots=True)
+class PassedPost:
+    """A ``posted`` event that the reader's ``PostFilter`` said nothing wants, read only as far as
+    its channel and the times the catch-up cursor needs: most posts of a busy server end here,
+    and building a ``Post`` and a ``Posted`` for them was most of the reader's work per event."""
+
+    seq: int
+    channel_id: str
+    create_at: int
+    update_at: int
+    event: ClassVar[str] = "posted"  # what it is on the wire (the event counter's label)
+
+
+# (channel id, channel type, message) -> whether a ``posted`` event is wanted as a ``Posted``; a
+# cheap test the reader runs on the decoded post before any object is built
+PostFilter = Callable[[str, ChannelType, str], bool]
+
+Event = Hello | Posted | PassedPost | OtherEvent
+Frame = Hello | Posted | PassedPost | OtherEvent | ActionReply
 
 
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def parse_frame(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
+def parse_frame(
+    raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES, wants: PostFilter | None = None
+) -> Frame:
     """Parse one server frame; raise :class:`FrameError` on anything malformed.
 
     Events are told from action replies by the presence of ``"event"`` (protocol 3.4). Unknown
     extra fields are ignored; formatting (spaces, trailing newline, key order) does not matter.
+    With ``wants``, a well-formed ``posted`` event it refuses is a :class:`PassedPost`.
     """
     try:
         text: str | bytes
@@ -317,7 +337,7 @@ def parse_frame(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
             text = raw
         else:
             raise FrameError(f"frame must be str or bytes, got {type(raw).__name__}")
-        return _parse_object(_obj(_loads(text, "frame"), "frame"))
+        return _parse_object(_obj(_loads(text, "frame"), "frame"), wants)
     except FrameError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError, OverflowError) as exc:
@@ -325,7 +345,7 @@ def parse_frame(raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
         raise FrameError(f"malformed frame: {exc.__class__.__name__}") from None
 
 
-def _parse_object(d: dict[str, Any]) -> Frame:
+def _parse_object(d: dict[str, Any], wants: PostFilter | None = None) -> Frame:
     if "event" not in d:
         return _parse_reply(d)
     event = _req_str(d, "event", "frame", non_empty=True)
@@ -343,14 +363,19 @@ def _parse_object(d: dict[str, Any]) -> Frame:
             server_version=_opt_str(data, "server_version", "hello.data"),
         )
     if event == "posted":
-        return _parse_posted(seq, data)
+        return _parse_posted(seq, data, wants)
     return OtherEvent(seq=seq, event=event, data=data, broadcast=broadcast)
 
 
-def _parse_posted(seq: int, data: dict[str, Any]) -> Posted:
+def _parse_posted(seq: int, data: dict[str, Any], wants: PostFilter | None = None) -> Posted | PassedPost:
     if "post" not in data:
         raise FrameError("posted.data.post is missing")
-    post = Post.from_dict(_maybe_json(data["post"], "posted.data.post"))
+    decoded = _maybe_json(data["post"], "posted.data.post")
+    if wants is not None:
+        passed = _passed(seq, decoded, data.get("channel_type"), wants)
+        if passed is not None:
+            return passed
+    post = Post.from_dict(decoded)
     get = data.get
     kind, mentions_raw = get("channel_type"), get("mentions")
     names: tuple[Any, ...] = (
@@ -375,6 +400,29 @@ def _parse_posted(seq: int, data: dict[str, Any]) -> Posted:
             raise FrameError("posted.data.mentions must be a list of strings")
         mentions = tuple(decoded)
     return Posted(seq, post, cast(ChannelType, kind), names[0], names[1], names[2], names[3], mentions)
+
+
+def _passed(seq: int, post: object, kind: object, wants: PostFilter) -> PassedPost | None:
+    """The event as a ``PassedPost`` when its usual fields have their types and ``wants`` refuses
+    it; None otherwise (a post it wants, or one the full parse must look at to say what is wrong)."""
+    if type(post) is not dict or kind not in _CHANNEL_TYPES:
+        return None
+    get = post.get
+    channel_id, message = get("channel_id"), get("message", "")
+    create_at, update_at = get("create_at"), get("update_at", 0)
+    if (
+        type(channel_id) is not str
+        or not channel_id
+        or type(message) is not str
+        or type(create_at) is not int
+        or type(update_at) is not int
+        or type(get("id")) is not str
+        or not get("id")
+    ):
+        return None
+    if wants(channel_id, cast(ChannelType, kind), message):
+        return None
+    return PassedPost(seq, channel_id, create_at, update_at or create_at)
 
 
 def parse_channel_type(value: str, what: str = "channel_type") -> ChannelType:

@@ -23,7 +23,16 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from mchat_bot.mattermost.events import ActionReply, Event, FrameError, Hello, Posted, parse_frame
+from mchat_bot.mattermost.events import (
+    ActionReply,
+    Event,
+    FrameError,
+    Hello,
+    PassedPost,
+    Posted,
+    PostFilter,
+    parse_frame,
+)
 from mchat_bot.net.retry import RetryPolicy
 
 __all__ = ["Decision", "Gateway", "GatewaySession", "GatewayStats", "websocket_url"]
@@ -120,11 +129,12 @@ class _Silence(Exception):
 class Gateway:
     """Keeps one authenticated, resumed WebSocket to Mattermost alive until cancelled.
 
-    ``on_event(ev)`` gets every new event (Hello, Posted, OtherEvent) in seq order, never a
-    duplicate. ``on_gap(since_ms)`` is awaited when events may be lost (fresh hello after we had a
-    connection, or a seq gap); ``since_ms`` is for ``GET /channels/{id}/posts?since=``. Both run on
-    the reader task, so they must only enqueue; an exception from them ends ``run()`` (a bug, for
-    the supervisor to see), while every socket/protocol failure just means "reconnect".
+    ``on_event(ev)`` gets every new event (Hello, Posted, OtherEvent; with ``wants``, the posts it
+    refuses as PassedPost) in seq order, never a duplicate. ``on_gap(since_ms)`` is awaited when
+    events may be lost (fresh hello after we had a connection, or a seq gap); ``since_ms`` is for
+    ``GET /channels/{id}/posts?since=``. Both run on the reader task, so they must only enqueue; an
+    exception from them ends ``run()`` (a bug, for the supervisor to see), while every
+    socket/protocol failure just means "reconnect".
     """
 
     def __init__(
@@ -139,8 +149,10 @@ class Gateway:
         max_backoff: float = 30.0,
         open_timeout: float = 10.0,
         initial_backoff: float = 0.5,
+        wants: PostFilter | None = None,
     ) -> None:
         self.url = websocket_url(ws_url_or_base_url)
+        self._wants = wants  # posts it refuses come as PassedPost: no Post is built for them
         self._token = token
         self._on_event = on_event
         self._on_gap = on_gap
@@ -291,7 +303,7 @@ class Gateway:
             self._waiting_since = None
             self.stats.last_frame_at = time.time()
             try:
-                frame = parse_frame(raw, max_bytes=MAX_FRAME_BYTES)
+                frame = parse_frame(raw, max_bytes=MAX_FRAME_BYTES, wants=self._wants)
             except FrameError as exc:
                 self.stats.bad_frames += 1
                 log.warning("gateway.bad_frame", error=str(exc)[:200], size=len(raw))
@@ -349,4 +361,6 @@ class Gateway:
         self.stats.events += 1
         if isinstance(event, Posted):
             self._since_ms = max(self._since_ms, event.post.create_at, event.post.update_at)
+        elif isinstance(event, PassedPost):
+            self._since_ms = max(self._since_ms, event.create_at, event.update_at)
         await self._on_event(event)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-from mchat_bot.mattermost.events import Posted
+from mchat_bot.mattermost.events import PassedPost, Posted
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +30,7 @@ class EventFanout:
 
     async def __call__(self, event: object) -> None:
         await self.door(event)
-        if isinstance(event, Posted):
+        if isinstance(event, Posted | PassedPost):
             return
         await self.missed(event)
 

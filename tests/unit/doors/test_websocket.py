@@ -207,10 +207,8 @@ async def test_a_pass_stopped_while_it_reads_holds_the_durable_cursor_at_its_gap
             await asyncio.sleep(0)
     await stop(task)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
-    from mchat_bot.mattermost.events import Post
-
     intake._flushed_at = 0.0
-    await intake._advance(Post.from_dict(post))
+    await intake._advance_to(post["create_at"])
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
 
 
@@ -227,32 +225,28 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     await stop(task)
     # a live event arrives after the failed pass: the cursor written must still be the gap's start
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
-    from mchat_bot.mattermost.events import Post
-
     intake._flushed_at = 0.0
-    await intake._advance(Post.from_dict(post))
+    await intake._advance_to(post["create_at"])
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
 
 
 async def test_only_the_leading_intake_writes_the_cursor(
     dev: DevServer, rest: RestClient, storage: Storage
 ) -> None:
-    from mchat_bot.mattermost.events import Post
-
     held = str(int(time.time() * 1000) - 60_000)
     await storage.set_kv(CURSOR_KEY, held)  # held at a gap by a leader that died
     follower = make_intake(dev, rest, storage)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
-    await follower._advance(Post.from_dict(post))
+    await follower._advance_to(post["create_at"])
     assert await storage.get_kv(CURSOR_KEY) == held  # the next leader still reads from the gap
     socket_up = asyncio.Event()
     socket_up.set()
     leader = asyncio.create_task(follower.run_as_leader(socket_up))
     await until(lambda: follower.catch_up_passes >= 1)
     follower._flushed_at = 0.0
-    await follower._advance(Post.from_dict(post))
+    await follower._advance_to(post["create_at"])
     assert int(await storage.get_kv(CURSOR_KEY) or 0) >= post["create_at"]
     await stop(leader)
     follower._flushed_at = 0.0
-    await follower._advance(Post.from_dict({**post, "create_at": post["create_at"] + 5_000}))
+    await follower._advance_to(post["create_at"] + 5_000)
     assert int(await storage.get_kv(CURSOR_KEY) or 0) < post["create_at"] + 5_000  # the lead ended

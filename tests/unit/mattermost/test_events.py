@@ -15,6 +15,7 @@ from mchat_bot.mattermost.events import (
     FrameError,
     Hello,
     OtherEvent,
+    PassedPost,
     Post,
     Posted,
     parse_frame,
@@ -64,6 +65,35 @@ def test_posted_decodes_post_and_mentions_twice() -> None:
     assert frame.post.message == "@ai remember X부품 불량률 12%"
     assert frame.mentions == (BOT,)
     assert frame.channel_type == "O" and frame.team_id == TEAM
+
+
+def test_a_posted_event_the_reader_filter_refuses_is_read_only_to_its_channel_and_times() -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def refuse(channel_id: str, channel_type: str, message: str) -> bool:
+        asked.append((channel_id, channel_type, message))
+        return False
+
+    raw = json.dumps(posted_frame({**POST, "update_at": POST["create_at"] + 5}), ensure_ascii=False)
+    passed = parse_frame(raw, wants=refuse)
+    assert passed == PassedPost(7, POST["channel_id"], POST["create_at"], POST["create_at"] + 5)
+    assert asked == [(POST["channel_id"], "O", POST["message"])]
+    wanted = parse_frame(raw, wants=lambda *_: True)
+    assert isinstance(wanted, Posted) and wanted.post.id == POST_ID
+
+
+@pytest.mark.parametrize(
+    "changes", [{"create_at": True}, {"id": ""}, {"channel_id": 5}, {"update_at": "soon"}, {"message": None}]
+)
+def test_a_malformed_post_is_never_passed_unread(changes: dict[str, Any]) -> None:
+    """The filter sees only posts whose fields it reads have their types; any other goes through
+    the full checks (a FrameError that says what is wrong, or the post as it reads)."""
+    raw = json.dumps(posted_frame({**POST, **changes}))
+    try:
+        frame = parse_frame(raw, wants=lambda *_: False)
+    except FrameError:
+        return
+    assert isinstance(frame, Posted), frame
 
 
 def test_hello_reply_and_other_events() -> None:
@@ -267,6 +297,11 @@ def test_fuzz_only_frame_error_escapes() -> None:
             assert isinstance(result, Hello | Posted | OtherEvent | ActionReply)
             if isinstance(result, Posted):
                 route(message_from_posted(result), FUZZ_BOT)  # a parsed Posted is always routable
+                # with the reader's filter refusing it, the same frame passes read only to its times
+                passed = parse_frame(raw, wants=lambda *_: False)
+                assert passed == PassedPost(
+                    result.seq, result.post.channel_id, result.post.create_at, result.post.update_at
+                ) or isinstance(passed, Posted)
 
     run()
     assert seen >= 10_000, seen
