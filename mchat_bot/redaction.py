@@ -294,29 +294,53 @@ def lowered(text: str) -> str:
     return low
 
 
-def _has_digit(text: str, low: str) -> bool:
-    return _NUMERIC.search(text) is not None
+# The fewest digits (\d, as the patterns count them) each number needs: a resident registration
+# number 13, a card 13 (13-19), a phone 8 (international, 8-15; a Korean landline has 9). Most chat
+# lines that have a digit at all ("P123", "3층", "12%") have fewer, and skip those three patterns.
+RRN_DIGITS, CARD_DIGITS, PHONE_DIGITS = 13, 13, 8
 
 
-def _has_at(text: str, low: str) -> bool:
+def _digit_count(text: str) -> int:
+    return len(_NUMERIC.findall(text))
+
+
+def _may_hold_rrn(text: str, low: str, digits: int) -> bool:
+    return digits >= RRN_DIGITS
+
+
+def _may_hold_card(text: str, low: str, digits: int) -> bool:
+    return digits >= CARD_DIGITS
+
+
+def _may_hold_phone(text: str, low: str, digits: int) -> bool:
+    return digits >= PHONE_DIGITS
+
+
+def _has_at(text: str, low: str, digits: int) -> bool:
     return "@" in text
 
 
-def _may_hold_password(text: str, low: str) -> bool:
-    return any(w in low for w in _PASSWORD_WORDS)
+# one search in C instead of a substring test per word
+_PASSWORD_WORD = re.compile("|".join(map(re.escape, _PASSWORD_WORDS)))
+_API_WORD = re.compile("|".join(map(re.escape, _API_CONTEXT_WORDS)))
+_API_MARK = re.compile("|".join(map(re.escape, _API_SHAPE_MARKS)))
 
 
-def _may_hold_api_key(text: str, low: str) -> bool:
-    return any(w in low for w in _API_CONTEXT_WORDS) or any(m in text for m in _API_SHAPE_MARKS)
+def _may_hold_password(text: str, low: str, digits: int) -> bool:
+    return _PASSWORD_WORD.search(low) is not None
 
 
-_FINDERS: tuple[tuple[Callable[[str], Iterator[Finding]], Callable[[str, str], bool]], ...] = (
+def _may_hold_api_key(text: str, low: str, digits: int) -> bool:
+    return _API_WORD.search(low) is not None or _API_MARK.search(text) is not None
+
+
+_FINDERS: tuple[tuple[Callable[[str], Iterator[Finding]], Callable[[str, str, int], bool]], ...] = (
     (_password, _may_hold_password),
     (_api_key, _may_hold_api_key),
-    (_rrn, _has_digit),
-    (_card, _has_digit),
+    (_rrn, _may_hold_rrn),
+    (_card, _may_hold_card),
     (_email, _has_at),
-    (_phone, _has_digit),
+    (_phone, _may_hold_phone),
 )
 
 
@@ -354,7 +378,8 @@ def find_sensitive(text: str) -> list[Finding]:
         return []
     text = fold_width(text)
     low = lowered(text)
-    candidates = [f for finder, may_match in _FINDERS if may_match(text, low) for f in finder(text)]
+    digits = _digit_count(text)
+    candidates = [f for finder, may_match in _FINDERS if may_match(text, low, digits) for f in finder(text)]
     if not candidates:
         return []
     if "[REDACTED:" in text:  # already masked: "password: [REDACTED:password]" is not a password
