@@ -156,6 +156,11 @@ async def test_on_event_ignores_everything_else(world: World) -> None:
         OtherEvent(seq=5, event=CHANNEL_GONE, data={}),  # no channel id
         OtherEvent(seq=6, event=CHANNEL_GONE, data={"channel_id": 7}),
         OtherEvent(seq=7, event="channel_updated", data={"channel_id": "c1"}),
+        # never channel knowledge: the bot's own streamed answer, another bot's, a webhook's, a system message
+        post_event("post_edited", post("p3", "답변을 쓰는 중…", user_id="bot1")),
+        post_event("post_edited", post("p4", "CI passed", props={"from_bot": "true"})),
+        post_event("post_deleted", post("p5", "alert", props={"from_webhook": "true"})),
+        post_event("post_edited", post("p6", "kim joined", type="system_join_channel")),
         "not an event",
     ]:
         await f.on_event(event)
