@@ -94,13 +94,13 @@ class Intake:
 
     async def on_event(self, event: object) -> None:
         if isinstance(event, PassedPost):  # refused by `wants` in the reader: nothing was built
-            await self._advance_to(max(event.create_at, event.update_at))
+            await self._advance(event)
             self.ignored += 1
             return
         if not isinstance(event, Posted):
             return
         post = event.post
-        await self._advance_to(max(post.create_at, post.update_at))
+        await self._advance(post)
         if not self.wants(post.channel_id, event.channel_type, post.message):
             self.ignored += 1
             return
@@ -164,8 +164,9 @@ class Intake:
             self._wake()
         return found
 
-    async def _advance_to(self, stamp: int) -> None:
-        """Remember the newest post time seen (``stamp``), flushed to SQLite at most once a second."""
+    async def _advance(self, post: Post | PassedPost) -> None:
+        """Remember the newest post time seen, flushed to SQLite at most once a second."""
+        stamp = max(post.create_at, post.update_at)
         if stamp > self._cursor_ms:
             self._cursor_ms = stamp
         now = time.monotonic()
@@ -282,7 +283,7 @@ class Intake:
             for post in fresh:
                 msgs.append(message_from_post(post, channel, await self._user_names.of(post.user_id)))
                 # a cursor flushed meanwhile is held at the gap being read (_reading_since)
-                await self._advance_to(max(post.create_at, post.update_at))
+                await self._advance(post)
             found += await self.accept_many(msgs)
             if self.on_missed is not None:
                 for post, row in sorted(posts, key=lambda pair: pair[0].changed_at):

@@ -37,12 +37,14 @@ class Learner:
         self, channel_id: str, channel_type: str, user_id: str, post_type: str, *, automated: bool
     ) -> bool:
         """Whether a post is channel knowledge: a person's post in a learning channel."""
-        return (
-            not automated
-            and not post_type
-            and user_id != self.bot_user_id
-            and self.channels.learns(channel_id, channel_type)
+        return self.by_a_person(user_id, post_type, automated=automated) and self.channels.learns(
+            channel_id, channel_type
         )
+
+    def by_a_person(self, user_id: str, post_type: str, *, automated: bool) -> bool:
+        """A person's post, wherever it is: not the bot's own, another bot's or a webhook's
+        (``automated``), nor a system message. Only such a post can be channel knowledge."""
+        return not automated and not post_type and user_id != self.bot_user_id
 
     async def keep(self, lines: Sequence[Line]) -> int:
         """Log the lines now (new ones, and changed texts of edited ones) and wake the indexer."""

@@ -16,7 +16,7 @@ import structlog
 
 from mchat_bot.knowledge.index import MessageIndex
 from mchat_bot.knowledge.learner import Learner
-from mchat_bot.mattermost.events import FrameError, OtherEvent, Post
+from mchat_bot.mattermost.events import FrameError, OtherEvent
 from mchat_bot.pipeline.listeners.work import work_off
 
 log = structlog.get_logger(__name__)
@@ -43,7 +43,13 @@ class KnowledgeFollower:
                 post = event.post()
             except FrameError:
                 return
-            if post is None or post.original_id or not self._may_be_learned(post):
+            if post is None or post.original_id:
+                return
+            # never channel knowledge (the bot's own streamed answers are edited every half second):
+            # its edit or deletion would cost a queue place and a SQLite read for nothing
+            if not self.learner.by_a_person(
+                post.user_id, post.type, automated=post.from_bot or post.from_webhook
+            ):
                 return
             item = (event.event, post.id, post.message)
         elif event.event == CHANNEL_GONE:
@@ -56,13 +62,6 @@ class KnowledgeFollower:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             log.warning("knowledge.follow_queue_full", event=event.event)
-
-    def _may_be_learned(self, post: Post) -> bool:
-        """False for a post that is never channel knowledge (the bot's own, whose streamed answers
-        are edited every half second; another bot's or a webhook's; a system message): its edit or
-        deletion costs a queue place and a SQLite read for nothing."""
-        automated = post.from_bot or post.from_webhook
-        return not automated and not post.type and post.user_id != self.learner.bot_user_id
 
     async def run(self) -> None:
         """Work off the queue until cancelled (``work_off``: each item retried while it fails for

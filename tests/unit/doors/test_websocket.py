@@ -13,7 +13,7 @@ import pytest
 from mchat_bot.devserver import DevServer
 from mchat_bot.doors import websocket
 from mchat_bot.doors.websocket import CURSOR_KEY, Intake
-from mchat_bot.mattermost.events import OtherEvent
+from mchat_bot.mattermost.events import OtherEvent, Post
 from mchat_bot.mattermost.rest import RestClient
 from mchat_bot.net import RetryPolicy
 from mchat_bot.pipeline.inbox import Inbox
@@ -208,7 +208,7 @@ async def test_a_pass_stopped_while_it_reads_holds_the_durable_cursor_at_its_gap
     await stop(task)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
     intake._flushed_at = 0.0
-    await intake._advance_to(post["create_at"])
+    await intake._advance(Post.from_dict(post))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
 
 
@@ -226,7 +226,7 @@ async def test_a_gap_left_unread_at_shutdown_holds_the_durable_cursor(
     # a live event arrives after the failed pass: the cursor written must still be the gap's start
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
     intake._flushed_at = 0.0
-    await intake._advance_to(post["create_at"])
+    await intake._advance(Post.from_dict(post))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) == gap - websocket.CATCH_UP_MARGIN_MS
 
 
@@ -237,16 +237,16 @@ async def test_only_the_leading_intake_writes_the_cursor(
     await storage.set_kv(CURSOR_KEY, held)  # held at a gap by a leader that died
     follower = make_intake(dev, rest, storage)
     post = await dev.user_post("kim", dev.seed.channels["qa"], "@memorybot live")
-    await follower._advance_to(post["create_at"])
+    await follower._advance(Post.from_dict(post))
     assert await storage.get_kv(CURSOR_KEY) == held  # the next leader still reads from the gap
     socket_up = asyncio.Event()
     socket_up.set()
     leader = asyncio.create_task(follower.run_as_leader(socket_up))
     await until(lambda: follower.catch_up_passes >= 1)
     follower._flushed_at = 0.0
-    await follower._advance_to(post["create_at"])
+    await follower._advance(Post.from_dict(post))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) >= post["create_at"]
     await stop(leader)
     follower._flushed_at = 0.0
-    await follower._advance_to(post["create_at"] + 5_000)
+    await follower._advance(Post.from_dict({**post, "create_at": post["create_at"] + 5_000}))
     assert int(await storage.get_kv(CURSOR_KEY) or 0) < post["create_at"] + 5_000  # the lead ended
